@@ -1,0 +1,54 @@
+"""LLM Lab: watch a GPT-2-style language model being built from its own code.
+
+Run `python app.py` and open the address it prints. Each tab is one stage of the book
+"Build a Large Language Model (From Scratch)"; the engine behind every view is in gpt_core/.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from ui import tokenizer_tab
+
+TITLE = "LLM Lab"
+
+INTRO = """
+# LLM Lab
+Watch a GPT-2-style language model being built from its own code: tokens, attention, the model, generation.
+Every view runs the engine in `gpt_core/`; open **the gpt_core code this tab runs** under each view to read it.
+"""
+
+CSS = """
+.lab-explain { font-size: 0.95rem; }
+.lab-tokens { line-height: 2.1; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;
+              word-break: break-word; max-height: 420px; overflow-y: auto; padding: 8px; }
+.lab-tokens span.tok { border-radius: 4px; padding: 1px 0; margin: 0 1px; color: #111; }
+.lab-note { color: #555; font-size: 0.9rem; }
+"""
+
+
+def build_demo() -> gr.Blocks:
+    """Assemble the tabs into one Blocks app (without launching it)."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Tokenizer", id="tokenizer"):
+                tokenizer_tab.build_tab()
+    return demo
+
+
+def launch_options() -> dict:
+    """Arguments for `demo.launch()`: Gradio 6 takes the theme and CSS here."""
+    return {"theme": gr.themes.Soft(), "css": CSS}
+
+
+def main() -> None:
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=int(os.environ.get("LLM_LAB_CONCURRENCY", "4")))
+    demo.launch(**launch_options())
+
+
+if __name__ == "__main__":
+    main()

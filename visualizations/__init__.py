@@ -1,0 +1,1 @@
+"""Pure drawing functions: arrays and events in, plotly figures or HTML strings out."""
