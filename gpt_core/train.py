@@ -877,6 +877,16 @@ def load_tokenizer(spec: str, text: str):
     return BPETokenizer.load(spec)
 
 
+def encode_corpus(tokenizer, text: str) -> list[int]:
+    """Token ids of a whole corpus, through tiktoken's fast path when the tokenizer offers one.
+
+    `BPETokenizer.as_tiktoken()` gives identical ids (tested), only many times faster on megabytes of text.
+    """
+    if hasattr(tokenizer, "as_tiktoken"):
+        return tokenizer.as_tiktoken().encode_ordinary(text)
+    return tokenizer.encode(text)
+
+
 def _parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m gpt_core.train", description="Pretrain a small GPT.")
     parser.add_argument("--preset", default="nano")
@@ -937,7 +947,7 @@ def main(argv=None) -> int:
                 overrides[name] = getattr(args, name)
         torch.manual_seed(args.seed)  # the same initial weights on every process
         model = GPTModel(GPTConfig.preset(args.preset, **overrides))
-        ids = tokenizer.encode(text)
+        ids = encode_corpus(tokenizer, text)
         split = int(0.9 * len(ids))
         config = TrainConfig(
             lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, max_steps=args.max_steps,
