@@ -1,0 +1,435 @@
+"""The Tokenizer tab: text -> tokens -> your own BPE -> training pairs -> embeddings (the book's chapter 2).
+
+Layout and wiring only: the work is done by gpt_core.tokenizer and gpt_core.data, the pictures by
+visualizations.tokens. Every handler is a plain function, so tests can call it directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from gpt_core.data import (
+    SlidingWindowDataset,
+    cosine_similarities,
+    input_embeddings,
+    read_user_text,
+    shakespeare_text,
+    window_starts,
+    windows,
+)
+from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding, learn_merges
+from ui.common import MAX_INPUT_CHARS, cap_text, explain, friendly, show_source
+from visualizations.tokens import (
+    cosine_heatmap,
+    embedding_heatmaps,
+    merge_steps_html,
+    merges_table_html,
+    token_spans_html,
+    token_text,
+    windows_html,
+)
+
+GPT2_CHOICE = "GPT-2"
+TRAINED_CHOICE = "Your trained BPE"
+SHAKESPEARE_SOURCE = "Shakespeare (packaged)"
+TEXT_SOURCE = "The text above"
+UPLOAD_SOURCE = "An uploaded .txt file"
+
+DEFAULT_TEXT = "Hello, world! I'm learning how GPT-2 reads text:   1,234 tokens later, it's 🤖-ready."
+DEFAULT_WORD = "understanding"
+DEFAULT_EMBED_TEXT = "the cat sat on the mat, the dog sat on the rug"
+
+MAX_DRAWN_TOKENS = 2_000  # spans drawn in the browser; the counts cover the whole text
+TRAIN_MAX_CHARS = 500_000  # training text is cut to this, to keep training a few seconds long
+MAX_UPLOAD_BYTES = 2_000_000
+SHOWN_MERGES = 20  # first and last merges in the table
+SHOWN_WINDOWS = 4
+MAX_EMBED_TOKENS = 16
+EMB_DIM = 16
+
+# Scoped CSS for this tab's HTML outputs (the app-wide CSS styles .lab-tokens and span.tok).
+TABLE_CSS = """
+table { border-collapse: collapse; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.92rem; }
+table, tr { border: 0 !important; }
+th, td { padding: 3px 8px; border: 0 !important; border-bottom: 1px solid #e5e7eb !important; text-align: left;
+         vertical-align: middle; }
+.lab-merge-blocks { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
+.lab-merge-blocks caption { text-align: left; color: #374151; font-weight: 600; padding-bottom: 4px; }
+th { color: #374151; font-weight: 600; }
+span.tok { border-radius: 4px; padding: 1px 3px; margin: 0 1px; color: #111; white-space: pre; }
+tr.current { background: #f1f5f9; }
+td.step-no { color: #6b7280; white-space: nowrap; }
+td.chips { white-space: nowrap; padding: 6px 8px; }
+.lab-windows { display: flex; flex-direction: column; gap: 10px; }
+table.lab-window caption { text-align: left; color: #6b7280; font-size: 0.85rem; }
+table.lab-window { width: auto; }
+table.lab-window td.tok { text-align: center; border: 1px solid #fff !important; min-width: 3.2em; white-space: pre; }
+table.lab-window td.tok small { color: #4b5563; font-size: 0.75rem; }
+.lab-note { color: #555; font-size: 0.9rem; }
+"""
+
+
+@functools.cache
+def gpt2_tokenizer() -> BPETokenizer:
+    """GPT-2's tokenizer, loaded once per server (0.4 s) and shared by every visitor (it is read-only)."""
+    return BPETokenizer.gpt2()
+
+
+def _pick_tokenizer(choice: str, trained: BPETokenizer | None) -> BPETokenizer:
+    if choice == TRAINED_CHOICE:
+        if trained is None:
+            raise ValueError("Train your own BPE in section 2 first, then choose it here.")
+        return trained
+    return gpt2_tokenizer()
+
+
+def _reference_encoding(tokenizer: BPETokenizer):
+    """tiktoken's encoder for the same vocabulary: the reference the from-scratch encoder is checked against."""
+    return gpt2_encoding() if tokenizer is gpt2_tokenizer() else tokenizer.as_tiktoken()
+
+
+def _note(text: str) -> str:
+    return f'<p class="lab-note">{text}</p>'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Text -> tokens
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parity_message(ours: list[int], reference: list[int], tokenizer: BPETokenizer) -> str:
+    """✓ when the from-scratch ids equal tiktoken's, else where they first differ."""
+    if ours == reference:
+        return f"✓ identical to tiktoken ({len(ours):,} ids)"
+    position = next((i for i, (a, b) in enumerate(zip(ours, reference)) if a != b), min(len(ours), len(reference)))
+    ours_id = ours[position] if position < len(ours) else None
+    ref_id = reference[position] if position < len(reference) else None
+    return (
+        f"✗ differs from tiktoken at position {position:,}: from scratch gives id {ours_id}, tiktoken gives id "
+        f"{ref_id} ({len(ours):,} vs {len(reference):,} ids)"
+    )
+
+
+def tokenize_text(text: str, choice: str, trained: BPETokenizer | None = None) -> tuple[str, str, str]:
+    """Section 1: the coloured tokens, the counts and the tiktoken check for `text`."""
+    tokenizer = _pick_tokenizer(choice, trained)
+    if not text:
+        return _note("Type or paste some text above to see its tokens."), "0 tokens", ""
+    text, cut_note = cap_text(text, MAX_INPUT_CHARS)
+    ids = tokenizer.encode(text, allowed_special="all")  # (n_tokens,) from the from-scratch encoder
+    reference = _reference_encoding(tokenizer).encode(text, allowed_special="all")
+    pieces = [tokenizer.token_bytes(token_id) for token_id in ids[:MAX_DRAWN_TOKENS]]
+    spans = token_spans_html(ids, pieces, max_tokens=MAX_DRAWN_TOKENS)
+    stats = (
+        f"**{len(ids):,} tokens** · {len(text):,} characters · "
+        f"{len(text) / max(len(ids), 1):.2f} characters per token · tokenizer: {tokenizer.name} "
+        f"({tokenizer.vocab_size:,} ids)"
+    )
+    if cut_note:
+        stats += f"  \n{cut_note}"
+    return spans, stats, parity_message(ids, reference, tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Train your own BPE
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def training_text(source: str, text: str, upload: str | None) -> tuple[str, str]:
+    """The text to train on and a short description of where it came from."""
+    if source == SHAKESPEARE_SOURCE:
+        return shakespeare_text(TRAIN_MAX_CHARS), "Shakespeare"
+    if source == TEXT_SOURCE:
+        if not text:
+            raise ValueError("The text box in section 1 is empty; type some text there or pick another source.")
+        return text, "the text above"
+    if source == UPLOAD_SOURCE:
+        if not upload:
+            raise ValueError("Upload a .txt file first (or pick another source).")
+        path = Path(upload)
+        return read_user_text(path.read_bytes(), path.name, MAX_UPLOAD_BYTES), path.name
+    raise ValueError(f"Unknown source {source!r}.")
+
+
+def merge_rows(tokenizer: BPETokenizer, shown: int = SHOWN_MERGES) -> list:
+    """(rank, pair, new_id, count) for the first and last `shown` merges, with None where rows are skipped."""
+    merges = tokenizer.merges
+    ranked = [(rank, m.pair, m.new_id, m.count) for rank, m in enumerate(merges, start=1)]
+    if len(ranked) <= 2 * shown:
+        return ranked
+    return [*ranked[:shown], None, *ranked[-shown:]]
+
+
+def train_bpe(vocab_size, source: str, text: str, upload: str | None, progress=gr.Progress()):  # noqa: B008 (Gradio idiom)
+    """Section 2: learn a BPE tokenizer; returns (tokenizer state, status, merges table, tokenizer choice)."""
+    corpus, where = training_text(source, text, upload)
+    corpus, cut_note = cap_text(corpus, TRAIN_MAX_CHARS, what="training text")
+
+    def report(done: int, total: int) -> None:
+        progress(done / max(total, 1), desc=f"learning merge {done:,} of {total:,}")
+
+    started = time.perf_counter()
+    tokenizer = BPETokenizer.train(corpus, int(vocab_size), name=f"BPE {int(vocab_size)}", progress=report)
+    seconds = time.perf_counter() - started
+    n_merges = len(tokenizer.merges)
+    status = (
+        f"Learned **{n_merges:,} merges** from {len(corpus):,} characters of {where} in **{seconds:.2f} s**: "
+        f"a vocabulary of {tokenizer.vocab_size:,} ids (256 bytes + {n_merges:,} merges + `<|endoftext|>`)."
+    )
+    if n_merges < int(vocab_size) - 257:
+        status += f"  \nThe text ran out of pairs to merge before reaching {int(vocab_size):,} ids."
+    if cut_note:
+        status += f"  \n{cut_note}"
+    table = merges_table_html(merge_rows(tokenizer), tokenizer.token_bytes)
+    return tokenizer, status, table, gr.update(value=TRAINED_CHOICE)
+
+
+def replay_merge(word: str, step, trained: BPETokenizer | None = None):
+    """Section 2: the merges that turn `word` into tokens, up to `step`; returns (html, step slider)."""
+    tokenizer = trained or gpt2_tokenizer()
+    which = "your trained BPE" if trained else "GPT-2 (train your own BPE above to replay its merges)"
+    pieces = tokenizer.pretokenize(word or "")
+    if not pieces:
+        return _note("Type a word to watch BPE merge it."), gr.update(maximum=1, value=0)
+    piece = pieces[0]
+    trace = tokenizer.trace(piece)
+    last_step = len(trace) - 1
+    step = max(0, min(int(step), last_step))
+    rank_of = {merge.new_id: rank for rank, merge in enumerate(tokenizer.merges, start=1)}
+    steps = [(s.tokens, s.merged_pair, s.new_id, rank_of.get(s.new_id)) for s in trace[: step + 1]]
+    header = f"Replaying {token_text(piece.encode())!r} with {which}: step {step} of {last_step}."
+    if len(pieces) > 1:
+        header += f" BPE never merges across pieces, so only the first of {len(pieces)} pieces is shown."
+    body = merge_steps_html(steps, tokenizer.token_bytes)
+    # The slider needs at least two stops to be draggable; a word that is a single byte has only step 0.
+    return _note(header) + body, gr.update(maximum=max(last_step, 1), value=step)
+
+
+def replay_word(word: str, trained: BPETokenizer | None = None):
+    """A new word: replay all of its merges (the slider then goes back through them)."""
+    return replay_merge(word, 10**9, trained)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. From tokens to training pairs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def training_pairs(text: str, context_length, stride) -> tuple[str, str]:
+    """Section 3: the first (input, target) windows cut from `text` tokenized with GPT-2."""
+    text, _ = cap_text(text, MAX_INPUT_CHARS)
+    tokenizer = gpt2_tokenizer()
+    ids = tokenizer.encode(text, allowed_special="all")
+    context_length, stride = int(context_length), int(stride)
+    n_windows = len(window_starts(len(ids), context_length, stride))  # raises a clear ValueError on bad sizes
+    pairs = windows(ids, context_length, stride, limit=SHOWN_WINDOWS)
+    if stride < context_length:
+        overlap = f"windows overlap by {context_length - stride} tokens"
+    elif stride == context_length:
+        overlap = "windows touch without overlapping"
+    else:
+        overlap = f"{stride - context_length} tokens between windows are never used"
+    summary = (
+        f"{len(ids):,} tokens → **{n_windows:,} windows** of {context_length} tokens "
+        f"(stride {stride}: {overlap}). Showing the first {len(pairs)}."
+    )
+    return windows_html(pairs, tokenizer.token_bytes), summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. Embeddings
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def repeated_token_note(ids: list[int], labels: list[str], tok_cos, inp_cos) -> str:
+    """Point at the first token that appears twice: same token vector, different input vectors."""
+    first_seen: dict[int, int] = {}
+    for position, token_id in enumerate(ids):
+        if token_id in first_seen:
+            i, j = first_seen[token_id], position
+            return (
+                f"**{labels[j]!r}** is at positions {i} and {j}: the same token vector (cosine "
+                f"{float(tok_cos[i, j]):.2f}) but different input vectors (cosine {float(inp_cos[i, j]):.2f}), "
+                "because each position adds its own vector."
+            )
+        first_seen[token_id] = position
+    return "No token repeats in this text; repeat a word to see one token get two different input vectors."
+
+
+def embeddings(text: str):
+    """Section 4: token + positional = input embeddings for the first 16 tokens, and their cosine similarities."""
+    tokenizer = gpt2_tokenizer()
+    ids = tokenizer.encode((text or "")[:2_000], allowed_special="all")
+    if not ids:
+        raise ValueError("Type a few words to embed, for example: the cat sat on the mat.")
+    cut = len(ids) > MAX_EMBED_TOKENS
+    ids = ids[:MAX_EMBED_TOKENS]
+    labels = [token_text(tokenizer.token_bytes(token_id)) for token_id in ids]
+    tok, pos, inp = input_embeddings(ids, tokenizer.vocab_size, emb_dim=EMB_DIM, context_length=MAX_EMBED_TOKENS)
+    n = len(ids)
+    shapes = (
+        f"token embeddings ({n}, {EMB_DIM}) + positional embeddings ({n}, {EMB_DIM}) = "
+        f"input embeddings ({n}, {EMB_DIM})"
+    )
+    if cut:
+        shapes += f"  \nOnly the first {MAX_EMBED_TOKENS} tokens are embedded here."
+    inp_cos = cosine_similarities(inp)
+    note = repeated_token_note(ids, labels, cosine_similarities(tok), inp_cos)
+    heatmaps = embedding_heatmaps(tok.numpy(), pos.numpy(), inp.numpy(), labels)
+    cosine = cosine_heatmap(inp_cos.numpy(), labels, "cosine similarity of the input vectors")
+    return f"**{shapes}**  \n{note}", heatmaps, cosine
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout and wiring
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_tab() -> None:
+    """Build the Tokenizer tab inside the current `gr.Tab`."""
+    trained_state = gr.State(None, time_to_live=3 * 3600)  # this browser session's trained tokenizer
+
+    # 1. Text -> tokens ------------------------------------------------------------------------------------------
+    gr.Markdown("## 1. Text → tokens")
+    explain(
+        """
+        A language model never sees letters. A **tokenizer** cuts the text into pieces (*tokens*) and gives each
+        piece a number (its *id*). GPT-2's tokenizer knows 50,257 pieces: common words with their leading space
+        (`·the`), parts of rare words, single bytes for anything else (an emoji takes several). Hover over a
+        token to see its id and bytes; `·` is a space and `↵` a new line. The line below the tokens checks that
+        this lab's from-scratch tokenizer gives exactly the ids of OpenAI's `tiktoken`.
+        """
+    )
+    with gr.Row():
+        text = gr.Textbox(value=DEFAULT_TEXT, label="Text", lines=4, max_lines=12, scale=4, elem_id="tok-text")
+        with gr.Column(scale=1, min_width=200):
+            choice = gr.Radio([GPT2_CHOICE, TRAINED_CHOICE], value=GPT2_CHOICE, label="Tokenizer")
+            tokenize_button = gr.Button("Tokenize", variant="primary")
+    first_spans, first_stats, first_parity = tokenize_text(DEFAULT_TEXT, GPT2_CHOICE)
+    token_view = gr.HTML(first_spans, elem_id="tok-spans", css_template=TABLE_CSS)
+    stats = gr.Markdown(first_stats)
+    parity = gr.Markdown(first_parity, elem_id="tok-parity")
+    show_source(BPETokenizer.encode, BPETokenizer.encode_ordinary, BPETokenizer.apply_merges, title="The encoder")
+
+    # 2. Train your own BPE --------------------------------------------------------------------------------------
+    gr.Markdown("## 2. Train your own BPE")
+    explain(
+        """
+        **Byte-pair encoding** learns a vocabulary from text. Start from the 256 possible bytes; count every pair
+        of neighbouring tokens; merge the most frequent pair into a new token; repeat until the vocabulary has the
+        size you asked for. Frequent words end up as a single token, rare ones stay in pieces. Train one below,
+        read its first and last merges, then replay how it builds a word, one merge at a time.
+        """
+    )
+    with gr.Row():
+        vocab_size = gr.Slider(257, MAX_TRAIN_VOCAB, value=1000, step=1, label="Vocabulary size", scale=2)
+        source = gr.Radio(
+            [SHAKESPEARE_SOURCE, TEXT_SOURCE, UPLOAD_SOURCE], value=SHAKESPEARE_SOURCE, label="Train on", scale=2
+        )
+        upload = gr.File(label=f"A .txt file (up to {MAX_UPLOAD_BYTES // 1_000_000} MB)", file_types=[".txt"],
+                         type="filepath", height=160, scale=1)
+    train_button = gr.Button("Train BPE", variant="primary")
+    train_status = gr.Markdown(f"Shakespeare is cut to its first {TRAIN_MAX_CHARS:,} characters to train fast.")
+    merges_view = gr.HTML(css_template=TABLE_CSS, elem_id="tok-merges")
+    gr.Markdown("### Replay the merges of one word")
+    with gr.Row():
+        word = gr.Textbox(value=DEFAULT_WORD, label="Word", scale=2)
+        last_step = len(gpt2_tokenizer().trace(DEFAULT_WORD)) - 1
+        replay_step = gr.Slider(0, last_step, value=last_step, step=1, label="Merge step", scale=3)
+    first_replay, _ = replay_word(DEFAULT_WORD)
+    replay_view = gr.HTML(first_replay, css_template=TABLE_CSS, elem_id="tok-replay")
+    show_source(BPETokenizer.train, learn_merges, BPETokenizer.trace, title="Training and the merge trace")
+
+    # 3. From tokens to training pairs ---------------------------------------------------------------------------
+    gr.Markdown("## 3. From tokens to training pairs")
+    explain(
+        """
+        To learn, the model reads a window of `context length` tokens and must guess, at every position, the
+        token that comes next. So each **input** window has a **target** window: the same tokens moved one step
+        to the left. The next window starts `stride` tokens later. These windows are cut from the text of
+        section 1 (GPT-2 tokens).
+        """
+    )
+    with gr.Row():
+        context_length = gr.Slider(1, 64, value=8, step=1, label="Context length (tokens)")
+        stride = gr.Slider(0, 64, value=4, step=1, label="Stride (tokens)")
+    first_windows, first_summary = training_pairs(DEFAULT_TEXT, 8, 4)
+    pairs_summary = gr.Markdown(first_summary)
+    pairs_view = gr.HTML(first_windows, css_template=TABLE_CSS, elem_id="tok-windows")
+    show_source(SlidingWindowDataset, window_starts, title="The sliding-window dataset")
+
+    # 4. Embeddings -------------------------------------------------------------------------------------------------
+    gr.Markdown("## 4. Embeddings: from ids to vectors")
+    explain(
+        f"""
+        Each id picks one row of a table of learned numbers: its **token embedding** (here {EMB_DIM} numbers;
+        GPT-2 small uses 768). The model also needs to know *where* a token is, so a second table adds a vector
+        per **position**. Their sum is what the transformer reads. These tables are random (seeded) as at the
+        start of training, yet already the same word at two positions becomes two different vectors: see the
+        cosine similarities below.
+        """
+    )
+    with gr.Row():
+        embed_text = gr.Textbox(value=DEFAULT_EMBED_TEXT, label="Text (first 16 tokens)", scale=4)
+        embed_button = gr.Button("Embed", scale=1)
+    first_summary, first_heatmaps, first_cosine = embeddings(DEFAULT_EMBED_TEXT)
+    heatmaps = gr.Plot(first_heatmaps, label="token + positional = input", show_label=False)
+    with gr.Row():
+        cosine = gr.Plot(first_cosine, label="cosine similarity", show_label=False, scale=3)
+        with gr.Column(scale=2):
+            embed_summary = gr.Markdown(first_summary)
+            explain(
+                """
+                **Reading the cosine map.** Each cell compares two input vectors: 1 means they point the same
+                way, 0 unrelated, −1 opposite. The diagonal is each vector with itself (1). A word that appears
+                twice would give 1 if only the token embedding counted; the positional vectors pull the two
+                copies apart. Training later moves these vectors so that related words end up close.
+                """
+            )
+    show_source(input_embeddings, cosine_similarities, title="The embedding lookup")
+
+    # Wiring ------------------------------------------------------------------------------------------------------
+    tokenize_event = {
+        "fn": friendly(tokenize_text),
+        "inputs": [text, choice, trained_state],
+        "outputs": [token_view, stats, parity],
+        "concurrency_limit": 4,
+        "concurrency_id": "tokenize",
+    }
+    tokenize_button.click(**tokenize_event, api_name="tokenize")
+    text.change(**tokenize_event, trigger_mode="always_last", api_visibility="undocumented")
+    choice.change(**tokenize_event, api_visibility="undocumented")
+
+    pairs_event = {
+        "fn": friendly(training_pairs),
+        "inputs": [text, context_length, stride],
+        "outputs": [pairs_view, pairs_summary],
+    }
+    context_length.release(**pairs_event, api_name="training_pairs")
+    stride.release(**pairs_event, api_visibility="undocumented")
+    text.change(**pairs_event, trigger_mode="always_last", api_visibility="undocumented")
+
+    replay_outputs = [replay_view, replay_step]
+    train_button.click(
+        friendly(train_bpe),
+        inputs=[vocab_size, source, text, upload],
+        outputs=[trained_state, train_status, merges_view, choice],
+        api_name="train_bpe",
+        concurrency_limit=2,  # training uses a whole CPU core; more at once only makes everyone wait
+        concurrency_id="train_bpe",
+        show_progress_on=[train_status],
+    ).then(
+        friendly(replay_word), [word, trained_state], replay_outputs,
+        api_name="replay_after_training", api_visibility="undocumented",
+    )
+    replay_step.release(friendly(replay_merge), [word, replay_step, trained_state], replay_outputs,
+                        api_name="replay_merge")
+    word.submit(friendly(replay_word), [word, trained_state], replay_outputs, api_name="replay_word")
+
+    embed_event = {"fn": friendly(embeddings), "inputs": [embed_text], "outputs": [embed_summary, heatmaps, cosine]}
+    embed_button.click(**embed_event, api_name="embeddings")
+    embed_text.submit(**embed_event, api_visibility="undocumented")

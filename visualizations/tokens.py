@@ -1,0 +1,236 @@
+"""Pictures of tokens: coloured spans, merge steps, training windows and embedding heatmaps.
+
+Pure functions: ids, bytes and arrays in, an HTML string or a plotly figure out. No gradio here.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# Pastel backgrounds with dark text; neighbours always differ (colour by position).
+TOKEN_COLORS = ("#fde68a", "#bbf7d0", "#bfdbfe", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#d9f99d")
+HIGHLIGHT = "#dc2626"  # outline of the pair merged at a replay step
+
+MergeStep = tuple[list[int], "tuple[int, int] | None", "int | None", "int | None"]  # tokens, pair, new id, rank
+MergeRow = tuple[int, tuple[int, int], int, "int | None"]  # rank, pair, new id, count
+
+# Whitespace made visible: a space is drawn as a middle dot, a newline as a return arrow (then a real line break).
+VISIBLE_WHITESPACE = {" ": "·", "\n": "↵\n", "\t": "→", "\r": "␍"}
+
+
+def token_text(token: bytes) -> str:
+    """The bytes of a token as text a student can see: whitespace made visible, half characters as \\x escapes.
+
+    >>> token_text(b" the")
+    '·the'
+    >>> token_text(b"\\xf0\\x9f")
+    '\\\\xf0\\\\x9f'
+    """
+    text = token.decode("utf-8", errors="backslashreplace")
+    return "".join(VISIBLE_WHITESPACE.get(char, char) for char in text)
+
+
+def token_title(token_id: int, token: bytes) -> str:
+    """Tooltip text of a token: `id 262 · b' the'`."""
+    return f"id {token_id} · {token!r}"
+
+
+def _span(token_id: int, token: bytes, color: str, css_class: str = "tok", style: str = "") -> str:
+    title = html.escape(token_title(token_id, token), quote=True)
+    label = html.escape(token_text(token))
+    return f'<span class="{css_class}" style="background:{color};{style}" title="{title}">{label}</span>'
+
+
+def token_spans_html(ids: Sequence[int], pieces: Sequence[bytes], max_tokens: int = 2000) -> str:
+    """Each token as a coloured `<span class="tok" title="id … · b'…'">` inside `<div class="lab-tokens">`.
+
+    Only the first `max_tokens` are drawn (a browser slows down with many thousands of spans); a note says so.
+    """
+    shown = min(len(ids), max_tokens)
+    spans = [
+        _span(token_id, piece, TOKEN_COLORS[position % len(TOKEN_COLORS)])
+        for position, (token_id, piece) in enumerate(zip(ids[:shown], pieces[:shown]))
+    ]
+    note = ""
+    if len(ids) > shown:
+        note = f'<p class="lab-note">Drawing the first {shown:,} of {len(ids):,} tokens; the counts cover them all.</p>'
+    return f'<div class="lab-tokens">{"".join(spans)}</div>{note}'
+
+
+def _chip(token_id: int, token: bytes, highlighted: bool) -> str:
+    color = TOKEN_COLORS[token_id % len(TOKEN_COLORS)]  # by id: a token keeps its colour from step to step
+    outline = f"outline:3px solid {HIGHLIGHT};outline-offset:1px;font-weight:700;" if highlighted else ""
+    return _span(token_id, token, color, css_class="tok chip", style=outline)
+
+
+def _pair_text(pair: tuple[int, int], token_bytes: Callable[[int], bytes]) -> str:
+    """`(75, 75)` -> `l + l` (escaped for HTML)."""
+    left, right = (html.escape(token_text(token_bytes(t))) for t in pair)
+    return f"<b>{left}</b> + <b>{right}</b>"
+
+
+def merge_steps_html(steps: Sequence[MergeStep], token_bytes: Callable[[int], bytes]) -> str:
+    """The merge-by-merge replay of one word as rows of chips, one row per step (the last row is the current step).
+
+    `steps` holds (tokens, merged_pair, new_id, rank) per step; step 0 is the raw bytes (pair, id, rank None).
+    In each row the tokens that step's merge made are outlined in red.
+    """
+    rows = []
+    for number, (tokens, pair, new_id, rank) in enumerate(steps):
+        chips = "".join(_chip(t, token_bytes(t), highlighted=(t == new_id)) for t in tokens)
+        if new_id is None:
+            what = "the raw UTF-8 bytes, one token each"
+        else:
+            new_text = html.escape(token_text(token_bytes(new_id)))
+            what = f"merge #{rank:,}: {_pair_text(pair, token_bytes)} → <b>{new_text}</b> (id {new_id})"
+        count = f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}"
+        current = " current" if number == len(steps) - 1 else ""
+        rows.append(
+            f'<tr class="step{current}"><td class="step-no">step {number}</td><td class="chips">{chips}</td>'
+            f"<td>{count}</td><td>{what}</td></tr>"
+        )
+    return f'<table class="lab-replay">{"".join(rows)}</table>'
+
+
+def merges_table_html(rows: Sequence[MergeRow | None], token_bytes: Callable[[int], bytes]) -> str:
+    """The learned merges as tables: rank, the pair (as text), the new token, its id and how often the pair occurred.
+
+    `rows` holds (rank, pair, new_id, count); a `None` row splits the list into blocks drawn side by side
+    (the first merges and the last merges).
+    """
+    head = "<tr><th>rank</th><th>pair</th><th></th><th>new token</th><th>id</th><th>count</th></tr>"
+    blocks: list[list[str]] = [[]]
+    for row in rows:
+        if row is None:
+            blocks.append([])
+            continue
+        rank, (left, right), new_id, count = row
+        pair = (
+            f"{_span(left, token_bytes(left), TOKEN_COLORS[0])} "
+            f"{_span(right, token_bytes(right), TOKEN_COLORS[2])}"
+        )
+        new_token = _span(new_id, token_bytes(new_id), TOKEN_COLORS[1])
+        count_text = "—" if count is None else f"{count:,}"
+        blocks[-1].append(
+            f"<tr><td>{rank:,}</td><td>{pair}</td><td>→</td><td>{new_token}</td><td>{new_id}</td>"
+            f"<td>{count_text}</td></tr>"
+        )
+    captions = ["all merges"] if len(blocks) == 1 else ["first merges", "last merges"]
+    tables = [
+        f'<table class="lab-merge-table"><caption>{captions[min(i, len(captions) - 1)]}</caption>{head}'
+        f'{"".join(block)}</table>'
+        for i, block in enumerate(blocks)
+    ]
+    return f'<div class="lab-merge-blocks">{"".join(tables)}</div>'
+
+
+def windows_html(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], token_bytes: Callable[[int], bytes]) -> str:
+    """Training windows as aligned rows: the target row is the input row moved one token to the left.
+
+    Each window is drawn with one column per position; the target row starts one column later, so each target
+    token sits under the same token in the input row: at every position the model must predict the next token.
+    """
+    tables = []
+    for number, (input_ids, target_ids) in enumerate(pairs):
+        columns = len(input_ids) + 1
+
+        def cells(ids, offset, columns=columns):
+            out = ["<td></td>"] * offset
+            for position, token_id in enumerate(ids):
+                color = TOKEN_COLORS[(position + offset) % len(TOKEN_COLORS)]
+                label = html.escape(token_text(token_bytes(token_id)))
+                title = html.escape(token_title(token_id, token_bytes(token_id)), quote=True)
+                out.append(
+                    f'<td class="tok" style="background:{color}" title="{title}">{label}<br>'
+                    f'<small>{token_id}</small></td>'
+                )
+            out += ["<td></td>"] * (columns - offset - len(ids))
+            return "".join(out)
+
+        tables.append(
+            f'<table class="lab-window"><caption>window {number}</caption>'
+            f'<tr><th>input</th>{cells(input_ids, 0)}</tr>'
+            f'<tr><th>target</th>{cells(target_ids, 1)}</tr></table>'
+        )
+    return f'<div class="lab-windows">{"".join(tables)}</div>'
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Embedding heatmaps
+# ---------------------------------------------------------------------------------------------------------------
+
+HEATMAP_HEIGHT = 430
+FONT = {"size": 13}
+
+
+def _token_axis(labels: Sequence[str]) -> dict:
+    """A category axis that keeps repeated tokens apart: tick i is labelled `i: token`."""
+    return {
+        "tickmode": "array",
+        "tickvals": list(range(len(labels))),
+        "ticktext": [f"{i}: {label}" for i, label in enumerate(labels)],
+        "autorange": "reversed",
+    }
+
+
+def embedding_heatmaps(
+    token_embeddings: np.ndarray, pos_embeddings: np.ndarray, input_embeddings: np.ndarray, labels: Sequence[str]
+) -> go.Figure:
+    """Three heatmaps side by side: token (T, d) + positional (T, d) = input (T, d), tokens down the side."""
+    n_tokens, emb_dim = np.shape(input_embeddings)
+    titles = (
+        f"token embeddings ({n_tokens}, {emb_dim})",
+        f"+ positional ({n_tokens}, {emb_dim})",
+        f"= input embeddings ({n_tokens}, {emb_dim})",
+    )
+    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.03)
+    limit = float(np.abs(np.asarray(input_embeddings)).max() or 1.0)  # one colour scale for all three
+    for col, matrix in enumerate((token_embeddings, pos_embeddings, input_embeddings), start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=np.round(np.asarray(matrix, dtype=np.float32), 3),
+                colorscale="RdBu",
+                zmid=0.0,
+                zmin=-limit,
+                zmax=limit,
+                showscale=col == 3,
+                colorbar={"title": {"text": "value"}, "thickness": 12},
+                hovertemplate="token %{y}, dim %{x}: %{z:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="dimension", row=1, col=col, dtick=4)
+    fig.update_yaxes(**_token_axis(labels), row=1, col=1)
+    fig.update_layout(height=HEATMAP_HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 40}, font=FONT)
+    return fig
+
+
+def cosine_heatmap(similarities: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
+    """A (T, T) heatmap of cosine similarities with the tokens on both axes and the values written in."""
+    z = np.round(np.asarray(similarities, dtype=np.float32), 2)
+    decimals = 2 if len(labels) <= 10 else 1  # keep the numbers inside their cells
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(len(labels))),
+            y=list(range(len(labels))),
+            zmin=-1.0,
+            zmax=1.0,
+            colorscale="RdBu",
+            text=[[f"{value:.{decimals}f}" for value in row] for row in np.round(z, decimals) + 0.0],  # no "-0.0"
+            texttemplate="%{text}",
+            textfont={"size": 11 if len(labels) <= 10 else 10},
+            colorbar={"title": {"text": "cosine"}, "thickness": 12},
+            hovertemplate="%{y} vs %{x}: %{z:.2f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(**_token_axis(labels))
+    fig.update_xaxes(**{**_token_axis(labels), "autorange": True, "tickangle": -45})
+    fig.update_layout(title=title, height=HEATMAP_HEIGHT + 70, margin={"l": 10, "r": 10, "t": 50, "b": 10}, font=FONT)
+    return fig
