@@ -31,11 +31,20 @@ CSS = """
 
 def build_demo() -> gr.Blocks:
     """Assemble the tabs into one Blocks app (without launching it)."""
+    from ui import attention_tab, generate_tab, inside_tab, models
+
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
+        model_choice = models.model_picker()  # shared by the Inside GPT and Generate tabs
         with gr.Tabs():
             with gr.Tab("Tokenizer", id="tokenizer"):
                 tokenizer_tab.build_tab()
+            with gr.Tab("Attention", id="attention"):
+                attention_tab.build_tab()
+            with gr.Tab("Inside GPT", id="inside"):
+                inside_tab.build_tab(model_choice)
+            with gr.Tab("Generate", id="generate"):
+                generate_tab.build_tab(model_choice)
     return demo
 
 

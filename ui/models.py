@@ -1,0 +1,134 @@
+"""The model choice shared by the Attention, Inside GPT and Generate tabs.
+
+Every choice is one row of MODEL_CHOICES. A model is built (or downloaded) the first time someone picks
+it, then kept in memory: one copy per choice for the whole server, whatever the number of students.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+import torch
+
+from gpt_core.model import GPTConfig, GPTModel
+
+SEED = 123  # random-init models are the same for every student
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str
+    build: Callable[[], GPTModel]  # returns the model (weights loaded or random)
+    note: str  # one line shown to the student under the views
+
+
+@dataclass
+class LoadedModel:
+    model: GPTModel
+    tokenizer: object  # BPETokenizer: .encode, .decode, .vocab_size
+    label: str
+    note: str
+
+    @property
+    def cfg(self) -> GPTConfig:
+        return self.model.cfg
+
+
+@functools.cache
+def gpt2_tokenizer():
+    """GPT-2's BPE vocabulary, read from files that ship with a package (works offline)."""
+    from gpt_core.tokenizer import BPETokenizer
+
+    return BPETokenizer.gpt2()
+
+
+def random_init(preset: str) -> GPTModel:
+    """An untrained GPTModel of a preset size with GPT-2's vocabulary, always the same weights (seed 123)."""
+    torch.manual_seed(SEED)
+    return GPTModel(GPTConfig.preset(preset, vocab_size=50257))
+
+
+def pretrained_gpt2(hub_name: str) -> GPTModel:
+    """OpenAI's GPT-2 weights from the Hugging Face hub (needs the internet the first time)."""
+    from gpt_core.checkpoints import load_hf_gpt2
+
+    try:
+        return load_hf_gpt2(hub_name)
+    except Exception as error:  # offline, no cache, hub down...: one message the student can act on
+        raise ValueError(
+            f"GPT-2 weights need the internet to download ({hub_name}), and this server cannot reach it "
+            f"right now ({error.__class__.__name__}). The other models still work: pick a 'Random init' model."
+        ) from error
+
+
+UNTRAINED = "Untrained: random weights (seed 123), so attention is spread almost evenly and the text is gibberish."
+MODEL_CHOICES: list[ModelChoice] = [
+    ModelChoice("Random init · nano (untrained)", lambda: random_init("nano"), UNTRAINED),
+    ModelChoice("Random init · micro (untrained)", lambda: random_init("micro"), UNTRAINED),
+    ModelChoice("GPT-2 small (124M, download)", lambda: pretrained_gpt2("openai-community/gpt2"),
+                "OpenAI's GPT-2 small (124M parameters), trained on 40 GB of web text."),
+    ModelChoice("GPT-2 medium (355M, download)", lambda: pretrained_gpt2("openai-community/gpt2-medium"),
+                "OpenAI's GPT-2 medium (355M parameters), trained on 40 GB of web text."),
+]
+DEFAULT_CHOICE = MODEL_CHOICES[0].label
+
+_loaded: dict[str, LoadedModel] = {}
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def choice_labels() -> list[str]:
+    return [choice.label for choice in MODEL_CHOICES]
+
+
+def model_picker() -> gr.Dropdown:
+    """The dropdown above the tabs; its value is passed to every tab that runs a model."""
+    return gr.Dropdown(
+        choices=choice_labels(),
+        value=DEFAULT_CHOICE,
+        label="Model used by the Inside GPT and Generate tabs",
+        info="Random-init models work offline; GPT-2 downloads its weights the first time (internet needed).",
+        interactive=True,
+    )
+
+
+def load_choice(label: str) -> LoadedModel:
+    """The model for a dropdown label, built once per server and shared (eval mode, no gradients).
+
+    A lock per choice: when 30 students pick GPT-2 at the same moment it is loaded once, not 30 times.
+    """
+    choice = next((c for c in MODEL_CHOICES if c.label == label), None)
+    if choice is None:
+        raise ValueError(f"Unknown model {label!r}. Choose one of: {', '.join(choice_labels())}.")
+    if label in _loaded:
+        return _loaded[label]
+    with _locks_guard:
+        lock = _locks.setdefault(label, threading.Lock())
+    with lock:
+        if label not in _loaded:  # another request may have built it while we waited
+            model = choice.build().eval()
+            model.requires_grad_(False)
+            _loaded[label] = LoadedModel(model, gpt2_tokenizer(), label, choice.note)
+    return _loaded[label]
+
+
+def token_strings(tokenizer, ids: list[int]) -> list[str]:
+    """The text of each token on its own (a token can be part of a UTF-8 character: shown as �)."""
+    return [tokenizer.decode([token_id]) for token_id in ids]
+
+
+def encode_capped(tokenizer, text: str, max_tokens: int) -> tuple[list[int], str | None]:
+    """Token ids of `text`, cut to the first `max_tokens`; the note says so when it cut.
+
+    Raises ValueError for empty text.
+    """
+    if not text or not text.strip():
+        raise ValueError("Type some text first: the box is empty.")
+    ids = tokenizer.encode(text)
+    if len(ids) <= max_tokens:
+        return ids, None
+    return ids[:max_tokens], f"Your text has {len(ids):,} tokens; showing the first {max_tokens}."

@@ -1,0 +1,75 @@
+"""Generation views: the candidates the model considered at one step, and the text with the chosen token marked.
+
+The bar chart keeps a fixed x range (0 to 1) and a fixed number of bars, so it does not jump while
+tokens stream in.
+"""
+
+from __future__ import annotations
+
+import html
+
+import plotly.graph_objects as go
+
+CHOSEN_COLOR = "#e6550d"
+OTHER_COLOR = "#9ecae1"
+
+
+def _visible(token: str) -> str:
+    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def candidates_figure(candidates: list[tuple[str, float]], chosen: str, step: int, n_bars: int = 10,
+                      chosen_prob: float | None = None) -> go.Figure:
+    """Bars of the `n_bars` most likely next tokens at one step; the chosen token is orange.
+
+    candidates: (token text, probability), best first.
+    """
+    rows = list(candidates[:n_bars])
+    labels = [f"{rank + 1}. {_visible(token)}" for rank, (token, _) in enumerate(rows)]
+    labels += [" " * (k + 1) for k in range(n_bars - len(rows))]  # empty rows keep the height steady
+    probs = [prob for _, prob in rows] + [0.0] * (n_bars - len(rows))
+    colors = [CHOSEN_COLOR if token == chosen else OTHER_COLOR for token, _ in rows] + [OTHER_COLOR] * (
+        n_bars - len(rows))
+    figure = go.Figure(
+        go.Bar(
+            x=probs,
+            y=labels,
+            orientation="h",
+            marker_color=colors,
+            text=[f"{p:.1%}" if p > 0 else "" for p in probs],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+        )
+    )
+    figure.update_xaxes(range=[0, 1.12], tickformat=".0%", title_text="probability")
+    figure.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels, tickfont={"size": 13})
+    title = f"step {step}: the {n_bars} most likely next tokens (orange = chosen)"
+    if chosen not in [token for token, _ in rows] and chosen_prob is not None:
+        title = f"step {step}: chosen {_visible(chosen)!r} (p = {chosen_prob:.1%}) is not in the top {n_bars}"
+    figure.update_layout(
+        title={"text": title,
+               "font": {"size": 14}},
+        height=420,
+        margin={"l": 10, "r": 30, "t": 50, "b": 10},
+        plot_bgcolor="white",
+        uirevision="candidates",  # keep zoom and layout steady between streamed updates
+    )
+    return figure
+
+
+def generation_html(prompt: str, tokens: list[str], probs: list[float], highlight: int | None = None) -> str:
+    """The prompt, then every generated token as a span with its probability on hover; `highlight` is marked.
+
+    >>> "title=\\"step 1" in generation_html("Hi", [" there"], [0.5])
+    True
+    """
+    parts = [f'<span class="prompt" style="color:#555">{html.escape(prompt)}</span>']
+    for step, (token, prob) in enumerate(zip(tokens, probs), start=1):
+        chosen = highlight == step
+        style = ("background:#fdae6b;outline:2px solid #e6550d;" if chosen else "background:#deebf7;")
+        parts.append(
+            f'<span class="tok" title="step {step}: p = {prob:.3f}" style="{style}border-radius:3px;'
+            f'color:#111">{html.escape(token)}</span>'
+        )
+    return f'<div class="lab-tokens lab-generation">{"".join(parts)}</div>'

@@ -1,0 +1,205 @@
+"""Views of a whole GPT: every attention head at once, parameter counts, memory, embeddings.
+
+The layer x head grid is ONE heatmap: each head's (T, T) weights are a tile, tiles are separated by a
+gutter one cell wide. That builds far faster than one subplot per head. Weights are sent as whole
+percents in uint8 (1 byte a cell instead of 8), so gpt2-small on 64 tokens stays under 1 MB of JSON.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+GUTTER = 255  # uint8 value of the gutter cells; anything above 100 is drawn in the background colour
+PERCENT_COLORS = [
+    [0.0, "#f7fbff"],
+    [0.25 * 100 / 101, "#9ecae1"],
+    [0.5 * 100 / 101, "#4292c6"],
+    [100 / 101, "#08306b"],
+    [100.5 / 101, "#ffffff"],  # values above 100 (the gutters) are white
+    [1.0, "#ffffff"],
+]
+
+
+def tile_grid(attn: np.ndarray, gutter: int = 1) -> np.ndarray:
+    """Tile attention weights (L, H, T, T) into one (L*T + (L-1)*gutter, H*T + (H-1)*gutter) array of percents.
+
+    Gutter cells hold GUTTER (255), cells hold round(100 * weight).
+
+    >>> tile_grid(np.full((2, 3, 2, 2), 0.5)).shape
+    (5, 8)
+    """
+    attn = np.asarray(attn, dtype=np.float32)
+    n_layers, n_heads, n_tokens, _ = attn.shape
+    step = n_tokens + gutter
+    grid = np.full((n_layers * step - gutter, n_heads * step - gutter), GUTTER, dtype=np.uint8)
+    percents = np.rint(np.clip(attn, 0.0, 1.0) * 100).astype(np.uint8)  # (L, H, T, T)
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            row, col = layer * step, head * step
+            grid[row : row + n_tokens, col : col + n_tokens] = percents[layer, head]
+    return grid
+
+
+def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, title: str = "") -> go.Figure:
+    """All heads of all layers, attn (L, H, T, T): rows of tiles are layers, columns of tiles are heads."""
+    n_layers, n_heads, n_tokens, _ = attn.shape
+    grid = tile_grid(attn)  # (L*T + L-1, H*T + H-1)
+    tokens = tokens or [str(i) for i in range(n_tokens)]
+    # One hover label per row and per column costs a few KB; one per cell would cost megabytes.
+    row_labels = _tile_labels(n_layers, tokens, "layer", "query")
+    col_labels = _tile_labels(n_heads, tokens, "head", "key")
+    middle = n_tokens // 2
+    figure = go.Figure(
+        go.Heatmap(
+            z=grid,
+            x=col_labels,
+            y=row_labels,
+            colorscale=PERCENT_COLORS,
+            zmin=0,
+            zmax=101,
+            colorbar={"title": {"text": "weight %"}, "tickvals": [0, 25, 50, 75, 100], "len": 0.6},
+            hovertemplate="%{y}<br>%{x}<br>weight %{z}%<extra></extra>",
+        )
+    )
+    step = n_tokens + 1
+    figure.update_xaxes(
+        type="category",
+        tickvals=[col_labels[h * step + middle] for h in range(n_heads)],
+        ticktext=[f"head {h}" for h in range(n_heads)],
+        side="top",
+        showgrid=False,
+        constrain="domain",
+    )
+    figure.update_yaxes(
+        type="category",
+        tickvals=[row_labels[layer * step + middle] for layer in range(n_layers)],
+        ticktext=[f"layer {layer}" for layer in range(n_layers)],
+        autorange="reversed",
+        showgrid=False,
+        scaleanchor="x",
+        constrain="domain",
+    )
+    side = min(900, max(360, 70 * max(n_layers, n_heads)))
+    figure.update_layout(height=side + 90, margin={"l": 10, "r": 10, "t": 90, "b": 10}, plot_bgcolor="white",
+                         title={"text": title, "font": {"size": 14}, "x": 0.01})
+    return figure
+
+
+def _tile_labels(n_tiles: int, tokens: list[str], tile_name: str, token_role: str) -> list[str]:
+    """Unique axis labels for a tiled axis: a label per token in every tile, and a distinct one per gutter.
+
+    >>> _tile_labels(2, ["a", "b"], "head", "key")[1:4]
+    ["head 0 · key 1 'b'", 'gap 1', "head 1 · key 0 'a'"]
+    """
+    labels = []
+    for tile in range(n_tiles):
+        if tile:
+            labels.append(f"gap {tile}")  # unique, so plotly keeps each gutter as its own category
+        labels.extend(f"{tile_name} {tile} · {token_role} {i} '{tok}'" for i, tok in enumerate(tokens))
+    return labels
+
+
+def parameter_figure(breakdown: list[tuple[str, int]]) -> go.Figure:
+    """Horizontal bars: parameters per component, largest at the top."""
+    names = [name for name, _ in breakdown]
+    counts = [count for _, count in breakdown]
+    total = sum(counts) or 1
+    figure = go.Figure(
+        go.Bar(
+            x=counts,
+            y=names,
+            orientation="h",
+            text=[f"{c / 1e6:,.2f} M ({100 * c / total:.0f}%)" for c in counts],
+            textposition="auto",
+            marker_color="#4292c6",
+            hovertemplate="%{y}: %{x:,} parameters<extra></extra>",
+        )
+    )
+    figure.update_yaxes(autorange="reversed")
+    figure.update_layout(
+        height=80 + 34 * len(names),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": f"Parameters per component (total {total:,})", "font": {"size": 14}},
+        xaxis_title="parameters",
+        plot_bgcolor="white",
+    )
+    return figure
+
+
+def embedding_figure(tok_emb: np.ndarray, pos_emb: np.ndarray, tokens: list[str], n_dims: int = 32,
+                     title: str = "") -> go.Figure:
+    """The first `n_dims` dimensions of the token embeddings, the position embeddings and their sum, per token."""
+    from plotly.subplots import make_subplots
+
+    from visualizations.attention import token_labels
+
+    labels = token_labels(tokens)
+    parts = [("token embedding", tok_emb), ("position embedding", pos_emb), ("input = sum", tok_emb + pos_emb)]
+    figure = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in parts], shared_yaxes=True,
+                           horizontal_spacing=0.03)
+    bound = float(max(np.abs(values[:, :n_dims]).max() for _, values in parts)) or 1.0
+    for col, (name, values) in enumerate(parts, start=1):
+        figure.add_trace(
+            go.Heatmap(
+                z=np.asarray(values[:, :n_dims], dtype=np.float32).round(3),
+                y=labels,
+                colorscale="RdBu_r",
+                zmin=-bound,
+                zmax=bound,
+                showscale=col == 3,
+                hovertemplate=f"{name}<br>%{{y}}<br>dim %{{x}}: %{{z:.3f}}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        figure.update_xaxes(title_text="dimension", row=1, col=col)
+    figure.update_yaxes(autorange="reversed", tickfont={"size": 10})
+    figure.update_layout(
+        height=min(900, 170 + 16 * len(tokens)),
+        margin={"l": 10, "r": 10, "t": 80, "b": 10},
+        title={"text": title, "font": {"size": 14}, "x": 0.01},
+    )
+    return figure
+
+
+def position_norm_figure(pos_norms: np.ndarray, n_used: int) -> go.Figure:
+    """The length (L2 norm) of each position embedding vector; the positions the text uses are highlighted."""
+    positions = np.arange(len(pos_norms))
+    figure = go.Figure(
+        [
+            go.Scatter(x=positions, y=pos_norms, mode="lines", name="all positions", line={"color": "#9ecae1"}),
+            go.Scatter(
+                x=positions[:n_used], y=pos_norms[:n_used], mode="markers", name="your text",
+                marker={"color": "#08306b", "size": 6},
+            ),
+        ]
+    )
+    figure.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": "Norm of each position embedding", "font": {"size": 14}},
+        xaxis_title="position",
+        yaxis_title="‖pos_emb[p]‖",
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return figure
+
+
+def memory_markdown(memory: dict[str, int], title: str) -> str:
+    """A small Markdown table of an estimate_memory(...) result, in MB/GB."""
+    rows = [f"| {name.replace('_', ' ')} | {_human_bytes(size)} |" for name, size in memory.items()]
+    return "\n".join([f"**{title}**", "", "| part | memory |", "|---|---|", *rows])
+
+
+def _human_bytes(size: int) -> str:
+    """
+    >>> _human_bytes(1536 * 1024)
+    '1.5 MB'
+    """
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:,.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{value:,.1f} GB"
