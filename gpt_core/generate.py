@@ -1,0 +1,178 @@
+"""Text generation: pick the next token, append it, repeat (chapter 5's decoding strategies).
+
+The model gives logits for the next token. Temperature rescales them (0 = always the most likely
+token, "greedy"), top-k keeps the k most likely tokens, top-p keeps the smallest set whose
+probabilities add up to p. By default a KV cache keeps every layer's keys and values so each new
+token costs one position of work instead of re-reading the whole text.
+
+    >>> probs = next_token_probs(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), temperature=1.0, top_k=2)
+    >>> probs.round(decimals=3)
+    tensor([[0.7310, 0.2690, 0.0000, 0.0000]])
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from gpt_core.attention import KVCache
+from gpt_core.model import GPTModel
+
+__all__ = ["KVCache", "GenerationStep", "filter_logits", "next_token_probs", "sample_next_token",
+           "generate", "stream_generate"]
+
+
+# ---------------------------------------------------------------- choosing one token
+def _check_sampling_args(top_k: int | None, top_p: float | None):
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1 (or None to keep every token), got {top_k}.")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1]: a share of the probability mass to keep, got {top_p}.")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set the logits of tokens outside top-k / top-p to -inf. logits: (B, vocab)."""
+    _check_sampling_args(top_k, top_p)
+    if top_k is not None and top_k < logits.shape[-1]:  # top_k larger than the vocabulary keeps all
+        kth_best = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, -torch.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_ids = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the better tokens
+        drop_sorted = mass_before >= top_p  # the best token always stays (mass_before = 0)
+        drop = drop_sorted.scatter(-1, sorted_ids, drop_sorted)
+        logits = logits.masked_fill(drop, -torch.inf)
+    return logits
+
+
+def next_token_probs(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                     top_p: float | None = None) -> torch.Tensor:
+    """Probabilities (B, vocab) the sampler draws from. temperature <= 0 shows the plain softmax (T = 1)."""
+    logits = logits.float()
+    if temperature > 0:
+        logits = logits / temperature
+    return torch.softmax(filter_logits(logits, top_k, top_p), dim=-1)
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                      top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, vocab) -> next token ids (B, 1). temperature <= 0: greedy (argmax)."""
+    if temperature <= 0:
+        _check_sampling_args(top_k, top_p)
+        return logits.argmax(dim=-1, keepdim=True)  # top-k / top-p never remove the best token
+    probs = next_token_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# ---------------------------------------------------------------- the loop
+@contextlib.contextmanager
+def _eval_mode(model: GPTModel):
+    """Dropout off while generating; the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _next_logits(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,
+                 choose) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shared loop: yields (logits (B, vocab), next_ids (B, 1)) with next_ids = choose(logits).
+
+    Cached: the prompt goes in once (prefill), then one token at a time; stops when the cache is full.
+    Uncached: the whole window, cropped to the last context_length tokens, every step.
+    """
+    context_length = model.cfg.context_length
+    window = idx[:, -context_length:]
+    caches = model.new_kv_caches(idx.shape[0], window.shape[1] + max_new_tokens) if use_cache else None
+    logits = model(window, kv_caches=caches, last_token_only=True)[:, -1]  # (B, vocab)
+    for step in range(max_new_tokens):
+        next_ids = choose(logits)  # (B, 1)
+        yield logits, next_ids
+        if step == max_new_tokens - 1:
+            return
+        if use_cache:
+            if caches[0].length >= context_length:
+                return  # every position is used
+            logits = model(next_ids, kv_caches=caches, last_token_only=True)[:, -1]
+        else:
+            window = torch.cat([window, next_ids], dim=1)[:, -context_length:]
+            logits = model(window, last_token_only=True)[:, -1]
+
+
+def _as_batch(idx) -> torch.Tensor:
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    if idx.dim() == 1:
+        idx = idx.unsqueeze(0)
+    if idx.dim() != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx must be token ids shaped (tokens,) or (batch, tokens), at least one token; "
+                         f"got shape {tuple(idx.shape)}.")
+    return idx
+
+
+def generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+             use_cache: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Return idx (B, T) with up to max_new_tokens new ids appended (1-D in, 1-D out).
+
+    Stops early when every sequence has produced eos_id (kept in the output).
+    """
+    _check_sampling_args(top_k, top_p)
+    batch = _as_batch(idx).to(model.tok_emb.weight.device)
+    if max_new_tokens <= 0:
+        return idx
+
+    def choose(logits):
+        return sample_next_token(logits, temperature, top_k, top_p, generator)
+
+    new_ids = []
+    with _eval_mode(model), torch.inference_mode():
+        for _, next_ids in _next_logits(model, batch, max_new_tokens, use_cache, choose):
+            new_ids.append(next_ids)
+            if eos_id is not None and bool((next_ids == eos_id).all()):
+                break
+    out = torch.cat([batch, *new_ids], dim=1)
+    return out[0] if torch.as_tensor(idx).dim() == 1 else out
+
+
+@dataclass
+class GenerationStep:
+    token_id: int  # the token that was chosen
+    prob: float  # its probability after temperature / top-k / top-p
+    candidates: list[tuple[int, float]]  # the top_n most likely (token id, probability), best first
+
+
+def stream_generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+                    top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+                    eos_id: int | None = None, top_n: int = 10, use_cache: bool = True) -> Iterator[GenerationStep]:
+    """Generate for one sequence, yielding each chosen token with the probabilities it was drawn from."""
+    _check_sampling_args(top_k, top_p)
+    batch = _as_batch(idx).to(model.tok_emb.weight.device)
+    if batch.shape[0] != 1:
+        raise ValueError(f"stream_generate follows one sequence; got a batch of {batch.shape[0]}.")
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=batch.device).manual_seed(seed)
+    step_probs = {}
+
+    def choose(logits):
+        probs = next_token_probs(logits, temperature, top_k, top_p)  # (1, vocab)
+        step_probs["probs"] = probs
+        if temperature <= 0:
+            return probs.argmax(dim=-1, keepdim=True)
+        return torch.multinomial(probs, num_samples=1, generator=generator)
+
+    with _eval_mode(model), torch.inference_mode():
+        for _, next_ids in _next_logits(model, batch, max_new_tokens, use_cache, choose):
+            probs = step_probs["probs"][0]
+            token_id = int(next_ids[0, 0])
+            top = torch.topk(probs, min(top_n, probs.shape[0]))
+            candidates = [(int(i), float(p)) for p, i in zip(top.values, top.indices) if p > 0]
+            yield GenerationStep(token_id=token_id, prob=float(probs[token_id]), candidates=candidates)
+            if eos_id is not None and token_id == eos_id:
+                return
