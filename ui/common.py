@@ -41,11 +41,24 @@ def show_source(*objects: object, title: str = "The gpt_core code this tab runs"
         return gr.Code(value=source_of(*objects), language="python", interactive=False, max_lines=60)
 
 
+# Errors that mean "your input cannot be used": their message is written for the student.
+EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, ConnectionError, PermissionError)
+
+
 def student_message(error: Exception) -> str:
     """The message a student sees for an error raised while handling their input."""
-    if isinstance(error, (ValueError, KeyError, FileNotFoundError, ConnectionError, UnicodeDecodeError)):
+    if isinstance(error, EXPECTED_ERRORS):
         return str(error) or error.__class__.__name__
     return f"Something went wrong ({error.__class__.__name__}: {error}). The server is still running; try again."
+
+
+def _report(handler: Callable, error: Exception) -> gr.Error:
+    """Log the error (a traceback only for the unexpected ones) and turn it into a gr.Error."""
+    if isinstance(error, EXPECTED_ERRORS):
+        log.info("%s: %s", handler.__name__, error)
+    else:
+        log.exception("handler %s failed", handler.__name__)
+    return gr.Error(student_message(error))
 
 
 def friendly(handler: Callable) -> Callable:
@@ -62,8 +75,7 @@ def friendly(handler: Callable) -> Callable:
             except gr.Error:
                 raise
             except Exception as error:  # noqa: BLE001 - every error becomes a message for the student
-                log.exception("handler %s failed", handler.__name__)
-                raise gr.Error(student_message(error)) from None
+                raise _report(handler, error) from None
 
         return wrapped_generator
 
@@ -74,8 +86,7 @@ def friendly(handler: Callable) -> Callable:
         except gr.Error:
             raise
         except Exception as error:  # noqa: BLE001
-            log.exception("handler %s failed", handler.__name__)
-            raise gr.Error(student_message(error)) from None
+            raise _report(handler, error) from None
 
     return wrapped
 
