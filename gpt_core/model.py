@@ -180,15 +180,17 @@ class GPTModel(nn.Module):
             nn.init.zeros_(module.bias)
 
     def use_fast_layout(self) -> GPTModel:
-        """Keep each weight matrix that multiplies a token vector in (in, out) memory order.
+        """Keep the blocks' weight matrices in (in, out) memory order, as Hugging Face's Conv1D does.
 
         Shapes and values do not change (nn.Linear's weight is still (out, in), now a transposed view), but
-        generating one token, a matrix-vector product per layer, then reads memory in order: on CPU about
-        25% faster, like Hugging Face's Conv1D. Called after init and after loading weights.
+        generating one token, a matrix-vector product per layer, then reads memory in order: faster on CPU,
+        and training is as fast as before. The tied token embedding keeps its (vocab, emb_dim) order, which
+        training needs. Called after init and after loading weights.
         """
-        matrices = [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
-        for weight in matrices:  # the tied head's weight is tok_emb.weight: it changes layout with it
-            if weight.is_contiguous() and weight.device.type != "meta":
+        for module in self.modules():
+            weight = getattr(module, "weight", None)
+            if (isinstance(module, nn.Linear) and weight is not self.tok_emb.weight and weight.is_contiguous()
+                    and weight.device.type != "meta"):
                 weight.data = weight.data.t().contiguous().t()
         return self
 
@@ -212,13 +214,18 @@ class GPTModel(nn.Module):
         kv_caches: one KVCache per layer (generation); idx then holds only the new tokens.
         last_token_only: compute logits for the last position only (B, 1, vocab_size), as generation needs.
         """
+        x = self.transformer(idx, kv_caches=kv_caches)
+        if last_token_only:
+            x = x[:, -1:, :]
+        return self.out_head(x)  # (B, T, vocab_size)
+
+    def transformer(self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
+        """Everything before the output head: idx (B, T) -> final-normed hidden states (B, T, emb_dim)."""
         start_pos = kv_caches[0].length if kv_caches else 0
         x = self.embed(idx, start_pos)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, kv_cache=kv_caches[i] if kv_caches else None)
-        if last_token_only:
-            x = x[:, -1:, :]
-        return self.out_head(self.final_norm(x))  # (B, T, vocab_size)
+        return self.final_norm(x)
 
     @torch.no_grad()
     def forward_with_capture(self, idx: torch.Tensor, hidden_states: bool = False) -> ForwardCapture:
@@ -269,18 +276,18 @@ def estimate_memory(cfg: GPTConfig, dtype: torch.dtype = torch.float32, training
                     batch_size: int = 8, context_length: int | None = None) -> dict[str, int]:
     """Rough bytes needed: weights; with training also gradients, AdamW's two moments (fp32) and activations.
 
-    Activations are a rough count of what backward keeps: about 34 * T * emb_dim + 5 * n_heads * T^2 values
-    per layer and sequence (Korthikanti et al. 2022), plus the logits.
+    Activations: Korthikanti et al. (2022) count about T * (34 * emb_dim + 5 * n_heads * T) bytes per layer
+    and sequence at 2 bytes per value (scaled here to `dtype`), plus the logits and their softmax.
     """
     bytes_per_value = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
     n_params = sum(count for _, count in parameter_breakdown(cfg))
     memory = {"weights": n_params * bytes_per_value}
     if training:
         tokens = context_length or cfg.context_length
-        per_layer = 34 * tokens * cfg.emb_dim + 5 * cfg.n_heads * tokens * tokens
-        activation_values = batch_size * (cfg.n_layers * per_layer + 2 * tokens * cfg.vocab_size)
+        layer_bytes_16bit = tokens * (34 * cfg.emb_dim + 5 * cfg.n_heads * tokens)
+        logits_bytes = 2 * tokens * cfg.vocab_size * bytes_per_value
         memory["gradients"] = n_params * bytes_per_value
         memory["optimizer"] = n_params * 4 * 2
-        memory["activations"] = activation_values * bytes_per_value // 2  # the 34 counts 2-byte values
+        memory["activations"] = batch_size * (cfg.n_layers * layer_bytes_16bit * bytes_per_value // 2 + logits_bytes)
     memory["total"] = sum(memory.values())
     return memory
