@@ -179,12 +179,20 @@ def stream_generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, 
             return probs.argmax(dim=-1, keepdim=True)
         return torch.multinomial(probs, num_samples=1, generator=generator)
 
-    with _eval_mode(model), torch.inference_mode():
-        for _, next_ids in _next_logits(model, batch, max_new_tokens, use_cache, choose):
-            probs = step_probs["probs"][0]
-            token_id = int(next_ids[0, 0])
-            top = torch.topk(probs, min(top_n, probs.shape[0]))
-            candidates = [(int(i), float(p)) for p, i in zip(top.values, top.indices) if p > 0]
-            yield GenerationStep(token_id=token_id, prob=float(probs[token_id]), candidates=candidates)
+    steps = _next_logits(model, batch, max_new_tokens, use_cache, choose)
+    with _eval_mode(model):
+        while True:
+            # Inference mode belongs to a thread, and a web server may resume this generator on another
+            # thread: so enter it for each step's work, never across a `yield`.
+            with torch.inference_mode():
+                next_ids = next(steps, (None, None))[1]
+                if next_ids is None:
+                    return
+                probs = step_probs["probs"][0]
+                token_id = int(next_ids[0, 0])
+                top = torch.topk(probs, min(top_n, probs.shape[0]))
+                candidates = [(int(i), float(p)) for p, i in zip(top.values, top.indices) if p > 0]
+                step = GenerationStep(token_id=token_id, prob=float(probs[token_id]), candidates=candidates)
+            yield step
             if eos_id is not None and token_id == eos_id:
                 return

@@ -135,3 +135,23 @@ def test_sampled_token_is_always_allowed(vocab, top_k, top_p, temperature, seed)
     assert token.shape == (2, 1)
     assert (probs.gather(-1, token) > 0).all()
     assert (probs.argmax(-1) == logits.argmax(-1)).all()  # the best token always survives filtering
+
+
+def test_stream_generate_can_be_resumed_on_another_thread():
+    """Gradio resumes generator handlers on whichever worker thread is free."""
+    import threading
+
+    from gpt_core.generate import stream_generate
+    from gpt_core.model import GPTConfig, GPTModel
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig.preset("nano", vocab_size=64, emb_dim=32, n_layers=1, n_heads=2)).eval()
+    stream = stream_generate(model, torch.tensor([1, 2, 3]), max_new_tokens=4)
+    first = next(stream)
+    rest = []
+    worker = threading.Thread(target=lambda: rest.extend(stream))
+    worker.start()
+    worker.join()
+    expected = [step.token_id for step in stream_generate(model, torch.tensor([1, 2, 3]), max_new_tokens=4)]
+    assert [first.token_id] + [step.token_id for step in rest] == expected
+    assert torch.is_inference_mode_enabled() is False

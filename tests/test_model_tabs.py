@@ -239,22 +239,3 @@ def test_browser_generate_tab(page):
     page.wait_for_selector("#generate-candidates .js-plotly-plot", timeout=60_000)
     page.wait_for_selector("text=Generated 30 tokens.", timeout=120_000)
     assert page.locator(".lab-generation span.tok").count() == 30
-
-
-def test_in_one_thread_keeps_the_stream_on_one_thread_and_passes_errors():
-    def numbers():
-        for number in range(3):
-            yield number, threading.get_ident()
-        raise ValueError("stream broke")
-
-    stream = generate_tab.in_one_thread(numbers)
-    seen = []
-    # resume the reading side from three different threads, as Gradio does
-    for _ in range(3):
-        thread = threading.Thread(target=lambda: seen.append(next(stream)))
-        thread.start()
-        thread.join()
-    assert [number for number, _ in seen] == [0, 1, 2]
-    assert len({ident for _, ident in seen}) == 1
-    with pytest.raises(ValueError, match="stream broke"):
-        next(stream)

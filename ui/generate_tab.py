@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator
 
 import gradio as gr
 import torch
@@ -106,37 +103,6 @@ def prepare(choice: str, prompt: str, max_new_tokens: float, temperature, top_k,
     return loaded, ids, max_new_tokens, (temperature, top_k, top_p), notes
 
 
-_DONE = object()
-
-
-def in_one_thread(make_iterator: Callable[[], Iterator]) -> Iterator:
-    """Run an iterator in one worker thread and pass its items on as they come.
-
-    Gradio resumes a generator handler on whichever worker thread is free, but torch's inference mode
-    (which stream_generate enters) belongs to one thread; so the whole stream runs in a thread of its own.
-    """
-    items: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def worker():
-        try:
-            for item in make_iterator():
-                items.put(item)
-                if stop.is_set():  # the student pressed Stop or closed the page
-                    break
-        except Exception as error:  # noqa: BLE001 - handed to the reading side, which raises it
-            items.put(error)
-        finally:
-            items.put(_DONE)
-
-    threading.Thread(target=worker, daemon=True, name="stream_generate").start()
-    try:
-        while (item := items.get()) is not _DONE:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-    finally:
-        stop.set()
 
 
 def run_generation(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed):
@@ -151,9 +117,9 @@ def run_generation(choice, prompt, max_new_tokens, temperature, top_k, top_p, se
     steps = []  # per step: (token text, prob, [(candidate text, prob)])
     header = "\n\n".join([f"**{loaded.label}** · {settings} · prompt {len(ids)} tokens", *[f"⚠ {n}" for n in notes]])
     idx = torch.tensor(ids)
-    stream = in_one_thread(lambda: stream_generate(
+    stream = stream_generate(
         loaded.model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=int(seed or 0), eos_id=None, top_n=TOP_N, use_cache=True))
+        seed=int(seed or 0), eos_id=None, top_n=TOP_N, use_cache=True)
     for step in stream:
         token = tokenizer.decode([step.token_id])
         candidates = [(tokenizer.decode([token_id]), prob) for token_id, prob in step.candidates]
