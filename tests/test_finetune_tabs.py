@@ -1,0 +1,237 @@
+"""The Classify and Instruct tabs: handlers, the gradio_client API (short runs through the job manager) and
+one browser run per tab."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+import torch
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from gpt_core.instruct_data import InstructionDataset, generated_tasks, split_records
+from ui import classify_tab, instruct_tab, models, runs
+
+NANO = "Random init · nano (untrained)"
+FINISHED = ("✅", "❌", "⏹")
+
+
+def plot_data(plot: dict) -> list[dict]:
+    """The traces of a gr.Plot value as the browser receives them."""
+    return json.loads(plot["plot"])["data"]
+
+
+def numbers(values) -> list[float]:
+    return [float(value) for value in values]
+
+
+def poll_until_done(client, api_name: str, browser_id: str, timeout: float = 90.0) -> tuple:
+    """Call the poll endpoint (as the timer does) until the status says the run has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = client.predict(browser_id, api_name=api_name)
+        if any(mark in result[0] for mark in FINISHED):
+            return result
+        time.sleep(0.5)
+    raise AssertionError(f"{api_name} did not finish within {timeout} s; last status: {result[0]!r}")
+
+
+@pytest.fixture
+def few_steps(monkeypatch):
+    """Cap every run at 6 steps (the server's step cap) and keep torch on one thread."""
+    monkeypatch.setattr(runs.job_manager(), "max_steps_cap", 6)
+    monkeypatch.setenv("LLM_LAB_TORCH_THREADS", "1")
+    threads = torch.get_num_threads()
+    yield 6
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- units
+def test_data_preview_counts_and_examples():
+    counts, examples = classify_tab.data_preview(0)
+    assert "4,862 messages, 4,220 ham and 642 spam" in counts
+    assert "642 + 642 = 1,284" in counts
+    assert "| train | 898 |" in counts and "| val | 128 |" in counts and "| test | 258 |" in counts
+    assert len(examples) == classify_tab.N_EXAMPLES
+    assert sorted(label for label, _ in examples) == ["ham"] * 3 + ["spam"] * 3
+
+
+def test_classify_config_clamps_steps_to_the_server_cap(monkeypatch):
+    monkeypatch.setattr(runs.job_manager(), "max_steps_cap", 10)
+    config, note = classify_tab.classify_config("classroom", "head", 3, 1e-3)
+    assert (config.trainable, config.epochs, config.lr, config.max_steps) == ("head", 3, 1e-3, 10)
+    assert note == "This server allows at most 10 steps per run; using 10 instead of 168."
+    with pytest.raises(ValueError, match="learning rate must be a number above 0"):
+        classify_tab.classify_config("classroom", "head", 3, 0)
+
+
+def test_mask_view_counts_exact_for_a_known_example():
+    tokenizer = models.gpt2_tokenizer()
+    entry = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
+    item = InstructionDataset([entry], tokenizer)[0]
+    plain = instruct_tab.mask_view(entry, tokenizer, mask_instruction=False)
+    masked = instruct_tab.mask_view(entry, tokenizer, mask_instruction=True)
+    n_targets = len(item.ids) + instruct_tab.EXTRA_PADDING  # every real token after the first, end-of-text, padding
+    assert plain.n_targets == masked.n_targets == n_targets
+    assert plain.n_ignored == instruct_tab.EXTRA_PADDING  # padding only
+    assert masked.n_ignored == instruct_tab.EXTRA_PADDING + item.prompt_length - 1  # + targets inside the prompt
+    assert f"**{n_targets - masked.n_ignored} of {n_targets} targets count**" in masked.note
+    assert masked.html.count("−100") == masked.n_ignored
+
+
+def test_classifier_is_kept_per_browser_and_evicted_oldest_first(monkeypatch):
+    monkeypatch.setattr(classify_tab, "_classifiers", type(classify_tab._classifiers)())
+    monkeypatch.setattr(classify_tab, "MAX_KEPT_CLASSIFIERS", 2)
+    for owner in ("a", "b", "c"):
+        classify_tab.keep_classifier(owner, classify_tab.TrainedClassifier(None, None, 64, owner))
+    assert list(classify_tab._classifiers) == ["b", "c"]
+    with pytest.raises(ValueError, match="There is no classifier yet"):
+        classify_tab.classifier_of("a")
+
+
+# ---------------------------------------------------------------- Classify tab through the API
+@pytest.mark.app
+def test_classify_data_api_counts(client):
+    counts, table = client.predict(3, api_name="/classify_data")
+    assert "| train | 898 | 455 | 443 |" in counts
+    assert "| test | 258 | 130 | 128 |" in counts
+    assert len(table["data"]) == 6 and table["headers"] == ["label", "message"]
+
+
+@pytest.mark.app
+def test_classify_before_training_and_without_model(client):
+    with pytest.raises(AppError, match=r"There is no classifier yet: press \*\*Start fine-tuning\*\*"):
+        client.predict("Win a prize!", "browser-never-trained", api_name="/classify_text")
+    with pytest.raises(AppError, match="No model is loaded: pick a model in the menu at the top"):
+        client.predict(None, "classroom", "all", 1, 3e-4, "browser-no-model", api_name="/classify_start")
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_classify_short_run_accuracy_confusion_and_classify_text(client, few_steps):
+    browser = "browser-classify-run"
+    status, _ = client.predict(NANO, "classroom", "all", 3, 3e-4, browser, api_name="/classify_start")
+    assert "This server allows at most 6 steps per run; using 6 instead of 168." in status
+    status, loss, accuracy, results, confusion, _ = poll_until_done(client, "/classify_poll", browser)
+    assert status.startswith("✅ Finished 6 steps")
+    assert "12 train messages were longer than 64 tokens" in status
+    loss_traces = {trace["name"]: trace for trace in plot_data(loss)}
+    assert numbers(loss_traces["batch loss"]["x"]) == [1, 2, 3, 4, 5, 6]
+    accuracy_traces = {trace["name"]: trace for trace in plot_data(accuracy)}
+    assert numbers(accuracy_traces["train accuracy"]["x"]) == [0, 6]  # before training, and at the (early) end
+    rows = re.findall(r"\| (before|after) training \| ([\d.]+)% \| ([\d.]+)% \| ([\d.]+)% \|", results)
+    assert [row[0] for row in rows] == ["before", "after"]
+    heatmap = plot_data(confusion)[0]
+    assert sum(sum(row) for row in heatmap["z"]) == 258  # every test message, once
+    assert [sum(row) for row in heatmap["z"]] == [130, 128]  # true ham, true spam
+    plot, verdict = client.predict("WINNER! Claim your free prize now, text CLAIM to 81010", browser,
+                                   api_name="/classify_text")
+    bar = plot_data(plot)[0]
+    assert bar["y"] == ["ham", "spam"]
+    assert sum(numbers(bar["x"])) == pytest.approx(1.0, abs=1e-6)
+    assert re.match(r"\*\*ham [\d.]+% · spam [\d.]+%\*\*", verdict)
+    long_message = "free prize " * 100
+    n_tokens = len(models.gpt2_tokenizer().encode(long_message))
+    _, long_note = client.predict(long_message, browser, api_name="/classify_text")
+    assert f"Your message has {n_tokens} tokens; the classifier reads only the first 64" in long_note
+
+
+# ---------------------------------------------------------------- Instruct tab through the API
+@pytest.mark.app
+def test_instruct_data_and_mask_counts(client):
+    records = generated_tasks(instruct_tab.DEFAULT_RECORDS, seed=instruct_tab.DATA_SEED)
+    first = InstructionDataset([split_records(records)["train"][0]], models.gpt2_tokenizer())[0]
+    n_targets = len(first.ids) + instruct_tab.EXTRA_PADDING
+    summary, table, _, plain_note, _, text = client.predict("generated", 160, None, 0, False,
+                                                            api_name="/instruct_data")
+    assert summary.startswith("**160 records** → train 136 · validation 8 · test 16")
+    assert len(table["data"]) == instruct_tab.SHOWN_RECORDS
+    assert (f"**{n_targets - 3} of {n_targets} targets count** for the loss; **3 are -100** "
+            f"(3 padding + 0 instruction)") in plain_note
+    _, _, mask_html, masked_note, _, _ = client.predict("generated", 160, None, 0, True, api_name="/instruct_data")
+    n_masked = first.prompt_length - 1
+    assert f"**{n_masked + 3} are -100** (3 padding + {n_masked} instruction)" in masked_note
+    assert mask_html.count("−100") == n_masked + 3
+    assert text.startswith("Below is an instruction that describes a task.")
+
+
+@pytest.mark.app
+@pytest.mark.parametrize("content, message", [
+    (b'{"instruction": "x"}', "The JSON must be a list of records"),
+    (b'[{"instruction": "Say hi."}]', 'Record 0 has no "output" field.'),
+    (b'[{"instruction": "Add.", "output": 5}]', 'Record 0: "output" must be a string, but it is a int'),
+    (b"[]", "The dataset is empty: the JSON list has no records."),
+    (b"[{", "The file is not valid JSON"),
+])
+def test_instruct_bad_json_upload_messages(client, tmp_path, content, message):
+    path = tmp_path / "records.json"
+    path.write_bytes(content)
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict("upload", 160, handle_file(str(path)), 0, False, api_name="/instruct_data")
+
+
+@pytest.mark.app
+def test_instruct_oversize_and_missing_file_messages(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(instruct_tab, "MAX_JSON_BYTES", 100)
+    path = tmp_path / "big.json"
+    data = json.dumps([{"instruction": "Say hi.", "output": "hi"}] * 10).encode()
+    path.write_bytes(data)
+    with pytest.raises(AppError, match=rf"The file is {len(data)} bytes; the limit is 100 bytes\. Upload a smaller"):
+        client.predict("upload", 160, handle_file(str(path)), 0, False, api_name="/instruct_data")
+    with pytest.raises(AppError, match="Upload a JSON file first"):
+        client.predict("upload", 160, None, 0, False, api_name="/instruct_data")
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_instruct_short_run_scores_before_and_after(client, few_steps, monkeypatch):
+    monkeypatch.setattr(instruct_tab, "EVAL_RECORDS", 3)
+    monkeypatch.setattr(instruct_tab, "ANSWER_TOKENS", 4)
+    browser = "browser-instruct-run"
+    status, _ = client.predict(NANO, "classroom", 3, 3e-4, True, browser, api_name="/instruct_start")
+    assert "on 136 records" in status and "the 3 held-out prompts" in status
+    status, loss, score, compare, _ = poll_until_done(client, "/instruct_poll", browser)
+    assert status.startswith("✅ Finished 6 steps")
+    steps = numbers(next(trace for trace in plot_data(loss) if trace["name"] == "batch loss")["x"])
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert re.search(r"before tuning \*\*\d/3 \(\d+%\)\*\* · after tuning \*\*\d/3 \(\d+%\)\*\*", score)
+    assert compare["headers"] == instruct_tab.COMPARE_HEADERS
+    assert len(compare["data"]) == 3
+    assert all(row[3][:2] in ("✓ ", "✗ ") and row[4][:2] in ("✓ ", "✗ ") for row in compare["data"])
+
+
+# ---------------------------------------------------------------- one browser run per tab
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_classify_tab(page, few_steps):
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#classify-start").click()
+    page.wait_for_selector("text=The classifier is ready", timeout=90_000)
+    page.wait_for_selector("#classify-confusion .js-plotly-plot", timeout=30_000)
+    page.locator("#classify-button").click()
+    page.wait_for_selector("#classify-probs .js-plotly-plot", timeout=30_000)
+    assert page.locator("#classify-probs .js-plotly-plot text", has_text="%").count() >= 2
+    page.reload()  # the browser id lives in localStorage: the refreshed page finds its run and shows it again
+    page.get_by_role("tab", name="Classify").click()
+    page.wait_for_selector("text=The classifier is ready", timeout=30_000)
+    page.wait_for_selector("#classify-confusion .js-plotly-plot", timeout=30_000)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_instruct_tab(page, few_steps, monkeypatch):
+    monkeypatch.setattr(instruct_tab, "EVAL_RECORDS", 3)
+    monkeypatch.setattr(instruct_tab, "ANSWER_TOKENS", 4)
+    page.get_by_role("tab", name="Instruct").click()
+    page.wait_for_selector("#instruct-mask .cell", timeout=30_000)
+    assert page.locator("#instruct-mask .cell.masked").count() > 0  # the classroom preset masks the prompt
+    page.get_by_label("mask the instruction").uncheck()
+    page.wait_for_function("document.querySelectorAll('#instruct-mask .cell.masked').length == 0", timeout=30_000)
+    assert page.locator("#instruct-mask .cell.padding").count() == instruct_tab.EXTRA_PADDING
+    page.locator("#instruct-start").click()
+    page.wait_for_function("document.querySelector('#instruct-score').innerText.match(/after tuning \\d/)",
+                           timeout=90_000)
+    assert page.locator("#instruct-loss .js-plotly-plot").count() == 1

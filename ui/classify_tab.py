@@ -1,0 +1,380 @@
+"""Classify tab (chapter 6): turn the chosen GPT into a spam classifier, watch it learn, then try it.
+
+The run starts from a copy of the model in the shared picker (the cached model is never changed), swaps its
+50,257-way output layer for a 2-way one (ham, spam), and trains in the background through the server's
+job manager; a timer polls only the events that arrived since the last poll.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import gradio as gr
+
+from gpt_core.device import pick_device
+from gpt_core.finetune import (
+    CLASS_NAMES,
+    CLASSIFY_PRESETS,
+    ClassifyConfig,
+    SpamDataset,
+    accuracy,
+    classification_collate,
+    classification_datasets,
+    classify,
+    confusion_matrix,
+    finetune_classifier,
+    last_token_logits,
+    load_sms_spam,
+    make_loader,
+    prepare_classifier,
+    set_trainable,
+    spam_splits,
+)
+from ui.common import cap_text, explain, friendly, show_source
+from ui.models import LoadedModel, load_choice
+from ui.runs import (
+    add_events,
+    browser_id_state,
+    job_manager,
+    latest_job,
+    new_history,
+    owner_of,
+    pin_torch_threads,
+    status_line,
+)
+from visualizations.finetune import (
+    accuracy_curves_figure,
+    class_probability_figure,
+    confusion_figure,
+    loss_curves_figure,
+)
+
+JOB_LABEL = "classify"
+MAX_MESSAGE_CHARS = 5_000
+MAX_KEPT_CLASSIFIERS = 8  # trained classifiers kept in memory (the most recent browsers)
+N_EXAMPLES = 6
+SPLIT_NAMES = ("train", "val", "test")
+
+INTRO = """
+### Classify: fine-tune the GPT into a spam filter
+A GPT ends in a layer that scores all 50,257 tokens of its vocabulary. For classification that layer is
+replaced by a tiny new one with **2 outputs: ham (a normal message) and spam**. The class is read at the
+**last real token** of each message: with causal attention, only that position has seen the whole message.
+Choose which parts may learn, press **Start**, and watch the loss fall and the accuracy rise. The run starts
+from a copy of the model chosen at the top of the page; then type your own message to test the classifier.
+"""
+
+TRAINABLE_LABELS = [
+    ("the new head only (1,538 weights for a 768-wide model)", "head"),
+    ("last block + final norm + head (the book's choice)", "last_block"),
+    ("everything", "all"),
+]
+PRESET_LABELS = [
+    ("classroom: small model, offline, about 20 s on a CPU", "classroom"),
+    ("the book: GPT-2 small (pick it at the top; online)", "book-gpt2-small"),
+]
+
+# ---------------------------------------------------------------------------------------------------------------
+# The data preview
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def data_preview(examples_seed: float = 0) -> tuple[str, list[list[str]]]:
+    """Counts of the packaged SMS data, its balanced 70/10/20 split, and a few training messages of each class."""
+    rows = load_sms_spam()
+    n_spam = sum(label == "spam" for label, _ in rows)
+    splits = spam_splits()
+    lines = [
+        f"**The SMS Spam Collection** (packaged, works offline): {len(rows):,} messages, "
+        f"{len(rows) - n_spam:,} ham and {n_spam:,} spam. Ham is {(len(rows) - n_spam) / n_spam:.1f}× more common, "
+        f"so a model that always says *ham* would already be right {1 - n_spam / len(rows):.0%} of the time. "
+        f"To make accuracy mean something, ham is **undersampled to {n_spam} + {n_spam} = {2 * n_spam:,}** "
+        f"messages, then split 70% / 10% / 20%:",
+        "",
+        "| split | messages | ham | spam |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, (texts, labels) in splits.items():
+        n_split_spam = sum(labels)
+        lines.append(f"| {name} | {len(texts):,} | {len(texts) - n_split_spam:,} | {n_split_spam:,} |")
+    rng = random.Random(int(examples_seed or 0))
+    train_texts, train_labels = splits["train"]
+    examples = []
+    for label in (1, 0):
+        texts = [text for text, y in zip(train_texts, train_labels) if y == label]
+        examples += [[CLASS_NAMES[label], text] for text in rng.sample(texts, N_EXAMPLES // 2)]
+    rng.shuffle(examples)
+    return "\n".join(lines), examples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run: a copy of the shared model, trained in a background job
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BaselineEvent:
+    """Accuracy on every message of each split before training (the new head is random: about 50%)."""
+
+    kind: ClassVar[str] = "baseline"
+    accuracies: dict[str, float]
+
+
+@dataclass
+class ConfusionEvent:
+    kind: ClassVar[str] = "confusion"
+    matrix: list[list[int]]  # matrix[true][predicted] on the test split
+
+
+@dataclass
+class TrainedClassifier:
+    model: object  # GPTModel with a 2-way head, eval mode
+    tokenizer: object
+    max_length: int  # messages are cut to this many tokens, as in training
+    label: str  # the model it started from
+
+
+_classifiers: OrderedDict[str, TrainedClassifier] = OrderedDict()
+_classifiers_lock = threading.Lock()
+
+
+def keep_classifier(owner: str, trained: TrainedClassifier) -> None:
+    """Remember this browser's latest classifier (only the most recent MAX_KEPT_CLASSIFIERS browsers)."""
+    with _classifiers_lock:
+        _classifiers[owner] = trained
+        _classifiers.move_to_end(owner)
+        while len(_classifiers) > MAX_KEPT_CLASSIFIERS:
+            _classifiers.popitem(last=False)
+
+
+def classifier_of(owner: str) -> TrainedClassifier:
+    with _classifiers_lock:
+        trained = _classifiers.get(owner)
+    if trained is None:
+        raise ValueError("There is no classifier yet: press **Start fine-tuning** above, wait until the run "
+                         "finishes, then classify your message.")
+    return trained
+
+
+def classify_config(preset: str, trainable: str, epochs: float, lr: float) -> tuple[ClassifyConfig, str | None]:
+    """The preset with the student's choices, its steps clamped to the server's cap (note says so)."""
+    if preset not in CLASSIFY_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(CLASSIFY_PRESETS)}.")
+    if lr is None or not float(lr) > 0:
+        raise ValueError(f"The learning rate must be a number above 0, got {lr}.")
+    config = replace(CLASSIFY_PRESETS[preset], trainable=trainable, epochs=int(epochs), lr=float(lr))
+    steps_per_epoch = len(spam_splits(config.seed)["train"][0]) // config.batch_size
+    steps, note = job_manager().clamp_steps(config.epochs * steps_per_epoch)
+    return (replace(config, max_steps=steps) if note else config), note
+
+
+def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
+    """The job body: copy the model, measure, train (engine events), then the confusion matrix; keep the result."""
+
+    def run(stop: threading.Event) -> Iterator:
+        pin_torch_threads()
+        model = copy.deepcopy(loaded.model)  # the shared, cached model is never modified
+        model.to(pick_device(config.device))
+        context_length = model.cfg.context_length
+        max_length = min(config.max_length or context_length, context_length)
+        datasets = classification_datasets(loaded.tokenizer, max_length, config.seed)
+        prepare_classifier(model, config.trainable, len(CLASS_NAMES), config.seed)
+        loaders = {name: make_loader(datasets[name], config.batch_size, classification_collate)
+                   for name in SPLIT_NAMES}
+        yield BaselineEvent({name: accuracy(model, loader) for name, loader in loaders.items()})
+        done = None
+        for event in finetune_classifier(model, loaded.tokenizer, config, stop, datasets=datasets):
+            if event.kind == "done":
+                done = event  # sent last, after the confusion matrix
+                continue
+            yield event
+        model.eval()
+        yield ConfusionEvent(confusion_matrix(model, loaders["test"]))
+        keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label))
+        if done is not None:
+            yield done
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _running(history: dict | None) -> bool:
+    return bool(history) and history["status"] in ("queued", "running")
+
+
+def start_run(choice: str | None, preset: str, trainable: str, epochs: float, lr: float, history: dict | None,
+              browser_id: str | None, request: gr.Request = None):
+    """Start fine-tuning a copy of the chosen model; the timer then follows the job."""
+    if not choice:
+        raise ValueError("No model is loaded: pick a model in the menu at the top of the page first.")
+    if _running(history):
+        raise ValueError("Your classification run is still going: press Stop first, or wait until it finishes.")
+    owner = owner_of(browser_id, request)
+    loaded = load_choice(choice)  # a clear message when, say, GPT-2 cannot be downloaded
+    config, note = classify_config(preset, trainable, epochs, lr)
+    job_id = job_manager().start(owner, classify_job(loaded, config, owner), f"{JOB_LABEL} · {loaded.label}")
+    history = new_history(job_id)
+    history.update(baseline=None, final=None, accuracy=[], confusion=None, start_note=note)
+    started = f"Started fine-tuning a copy of **{loaded.label}** ({job_id})."
+    return (f"{started}\n\n⚠ {note}" if note else started), history, gr.Timer(active=True)
+
+
+def stop_run(history: dict | None, browser_id: str | None, request: gr.Request = None) -> str:
+    if not _running(history):
+        return "There is no classification run going."
+    job_manager().stop(history["job_id"], owner_of(browser_id, request))
+    return "Stopping after the current step…"
+
+
+def results_markdown(history: dict) -> str:
+    """Accuracy on every message of each split, before and after training."""
+    sizes = {name: len(texts) for name, (texts, _) in spam_splits().items()}
+    header = "| | " + " | ".join(f"{name} ({sizes[name]:,})" for name in SPLIT_NAMES) + " |"
+    lines = ["**Accuracy on every message of each split**", "", header, "|---|---:|---:|---:|"]
+    for title, values in (("before training", history["baseline"]), ("after training", history["final"])):
+        cells = [f"{values[name]:.1%}" if values and values.get(name) is not None else "…" for name in SPLIT_NAMES]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def poll_run(history: dict | None, browser_id: str | None, request: gr.Request = None):
+    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
+    owner = owner_of(browser_id, request)
+    if not history:
+        view = latest_job(owner, JOB_LABEL)  # a refreshed page finds its run again
+        if view is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, gr.Timer(active=False)
+        history = new_history(view.job_id)
+        history.update(baseline=None, final=None, accuracy=[], confusion=None, start_note=None)
+    view = job_manager().poll(history["job_id"], owner, history["since"])
+    for event in add_events(history, view):
+        if event.kind == "baseline":
+            history["baseline"] = event.accuracies
+        elif event.kind == "accuracy" and event.final:
+            history["final"] = {"train": event.train_accuracy, "val": event.val_accuracy,
+                                "test": event.test_accuracy}
+        elif event.kind == "accuracy":
+            history["accuracy"].append((event.step, event.train_accuracy, event.val_accuracy))
+        elif event.kind == "confusion":
+            history["confusion"] = event.matrix
+    timer = gr.Timer(active=not view.done)
+    status = status_line(history, view)
+    if history["start_note"]:
+        status = f"{status}\n\n⚠ {history['start_note']}"
+    if view.done and history["confusion"] is not None:
+        status += "\n\nThe classifier is ready: type a message below and press **Classify**."
+    if not view.events and not view.done:
+        return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, timer
+    loss_plot = loss_curves_figure(history["step_losses"], history["evals"], history["max_steps"])
+    accuracy_plot = accuracy_curves_figure(history["accuracy"], history["max_steps"],
+                                           title="accuracy on the first batches of train and validation")
+    confusion_plot = confusion_figure(history["confusion"], CLASS_NAMES) if history["confusion"] else gr.skip()
+    return status, loss_plot, accuracy_plot, results_markdown(history), confusion_plot, history, timer
+
+
+def reattach(browser_id: str | None, request: gr.Request = None):
+    """On page load: if this browser has a classification run, follow it again (from its first event)."""
+    if not browser_id:
+        return None, gr.Timer(active=False)
+    view = latest_job(owner_of(browser_id, request), JOB_LABEL)
+    return None, gr.Timer(active=view is not None)
+
+
+def classify_message(text: str, browser_id: str | None, request: gr.Request = None):
+    """The trained classifier's probabilities for one message, and a note when the message was cut."""
+    text, char_note = cap_text(text, MAX_MESSAGE_CHARS, "message")
+    if not text.strip():
+        raise ValueError("Type a message first: the box is empty.")
+    trained = classifier_of(owner_of(browser_id, request))
+    n_tokens = len(trained.tokenizer.encode(text))
+    probs = classify(trained.model, trained.tokenizer, text, max_length=trained.max_length)
+    notes = [char_note] if char_note else []
+    if n_tokens > trained.max_length:
+        notes.append(f"Your message has {n_tokens:,} tokens; the classifier reads only the first "
+                     f"{trained.max_length} (the length it was trained with), so the rest is ignored.")
+    verdict = " · ".join(f"{name} {prob:.1%}" for name, prob in probs.items())
+    summary = f"**{verdict}** (classifier fine-tuned from {trained.label}, {n_tokens:,} tokens read"
+    summary += f", cut to {trained.max_length})" if n_tokens > trained.max_length else ")"
+    return class_probability_figure(probs), "\n\n".join([summary, *[f"⚠ {note}" for note in notes]])
+
+
+def preset_settings(preset: str):
+    """Moving to another preset sets its epochs, learning rate and trainable parts."""
+    config = CLASSIFY_PRESETS[preset]
+    return gr.update(value=config.trainable), gr.update(value=config.epochs), gr.update(value=config.lr)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_tab(model_choice: gr.Dropdown) -> None:
+    browser_id = browser_id_state()
+    explain(INTRO)
+    counts, examples = data_preview(0)
+    with gr.Row():
+        with gr.Column(scale=3):
+            data_md = gr.Markdown(counts)
+        with gr.Column(scale=4):
+            examples_table = gr.Dataframe(examples, headers=["label", "message"], label="a few training messages",
+                                          interactive=False, wrap=True, column_widths=["12%", "88%"],
+                                          max_height=260)
+            more = gr.Button("Show other examples", size="sm")
+    examples_seed = gr.Number(0, visible=False)
+
+    classroom = CLASSIFY_PRESETS["classroom"]
+    with gr.Row():
+        preset = gr.Dropdown(PRESET_LABELS, value="classroom", label="preset", scale=3)
+        trainable = gr.Radio(TRAINABLE_LABELS, value=classroom.trainable, label="which parts learn", scale=4)
+    with gr.Row():
+        epochs = gr.Slider(1, 10, value=classroom.epochs, step=1, label="epochs (passes over the training messages)")
+        lr = gr.Number(classroom.lr, label="learning rate", minimum=0)
+        with gr.Column():
+            start = gr.Button("Start fine-tuning", variant="primary", elem_id="classify-start")
+            stop = gr.Button("Stop")
+    status = gr.Markdown("Press **Start fine-tuning**: the run uses a copy of the model chosen at the top.",
+                         elem_classes=["lab-note"])
+    with gr.Row():
+        loss_plot = gr.Plot(show_label=False, elem_id="classify-loss")
+        accuracy_plot = gr.Plot(show_label=False, elem_id="classify-accuracy")
+    with gr.Row():
+        results = gr.Markdown(elem_id="classify-results")
+        confusion_plot = gr.Plot(show_label=False, elem_id="classify-confusion")
+
+    gr.Markdown("#### Try the classifier")
+    with gr.Row():
+        with gr.Column(scale=3):
+            message = gr.Textbox("Congratulations! You have won a free cruise. Text WIN to 80082 to claim now!",
+                                 label="a message", lines=3, max_length=MAX_MESSAGE_CHARS)
+            classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+            verdict = gr.Markdown(elem_classes=["lab-note"])
+        probs_plot = gr.Plot(show_label=False, scale=2, elem_id="classify-probs")
+    history = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+    show_source(finetune_classifier, prepare_classifier, set_trainable, last_token_logits, SpamDataset, classify)
+
+    more.click(lambda seed: seed + 1, examples_seed, examples_seed, api_name=False, queue=False).then(
+        friendly(data_preview), examples_seed, [data_md, examples_table], api_name="classify_data")
+    preset.change(friendly(preset_settings), preset, [trainable, epochs, lr], api_name=False, queue=False)
+    start.click(friendly(start_run), [model_choice, preset, trainable, epochs, lr, history, browser_id],
+                [status, history, timer], api_name="classify_start", concurrency_limit=4)
+    stop.click(friendly(stop_run), [history, browser_id], status, api_name="classify_stop")
+    timer.tick(friendly(poll_run), [history, browser_id],
+               [status, loss_plot, accuracy_plot, results, confusion_plot, history, timer],
+               api_name="classify_poll", show_progress="hidden", concurrency_limit=None)
+    classify_button.click(friendly(classify_message), [message, browser_id], [probs_plot, verdict],
+                          api_name="classify_text", concurrency_limit=4)
+    message.submit(friendly(classify_message), [message, browser_id], [probs_plot, verdict], api_name=False,
+                   concurrency_limit=4)
+    gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)

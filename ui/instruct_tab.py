@@ -1,0 +1,417 @@
+"""Instruct tab (chapter 7): supervised fine-tuning on Alpaca-format records, with the loss mask made visible.
+
+Every record becomes one text (instruction prompt + response). The model learns it like pretraining text,
+except that some targets are -100: padding always, and the prompt when "mask the instruction" is on.
+The run starts from a copy of the model in the shared picker and goes through the server's job manager.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar
+
+import gradio as gr
+
+from gpt_core.device import pick_device
+from gpt_core.finetune import (
+    INSTRUCT_PRESETS,
+    ExactMatch,
+    InstructConfig,
+    answer,
+    exact_match_score,
+    finetune_instruct,
+    instruction_loss,
+)
+from gpt_core.instruct_data import (
+    BOOK_INSTRUCTION_OFFLINE,
+    DEFAULT_MAX_JSON_BYTES,
+    IGNORE_INDEX,
+    EncodedInstruction,
+    InstructionDataset,
+    book_instruction_data,
+    format_input,
+    format_response,
+    generated_tasks,
+    instruction_collate,
+    load_user_json,
+    split_records,
+)
+from ui.common import explain, friendly, show_source
+from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
+from ui.runs import (
+    add_events,
+    browser_id_state,
+    job_manager,
+    latest_job,
+    new_history,
+    owner_of,
+    pin_torch_threads,
+    status_line,
+)
+from visualizations.finetune import MASK_CSS, loss_curves_figure, loss_mask_html, mask_roles
+
+JOB_LABEL = "instruct"
+GENERATED, UPLOAD, BOOK = "generated", "upload", "book"
+DATA_SOURCES = [
+    ("generated tasks (offline: arithmetic, word order, letter counts, spam or ham, ...)", GENERATED),
+    ("your JSON file (upload below)", UPLOAD),
+    ("the book's instruction-data.json (1,100 records, needs the internet once)", BOOK),
+]
+DEFAULT_RECORDS = 160
+DATA_SEED = 123
+MAX_JSON_BYTES = DEFAULT_MAX_JSON_BYTES
+EXTRA_PADDING = 3  # the mask view pads its example as if the batch's longest example were 3 tokens longer
+EVAL_RECORDS = 20  # held-out records answered before and after tuning (exact match)
+COMPARE_ROWS = 5  # of which this many are shown side by side
+ANSWER_TOKENS = 32
+SHOWN_RECORDS = 5
+COMPARE_HEADERS = ["instruction", "input", "expected", "before tuning", "after tuning"]
+NO_MATCH_NOTE = ("No exact answer yet. An untrained (random-init) model knows no English: in a classroom-size run "
+                 "it learns the *format* first (the loss falls, it starts writing a response and stopping), long "
+                 "before the answers. Starting from GPT-2 (online) with the book's preset, the score moves.")
+
+INTRO = """
+### Instruct: teach the GPT to follow instructions
+Each record (*instruction*, optional *input*, *output*) is written in the **Alpaca prompt** format and the model
+is trained on the whole text, exactly like pretraining: every position predicts the next token. Batches are
+padded with `<|endoftext|>`; the first one stays as a target (so the model learns to **stop**), the rest
+become **-100**, which the loss ignores. With **mask the instruction** on, the targets inside the prompt are
+-100 too, so only the response is learned. Below, each box is one position: the input token on top, the target
+it must predict underneath. Then fine-tune a copy of the model chosen at the top and compare its answers to
+the same held-out prompts before and after.
+"""
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_records(source: str, n_records: float, file_path: str | None) -> list[dict]:
+    """The records of the chosen source; bad input raises ValueError with the engine's plain message."""
+    if source == GENERATED:
+        return generated_tasks(int(n_records), seed=DATA_SEED)
+    if source == UPLOAD:
+        if not file_path:
+            raise ValueError("Upload a JSON file first (a list of {\"instruction\", \"input\", \"output\"} "
+                             "records), or choose the generated tasks.")
+        return load_user_json(Path(file_path).read_bytes(), MAX_JSON_BYTES)
+    if source == BOOK:
+        try:
+            return book_instruction_data()
+        except ConnectionError:
+            raise ConnectionError(BOOK_INSTRUCTION_OFFLINE) from None
+    raise ValueError(f"Unknown data source {source!r}.")
+
+
+def data_summary(records: list[dict]) -> str:
+    splits = split_records(records)
+    return (f"**{len(records):,} records** → train {len(splits['train']):,} · validation {len(splits['val']):,} "
+            f"· test {len(splits['test']):,} (the book's 85% / 5% / 10%; the test records are held out and "
+            f"answered before and after tuning).")
+
+
+def records_table(records: list[dict]) -> list[list[str]]:
+    return [[entry["instruction"], entry.get("input", ""), entry["output"]] for entry in records[:SHOWN_RECORDS]]
+
+
+@dataclass
+class MaskView:
+    html: str
+    note: str
+    n_targets: int
+    n_ignored: int
+
+
+def mask_view(entry: dict, tokenizer, mask_instruction: bool, context_length: int | None = None) -> MaskView:
+    """One record collated as instruction_collate does it, padded by EXTRA_PADDING tokens, with its roles."""
+    item = InstructionDataset([entry], tokenizer)[0]
+    longer = EncodedInstruction(item.ids + [0] * EXTRA_PADDING, item.prompt_length)  # a longer batch neighbour
+    inputs, targets = instruction_collate([item, longer], pad_id=tokenizer.eot_id, ignore_index=IGNORE_INDEX,
+                                          allowed_max_length=context_length, mask_instruction=mask_instruction)
+    input_ids, target_ids = inputs[0].tolist(), targets[0].tolist()  # row 0: our record
+    roles = mask_roles(target_ids, len(item.ids), item.prompt_length, IGNORE_INDEX)
+    target_tokens = token_strings(tokenizer, [t if t != IGNORE_INDEX else tokenizer.eot_id for t in target_ids])
+    html = loss_mask_html(token_strings(tokenizer, input_ids), target_tokens, roles)
+    n_ignored = sum(t == IGNORE_INDEX for t in target_ids)
+    n_padding, n_masked = roles.count("padding"), roles.count("masked")
+    note = (f"{len(item.ids)} tokens ({item.prompt_length} prompt + {len(item.ids) - item.prompt_length} response), "
+            f"padded by {EXTRA_PADDING}. **{len(target_ids) - n_ignored} of {len(target_ids)} targets count** "
+            f"for the loss; **{n_ignored} are -100** ({n_padding} padding + {n_masked} instruction).")
+    if context_length is not None and len(item.ids) + EXTRA_PADDING > context_length:
+        note += f" ⚠ Cut to the model's {context_length}-token context window."
+    return MaskView(html, note, len(target_ids), n_ignored)
+
+
+def preview_data(source: str, n_records: float, file_path: str | None, index: float, mask_instruction: bool):
+    """Load the records, then: summary, a few records, the loss-mask view of one, and the records (state)."""
+    records = load_records(source, n_records, file_path)
+    n_train = len(split_records(records)["train"])
+    batch_size = INSTRUCT_PRESETS["classroom"].batch_size
+    if n_train < batch_size:
+        gr.Warning(f"Only {n_train} of these {len(records)} records go to training, fewer than one batch of "
+                   f"{batch_size}: add records before fine-tuning.")
+    return (data_summary(records), records_table(records), *show_mask(records, index, mask_instruction), records)
+
+
+def show_mask(records: list[dict] | None, index: float, mask_instruction: bool):
+    """The loss-mask view of one training record: (html, note, record slider, plain text)."""
+    records = records or generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    train = split_records(records)["train"] or records
+    index = max(0, min(int(index or 0), len(train) - 1))
+    view = mask_view(train[index], gpt2_tokenizer(), bool(mask_instruction))
+    text = format_input(train[index]) + format_response(train[index])
+    return (view.html, f"Training record {index} of {len(train)}: {view.note}",
+            gr.update(maximum=max(len(train) - 1, 1), value=index), text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreEvent:
+    """Exact-match score on the held-out records, "before" or "after" tuning."""
+
+    kind: ClassVar[str] = "exact_match"
+    when: str
+    result: ExactMatch
+
+
+def instruct_config(preset: str, epochs: float, lr: float, mask_instruction: bool,
+                    n_train: int) -> tuple[InstructConfig, str | None]:
+    if preset not in INSTRUCT_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(INSTRUCT_PRESETS)}.")
+    if lr is None or not float(lr) > 0:
+        raise ValueError(f"The learning rate must be a number above 0, got {lr}.")
+    config = replace(INSTRUCT_PRESETS[preset], epochs=int(epochs), lr=float(lr),
+                     mask_instruction=bool(mask_instruction))
+    if n_train < config.batch_size:
+        raise ValueError(f"There are {n_train} training records, fewer than one batch of {config.batch_size}. "
+                         f"Use more records (the training split is 85% of them).")
+    steps, note = job_manager().clamp_steps(config.epochs * (n_train // config.batch_size))
+    return (replace(config, max_steps=steps) if note else config), note
+
+
+def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, list[dict]]):
+    """The job body: score the held-out records, tune a copy of the model, score them again."""
+    eval_records = splits["test"][:EVAL_RECORDS]
+
+    def run(stop: threading.Event) -> Iterator:
+        pin_torch_threads()
+        model = copy.deepcopy(loaded.model)  # the shared, cached model is never modified
+        model.to(pick_device(config.device))
+        if eval_records:
+            yield ScoreEvent("before", exact_match_score(model, loaded.tokenizer, eval_records, ANSWER_TOKENS))
+        done = None
+        for event in finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
+                                       val_records=splits["val"] or None):
+            if event.kind == "done":
+                done = event  # sent last, after the second score
+                continue
+            yield event
+        model.eval()
+        if eval_records:
+            yield ScoreEvent("after", exact_match_score(model, loaded.tokenizer, eval_records, ANSWER_TOKENS))
+        if done is not None:
+            yield done
+
+    return run
+
+
+def _running(history: dict | None) -> bool:
+    return bool(history) and history["status"] in ("queued", "running")
+
+
+def _new_history(job_id: str) -> dict:
+    history = new_history(job_id)
+    history.update(before=None, after=None, start_note=None)
+    return history
+
+
+def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_instruction: bool,
+              records: list[dict] | None, history: dict | None, browser_id: str | None,
+              request: gr.Request = None):
+    """Start instruction tuning a copy of the chosen model on the loaded records."""
+    if not choice:
+        raise ValueError("No model is loaded: pick a model in the menu at the top of the page first.")
+    if _running(history):
+        raise ValueError("Your instruction-tuning run is still going: press Stop first, or wait until it finishes.")
+    owner = owner_of(browser_id, request)
+    records = records or generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    splits = split_records(records)
+    if not splits["test"]:
+        gr.Warning("The data is too small to hold out test records: no exact-match score this time.")
+    loaded = load_choice(choice)
+    config, note = instruct_config(preset, epochs, lr, mask_instruction, len(splits["train"]))
+    job_id = job_manager().start(owner, instruct_job(loaded, config, splits), f"{JOB_LABEL} · {loaded.label}")
+    history = _new_history(job_id)
+    history["start_note"] = note
+    started = (f"Started instruction tuning a copy of **{loaded.label}** on {len(splits['train']):,} records "
+               f"({job_id}); first it answers the {min(len(splits['test']), EVAL_RECORDS)} held-out prompts.")
+    return (f"{started}\n\n⚠ {note}" if note else started), history, gr.Timer(active=True)
+
+
+def stop_run(history: dict | None, browser_id: str | None, request: gr.Request = None) -> str:
+    if not _running(history):
+        return "There is no instruction-tuning run going."
+    job_manager().stop(history["job_id"], owner_of(browser_id, request))
+    return "Stopping after the current step…"
+
+
+def score_markdown(before: ExactMatch | None, after: ExactMatch | None) -> str:
+    def cell(result: ExactMatch | None) -> str:
+        return f"**{result.correct}/{result.total} ({result.score:.0%})**" if result else "…"
+
+    total = (before or after).total if (before or after) else EVAL_RECORDS
+    return (f"Exact match on {total} held-out test records (greedy answer == expected output): "
+            f"before tuning {cell(before)} · after tuning {cell(after)}")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """A long answer cut for the table: ``_shorten("abcdef", 4) -> 'abc…'``."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compare_rows(before: ExactMatch | None, after: ExactMatch | None) -> list[list[str]]:
+    """The same held-out prompts answered before and after tuning, side by side (✓ marks an exact match)."""
+    rows = []
+    base = before or after
+    if base is None:
+        return rows
+    for index, row in enumerate(base.rows[:COMPARE_ROWS]):
+        answers = []
+        for result in (before, after):
+            if result is None:
+                answers.append("…")
+            else:
+                got = result.rows[index]
+                answers.append(("✓ " if got["correct"] else "✗ ") + _shorten(got["answer"] or "(nothing)"))
+        rows.append([row["instruction"], row["input"], row["expected"], *answers])
+    return rows
+
+
+def poll_run(history: dict | None, browser_id: str | None, request: gr.Request = None):
+    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
+    owner = owner_of(browser_id, request)
+    if not history:
+        view = latest_job(owner, JOB_LABEL)  # a refreshed page finds its run again
+        if view is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, gr.Timer(active=False)
+        history = _new_history(view.job_id)
+    view = job_manager().poll(history["job_id"], owner, history["since"])
+    for event in add_events(history, view):
+        if event.kind == "exact_match":
+            history[event.when] = event.result
+    timer = gr.Timer(active=not view.done)
+    lines = [status_line(history, view)]
+    if history["start_note"]:
+        lines.append(f"⚠ {history['start_note']}")
+    if history["samples"]:
+        step, text = history["samples"][-1]
+        lines.append(f"At step {step} the model answers the first validation prompt with: "
+                     f"*{text.strip() or '(nothing yet)'}*")
+    if history["after"] is not None and history["after"].correct == 0:
+        lines.append(NO_MATCH_NOTE)
+    if not view.events and not view.done:
+        return "\n\n".join(lines), gr.skip(), gr.skip(), gr.skip(), history, timer
+    loss_plot = loss_curves_figure(history["step_losses"], history["evals"], history["max_steps"])
+    return ("\n\n".join(lines), loss_plot, score_markdown(history["before"], history["after"]),
+            compare_rows(history["before"], history["after"]), history, timer)
+
+
+def reattach(browser_id: str | None, request: gr.Request = None):
+    """On page load: if this browser has an instruction-tuning run, follow it again."""
+    if not browser_id:
+        return None, gr.Timer(active=False)
+    view = latest_job(owner_of(browser_id, request), JOB_LABEL)
+    return None, gr.Timer(active=view is not None)
+
+
+def preset_settings(preset: str):
+    config = INSTRUCT_PRESETS[preset]
+    return gr.update(value=config.epochs), gr.update(value=config.lr), gr.update(value=config.mask_instruction)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------------------------
+
+PRESET_LABELS = [
+    ("classroom: small model, offline, < 1 min on a CPU", "classroom"),
+    ("the book: GPT-2 medium (pick it at the top; online)", "book-gpt2-medium"),
+]
+
+
+def build_tab(model_choice: gr.Dropdown) -> None:
+    browser_id = browser_id_state()
+    explain(INTRO)
+    classroom = INSTRUCT_PRESETS["classroom"]
+    first_records = generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    with gr.Row():
+        with gr.Column(scale=2):
+            source = gr.Radio(DATA_SOURCES, value=GENERATED, label="instruction data")
+            n_records = gr.Slider(20, 2000, value=DEFAULT_RECORDS, step=10, label="generated records")
+            upload = gr.File(label=f"your JSON file (a list of records, at most {MAX_JSON_BYTES // 1_000_000} MB)",
+                             file_types=[".json"], type="filepath", height=130)
+            load = gr.Button("Load data")
+        with gr.Column(scale=3):
+            summary = gr.Markdown(data_summary(first_records))
+            table = gr.Dataframe(records_table(first_records), headers=["instruction", "input", "output"],
+                                 label="the first training records", interactive=False, wrap=True, max_height=240,
+                                 column_widths=["45%", "30%", "25%"])
+
+    gr.Markdown("#### One training example and its loss mask")
+    with gr.Row():
+        mask_toggle = gr.Checkbox(classroom.mask_instruction, label="mask the instruction (learn the response only)")
+        record_index = gr.Slider(0, 1, value=0, step=1, label="training record")
+    mask_note = gr.Markdown(elem_classes=["lab-note"])
+    mask_html = gr.HTML(css_template=MASK_CSS, elem_id="instruct-mask")
+    with gr.Accordion("the same example as plain text (format_input + format_response)", open=False):
+        example_text = gr.Textbox(show_label=False, lines=8, interactive=False)
+
+    gr.Markdown("#### Fine-tune")
+    with gr.Row():
+        preset = gr.Dropdown(PRESET_LABELS, value="classroom", label="preset", scale=3)
+        epochs = gr.Slider(1, 10, value=classroom.epochs, step=1, label="epochs", scale=2)
+        lr = gr.Number(classroom.lr, label="learning rate", minimum=0, scale=1)
+        with gr.Column(scale=1):
+            start = gr.Button("Start fine-tuning", variant="primary", elem_id="instruct-start")
+            stop = gr.Button("Stop")
+    status = gr.Markdown("Press **Start fine-tuning**: the run uses a copy of the model chosen at the top "
+                         "(the mask setting above is used for training).", elem_classes=["lab-note"])
+    with gr.Row():
+        loss_plot = gr.Plot(show_label=False, elem_id="instruct-loss", scale=2)
+        with gr.Column(scale=3):
+            score = gr.Markdown(score_markdown(None, None), elem_id="instruct-score")
+            compare = gr.Dataframe(headers=COMPARE_HEADERS, label="the same held-out prompts, before and after",
+                                   interactive=False, wrap=True, column_widths=["24%", "22%", "14%", "20%", "20%"])
+    records = gr.State(None)
+    history = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+    show_source(format_input, instruction_collate, instruction_loss, finetune_instruct, answer, exact_match_score)
+
+    mask_outputs = [mask_html, mask_note, record_index, example_text]
+    data_inputs = [source, n_records, upload, record_index, mask_toggle]
+    data_outputs = [summary, table, *mask_outputs, records]
+    load.click(friendly(preview_data), data_inputs, data_outputs, api_name="instruct_data")
+    upload.upload(lambda: UPLOAD, None, source, api_name=False, queue=False).then(
+        friendly(preview_data), data_inputs, data_outputs, api_name=False)
+    n_records.release(lambda: GENERATED, None, source, api_name=False, queue=False).then(
+        friendly(preview_data), data_inputs, data_outputs, api_name=False)
+    mask_inputs = [records, record_index, mask_toggle]
+    mask_toggle.change(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
+    record_index.release(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
+    preset.change(friendly(preset_settings), preset, [epochs, lr, mask_toggle], api_name=False, queue=False)
+    start.click(friendly(start_run), [model_choice, preset, epochs, lr, mask_toggle, records, history, browser_id],
+                [status, history, timer], api_name="instruct_start", concurrency_limit=4)
+    stop.click(friendly(stop_run), [history, browser_id], status, api_name="instruct_stop")
+    timer.tick(friendly(poll_run), [history, browser_id], [status, loss_plot, score, compare, history, timer],
+               api_name="instruct_poll", show_progress="hidden", concurrency_limit=None)
+    root = gr.context.Context.root_block
+    root.load(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
+    root.load(friendly(reattach), browser_id, [history, timer], api_name=False)

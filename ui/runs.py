@@ -1,0 +1,167 @@
+"""What every tab that starts a background run shares: one job manager, the browser's id, torch's threads.
+
+- ``job_manager()``: one ``JobManager`` for the whole server, so its caps (runs at once, steps, minutes) hold
+  across every tab and every student.
+- ``browser_id_state()``: one ``gr.BrowserState`` at the top level of the Blocks holding a random id for this
+  browser. It survives a page refresh, so a refreshed page finds its runs again (``jobs_of(owner)``).
+- ``owner_of(browser_id, request)``: the owner name a job is started and polled with.
+- ``pin_torch_threads()``: called at the start of each run, inside its thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import gradio as gr
+import torch
+from gradio.context import Context, get_render_context, set_render_context
+
+from gpt_core.jobs import JobManager, JobView
+
+BROWSER_ID_KEY = "llm_lab_browser_id"
+
+_manager: JobManager | None = None
+_manager_lock = threading.Lock()
+
+
+def job_manager() -> JobManager:
+    """The server's one JobManager (caps from LLM_LAB_MAX_RUNS, LLM_LAB_MAX_STEPS, LLM_LAB_MAX_MINUTES)."""
+    global _manager
+    with _manager_lock:
+        if _manager is None:
+            _manager = JobManager()
+        return _manager
+
+
+def new_browser_id() -> str:
+    return f"browser-{uuid.uuid4().hex}"
+
+
+def browser_id_state() -> gr.BrowserState:
+    """The Blocks' BrowserState with this browser's id, made at the top level the first time a tab asks for it.
+
+    A BrowserState inside a Tab would only load when the tab is opened; at the top level it is ready at once.
+    The page's load event gives a new browser its id.
+    """
+    root = Context.root_block
+    if root is None:
+        raise RuntimeError("browser_id_state() must be called while building a gr.Blocks.")
+    state = getattr(root, "_llm_lab_browser_id", None)
+    if state is None:
+        inside = get_render_context()
+        set_render_context(root)  # add the component to the Blocks itself, not to the current tab
+        try:
+            state = gr.BrowserState(None, storage_key=BROWSER_ID_KEY)
+        finally:
+            set_render_context(inside)
+        root._llm_lab_browser_id = state
+        root.load(lambda browser_id: browser_id or new_browser_id(), state, state, api_name=False, queue=False)
+    return state
+
+
+def owner_of(browser_id: str | None, request: gr.Request | None = None) -> str:
+    """The owner of this browser's jobs: its stored id, else (before the page stored one) its session."""
+    if browser_id:
+        return str(browser_id)
+    session = getattr(request, "session_hash", None)
+    if session:
+        return f"session-{session}"
+    raise ValueError("This page has no browser id yet; reload the page and try again.")
+
+
+def latest_job(owner: str, label_prefix: str) -> JobView | None:
+    """This owner's most recent job whose label starts with ``label_prefix`` (to re-attach after a refresh)."""
+    views = [view for view in job_manager().jobs_of(owner) if view.label.startswith(label_prefix)]
+    return views[-1] if views else None
+
+
+def run_threads() -> int:
+    """Threads for torch inside one run: LLM_LAB_TORCH_THREADS, else half the cores (1 on a 2-core machine).
+
+    Two runs with every core each fight for the same cores, and torch can then run many times slower.
+    """
+    value = os.environ.get("LLM_LAB_TORCH_THREADS", "").strip()
+    if value:
+        return max(1, int(value))
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def pin_torch_threads() -> None:
+    """Set torch's number of threads for the run that calls it (torch's setting is process-wide)."""
+    threads = run_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def queue_status(view: JobView) -> str | None:
+    """A line about a job that is waiting for a free slot, else None."""
+    if view.status == "queued":
+        return (f"Waiting for a free slot: your run is number {view.position} in the queue "
+                f"(this server runs {job_manager().max_running} at a time).")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Following a run: the events polled so far, folded into one small dict kept in the tab's gr.State
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def new_history(job_id: str) -> dict:
+    """What a tab remembers about the run it follows; ``since`` is the index of the next event to poll."""
+    return {"job_id": job_id, "since": 0, "status": "queued", "max_steps": 1, "step": 0, "epoch": 0.0,
+            "n_params": None, "device": None, "eta_s": None, "step_losses": [], "evals": [], "warnings": [],
+            "samples": [], "done": None, "error": None, "note": None}
+
+
+def add_events(history: dict, view: JobView) -> list:
+    """Fold a poll's new events into ``history``; return the events this function does not know about.
+
+    Known kinds: start, step, eval, warning, sample, done (the events of gpt_core.train and gpt_core.finetune).
+    """
+    others = []
+    for event in view.events:
+        kind = getattr(event, "kind", None)
+        if kind == "start":
+            history.update(max_steps=event.max_steps, n_params=event.n_params, device=event.device)
+        elif kind == "step":
+            history["step_losses"].append((event.step, event.train_loss))
+            history.update(step=event.step, epoch=event.epoch, eta_s=event.eta_s)
+        elif kind == "eval":
+            history["evals"].append((event.step, event.train_loss, event.val_loss))
+        elif kind == "warning":
+            history["warnings"].append(event.message)
+        elif kind == "sample":
+            history["samples"].append((event.step, event.text))
+        elif kind == "done":
+            history["done"] = event.message
+        else:
+            others.append(event)
+    history.update(since=view.next_since, status=view.status, error=view.error, note=view.note)
+    return others
+
+
+def status_line(history: dict, view: JobView | None = None) -> str:
+    """One Markdown paragraph on where the run is: queued, running (step, epoch, time left), finished or failed."""
+    waiting = queue_status(view) if view is not None else None
+    if waiting:
+        return waiting
+    lines = []
+    if history["status"] == "failed":
+        lines.append(f"❌ The run failed: {history['error']}")
+    elif history["done"]:
+        lines.append(f"✅ {history['done']}" if history["status"] != "stopped" else f"⏹ {history['done']}")
+    elif history["status"] == "stopped":
+        lines.append("⏹ Stopped before training began.")
+    elif history["device"] is None:
+        lines.append("⏳ Getting ready: copying the model and measuring it before training…")
+    else:
+        eta = f" · about {history['eta_s']:.0f} s left" if history["eta_s"] is not None and history["step"] else ""
+        params = f" · {history['n_params']:,} trainable parameters" if history["n_params"] else ""
+        lines.append(f"⏳ Running on {history['device'] or '…'} · step {history['step']} / {history['max_steps']} "
+                     f"· epoch {history['epoch']:.2f}{params}{eta}")
+    if history["note"]:
+        lines.append(f"⚠ {history['note']}")
+    lines += [f"⚠ {message}" for message in history["warnings"]]
+    return "\n\n".join(lines)
