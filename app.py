@@ -31,7 +31,7 @@ CSS = """
 
 def build_demo() -> gr.Blocks:
     """Assemble the tabs into one Blocks app (without launching it)."""
-    from ui import attention_tab, generate_tab, inside_tab, models
+    from ui import attention_tab, classify_tab, generate_tab, inside_tab, instruct_tab, models, pretrain_tab
 
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
@@ -45,6 +45,12 @@ def build_demo() -> gr.Blocks:
                 inside_tab.build_tab(model_choice)
             with gr.Tab("Generate", id="generate"):
                 generate_tab.build_tab(model_choice)
+            with gr.Tab("Pretrain", id="pretrain"):
+                pretrain_tab.build_tab(model_choice)
+            with gr.Tab("Classify", id="classify"):
+                classify_tab.build_tab(model_choice)
+            with gr.Tab("Instruct", id="instruct"):
+                instruct_tab.build_tab(model_choice)
     return demo
 
 

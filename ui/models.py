@@ -116,6 +116,19 @@ def load_choice(label: str) -> LoadedModel:
     return _loaded[label]
 
 
+def register_model(label: str, model: GPTModel, tokenizer, note: str) -> str:
+    """Add an already-built model (e.g. a finished Pretrain run) to the menu, with its own tokenizer.
+
+    It is kept in memory like any loaded choice; registering a label again replaces its model.
+    """
+    model.eval().requires_grad_(False)
+    with _locks_guard:
+        if label not in choice_labels():
+            MODEL_CHOICES.append(ModelChoice(label, lambda: model, note))
+        _loaded[label] = LoadedModel(model, tokenizer, label, note)
+    return label
+
+
 def token_strings(tokenizer, ids: list[int]) -> list[str]:
     """The text of each token on its own (a token can be part of a UTF-8 character: shown as �)."""
     return [tokenizer.decode([token_id]) for token_id in ids]

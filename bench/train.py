@@ -1,0 +1,245 @@
+"""Training benchmark: gpt_core's training loop against transformers' GPT2LMHeadModel, and the cost of polling.
+
+Every side trains the classroom default of the Pretrain tab: the nano preset (2 layers x 128, 4 heads,
+context 128, no dropout) on the packaged Shakespeare text with a 4,096-token BPE trained on it, batch 8,
+AdamW (lr 2e-3, 20 warm-up steps, cosine decay), starting from the same weights (copied with export_hf)
+and reading the same batches. transformers' model runs through the very same loop (gpt_core.train.train)
+wrapped so that it returns logits, in fp32; ours runs its default CPU path (bf16 autocast where the CPU
+supports it, fp32 master weights). Prints one JSON line per measurement, each with its ratio:
+
+    {"bench": "classroom_60s", "ours_val_loss": 4.5, "hf_val_loss": 4.9, "ratio": 0.92, "goal": 4.6, ...}
+    {"bench": "train_tokens_per_s", "ours_tok_s": ..., "hf_tok_s": ..., "ratio": 2.1, "goal": 1.8}
+    {"bench": "bf16_vs_fp32_val_loss", "max_rel_diff": 0.004, "goal": 0.02, ...}
+    {"bench": "polling_cost", "with_poller_tok_s": ..., "without_tok_s": ..., "ratio": 0.99, "goal": 0.95}
+
+    python bench/train.py                  # all parts, about 5 minutes (2 x 60 s of training for the first)
+    python bench/train.py --seconds 20     # a shorter classroom race
+    python bench/train.py --parts speed,polling
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gpt_core.checkpoints import export_hf  # noqa: E402
+from gpt_core.data import shakespeare_text  # noqa: E402
+from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
+from gpt_core.tokenizer import BPETokenizer  # noqa: E402
+from gpt_core.train import TrainConfig, encode_corpus, train  # noqa: E402
+
+THREADS = 2
+BATCH, CONTEXT, LR, WARMUP, SEED = 8, 128, 2e-3, 20, 123
+
+
+class HFAsGPT(nn.Module):
+    """transformers' GPT2LMHeadModel behind GPTModel's interface (``cfg``, ``model(idx) -> logits``)."""
+
+    def __init__(self, hf_model, cfg: GPTConfig):
+        super().__init__()
+        self.hf, self.cfg = hf_model, cfg
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=idx).logits  # (B, T, vocab)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def shakespeare_ids() -> tuple[list[int], list[int], int]:
+    """(train ids, val ids, vocab size): the Pretrain tab's default corpus and tokenizer, split 90/10."""
+    text = shakespeare_text()
+    tokenizer = BPETokenizer.train(text, 4096)
+    ids = encode_corpus(tokenizer, text)
+    split = int(0.9 * len(ids))
+    return ids[:split], ids[split:], tokenizer.vocab_size
+
+
+def nano_config(vocab_size: int) -> GPTConfig:
+    return GPTConfig.preset("nano", vocab_size=vocab_size, context_length=CONTEXT, drop_rate=0.0)
+
+
+def make_model(side: str, cfg: GPTConfig) -> nn.Module:
+    """'ours' or 'hf', both with the weights that seed SEED gives our model."""
+    torch.manual_seed(SEED)
+    ours = GPTModel(cfg)
+    if side == "ours":
+        return ours
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    with tempfile.TemporaryDirectory() as tmp:
+        export_hf(ours, tmp)
+        hf = GPT2LMHeadModel.from_pretrained(tmp, torch_dtype=torch.float32)
+    return HFAsGPT(hf.train(), cfg)
+
+
+def train_config(max_steps: int, autocast: str, **more) -> TrainConfig:
+    settings = {"lr": LR, "warmup_steps": WARMUP, "max_steps": max_steps, "batch_size": BATCH,
+                "context_length": CONTEXT, "eval_every": 0, "seed": SEED, "autocast": autocast, "device": "cpu"}
+    return TrainConfig(**{**settings, **more})
+
+
+def run(side: str, cfg: GPTConfig, data, config: TrainConfig) -> list:
+    """All events of one training run."""
+    return list(train(make_model(side, cfg), data[0], data[1], config))
+
+
+def step_seconds(events: list, skip: int = 5) -> float:
+    """Median wall time of one optimizer step, after the first ``skip`` (warm-up) steps."""
+    steps = [e for e in events if e.kind == "step"]
+    times = [b.elapsed_s - a.elapsed_s for a, b in zip(steps[skip:], steps[skip + 1:])]
+    return statistics.median(times)
+
+
+def side_autocast(side: str) -> str:
+    return "auto" if side == "ours" else "off"  # ours: its default path; transformers: fp32
+
+
+def interleaved(runs: dict[str, tuple], seconds: float | None = None) -> dict[str, list]:
+    """Step the training generators in turn, one event each, timing each side's own share of the wall clock.
+
+    A side is asked to stop (it then evaluates and ends) once its own time reaches ``seconds``. Taking turns
+    every step spreads the noise of a shared CPU evenly over the sides.
+    """
+    generators = {name: train(model, data[0], data[1], config, stop=stop)
+                  for name, (model, data, config, stop) in runs.items()}
+    own = dict.fromkeys(runs, 0.0)
+    events: dict[str, list] = {name: [] for name in runs}
+    while generators:
+        for name in list(generators):
+            start = time.perf_counter()
+            event = next(generators[name], None)
+            own[name] += time.perf_counter() - start
+            if event is None:
+                del generators[name]
+                continue
+            events[name].append(event)
+            if seconds is not None and own[name] >= seconds:
+                runs[name][3].set()
+    return events
+
+
+def classroom_race(cfg, data, seconds: float) -> dict:
+    """Both sides train for ``seconds`` of their own time, taking turns step by step.
+
+    Each side's max_steps is sized from a short interleaved timing, so that its schedule ends near the budget.
+    """
+    sides = ("ours", "hf")
+
+    def setups(steps: dict[str, int], **more) -> dict[str, tuple]:
+        return {side: (make_model(side, cfg), data, train_config(steps[side], side_autocast(side), **more),
+                       threading.Event()) for side in sides}
+
+    probe = interleaved(setups(dict.fromkeys(sides, 25)))
+    max_steps = {side: max(WARMUP + 1, int(seconds / step_seconds(probe[side]))) for side in sides}
+    events = interleaved(setups(max_steps, eval_every=10**9, eval_batches=20), seconds)
+    result = {}
+    for side in sides:
+        val_loss = [e for e in events[side] if e.kind == "eval"][-1].val_loss
+        result[side] = {"val_loss": round(val_loss, 4), "steps": events[side][-1].step}
+    return {"bench": "classroom_60s", "seconds": seconds, "threads": THREADS,
+            "ours_val_loss": result["ours"]["val_loss"], "hf_val_loss": result["hf"]["val_loss"],
+            "ours_steps": result["ours"]["steps"], "hf_steps": result["hf"]["steps"],
+            "ratio": round(result["ours"]["val_loss"] / result["hf"]["val_loss"], 4), "goal": 4.6,
+            "note": "goal: ours_val_loss <= 4.6 nats; ratio = ours / hf val loss (lower is better)"}
+
+
+def speed_race(cfg, data, rounds: int, steps: int) -> dict:
+    """Tokens/s of our default path and of transformers in fp32, interleaved, order swapped, best of each."""
+    best = {"ours": float("inf"), "ours_fp32": float("inf"), "hf": float("inf")}
+    sides = [("ours", "auto"), ("hf", "off"), ("ours_fp32", "off")]
+    for r in range(rounds):
+        for name, autocast in sides if r % 2 == 0 else sides[::-1]:
+            events = run(name.removesuffix("_fp32"), cfg, data, train_config(steps, autocast))
+            best[name] = min(best[name], step_seconds(events))
+    tokens = BATCH * CONTEXT
+    return {"bench": "train_tokens_per_s", "config": f"nano, batch {BATCH} x {CONTEXT}, vocab 4096", "threads": THREADS,
+            "ours_tok_s": round(tokens / best["ours"]), "ours_fp32_tok_s": round(tokens / best["ours_fp32"]),
+            "hf_tok_s": round(tokens / best["hf"]), "ratio": round(best["hf"] / best["ours"], 3), "goal": 1.8}
+
+
+def bf16_accuracy(cfg, data, steps: int = 200) -> dict:
+    """Validation loss of our default path against our fp32 path, every 50 steps, same weights and batches."""
+    curves = {}
+    for autocast in ("auto", "off"):
+        events = run("ours", cfg, data, train_config(steps, autocast, eval_every=50, eval_batches=8))
+        curves[autocast] = [e.val_loss for e in events if e.kind == "eval"]
+    diffs = [abs(a - b) / b for a, b in zip(curves["auto"], curves["off"])]
+    return {"bench": "bf16_vs_fp32_val_loss", "steps": steps, "default_path": [round(v, 4) for v in curves["auto"]],
+            "fp32": [round(v, 4) for v in curves["off"]], "max_rel_diff": round(max(diffs), 5),
+            "ratio": round(curves["auto"][-1] / curves["off"][-1], 5), "goal": 0.02}
+
+
+def polling_cost(steps: int, rounds: int) -> dict:
+    """A Pretrain-tab run through the app's JobManager, with and without a 1 Hz poller calling poll_run."""
+    from ui import pretrain_tab
+
+    def one_run(poll: bool) -> float:
+        browser = f"bench-{'poll' if poll else 'quiet'}-{time.monotonic_ns()}"
+        outputs = pretrain_tab.start_run("nano", pretrain_tab.SHAKESPEARE, None, pretrain_tab.BPE_4096, steps,
+                                         BATCH, CONTEXT, LR, WARMUP, "ROMEO:", None, browser)
+        history = outputs[-2]  # (status, stats, plot, samples, file, note, history, timer)
+        finished = threading.Event()
+
+        def poller():
+            state = history
+            while not finished.wait(1.0):
+                state = pretrain_tab.poll_run(False, state, browser)[5]  # what the gr.Timer calls each second
+
+        thread = threading.Thread(target=poller, daemon=True)
+        if poll:
+            thread.start()
+        manager = pretrain_tab.job_manager()
+        view = manager.wait(history["job_id"], browser, timeout=600)
+        finished.set()
+        if poll:
+            thread.join()
+        steps_done = [e for e in view.events if e.kind == "step"]
+        return (steps_done[-1].tokens_seen - steps_done[4].tokens_seen) / (
+            steps_done[-1].elapsed_s - steps_done[4].elapsed_s)
+
+    best = {True: 0.0, False: 0.0}
+    for r in range(rounds):
+        for poll in (True, False) if r % 2 == 0 else (False, True):
+            best[poll] = max(best[poll], one_run(poll))
+    return {"bench": "polling_cost", "steps": steps, "with_poller_tok_s": round(best[True]),
+            "without_tok_s": round(best[False]), "ratio": round(best[True] / best[False], 4), "goal": 0.95}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="training time of each side in the race")
+    parser.add_argument("--parts", default="classroom,speed,accuracy,polling")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    parts = set(args.parts.split(","))
+    data = shakespeare_ids()
+    cfg = nano_config(data[2])
+    if "classroom" in parts:
+        print(json.dumps(classroom_race(cfg, data, args.seconds)), flush=True)
+    if "speed" in parts:
+        print(json.dumps(speed_race(cfg, data, args.rounds, steps=30)), flush=True)
+    if "accuracy" in parts:
+        print(json.dumps(bf16_accuracy(cfg, data)), flush=True)
+    if "polling" in parts:
+        os.environ["LLM_LAB_TORCH_THREADS"] = str(THREADS)
+        print(json.dumps(polling_cost(steps=150, rounds=2)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The Pretrain tab: settings checks, short runs through the gradio_client API and the job manager, and one
+browser run whose loss curve must grow while it trains."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import zipfile
+
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from gpt_core.jobs import JobManager
+from gpt_core.model import GPTModel
+from ui import models, pretrain_tab, runs
+
+SHAKESPEARE, BPE = pretrain_tab.SHAKESPEARE, pretrain_tab.BPE_4096
+FINISHED = ("✅", "❌", "⏹")
+
+
+def settings(browser: str, steps: int = 20, batch_size: int = 4, context_length: int = 32, lr: float = 3e-3,
+             warmup: int = 5) -> tuple:
+    """The arguments of /pretrain_start: nano, Shakespeare, BPE 4,096, tiny batches."""
+    return ("nano", SHAKESPEARE, None, BPE, steps, batch_size, context_length, lr, warmup, "ROMEO:", browser)
+
+
+def plot_data(plot: dict) -> list[dict]:
+    return json.loads(plot["plot"])["data"]
+
+
+def traces_by_name(plot: dict) -> dict[str, dict]:
+    return {trace["name"]: trace for trace in plot_data(plot)}
+
+
+def poll_until_done(client, browser: str, timeout: float = 90.0) -> tuple:
+    """Call /pretrain_poll as the timer does until the status says the run finished; return the last output
+    in which every view was redrawn (the final poll always redraws)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = client.predict(False, browser, api_name="/pretrain_poll")
+        if any(mark in result[0] for mark in FINISHED):
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"the run did not finish within {timeout} s; last status: {result[0]!r}")
+
+
+@pytest.fixture
+def quick_runs(monkeypatch):
+    """One torch thread per run, and the app's manager restored after the test."""
+    monkeypatch.setenv("LLM_LAB_TORCH_THREADS", "1")
+    threads = torch.get_num_threads()
+    yield runs.job_manager()
+    torch.set_num_threads(threads)
+
+
+def stop_all(manager: JobManager, owners: list[str]) -> None:
+    for owner in owners:
+        for view in manager.jobs_of(owner):
+            if not view.done:
+                manager.stop(view.job_id, owner)
+                manager.wait(view.job_id, owner, timeout=30)
+
+
+# ---------------------------------------------------------------- units
+@pytest.mark.parametrize("value, message", [
+    (0, "The batch size must be at least 1, got 0."),
+    (2.5, "The batch size must be a whole number, got 2.5."),
+    (float("nan"), "The batch size must be a whole number, got nan."),
+    (None, "The batch size must be a whole number, got None."),
+])
+def test_batch_size_messages(value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pretrain_tab.whole_number(value, "The batch size", 1, 512)
+
+
+@pytest.mark.parametrize("value", [0, -1e-3, float("nan"), float("inf"), None])
+def test_learning_rate_must_be_a_positive_number(value):
+    with pytest.raises(ValueError, match="The learning rate must be a number above 0, such as 0.003"):
+        pretrain_tab.learning_rate(value)
+
+
+def test_context_longer_than_the_text_is_refused():
+    corpus = pretrain_tab.Corpus("tiny.txt", None, list(range(900)), list(range(100)))
+    with pytest.raises(ValueError, match=r"context length \(128 tokens\) is longer than the validation part of "
+                                         r"tiny.txt \(100 tokens"):
+        pretrain_tab.check_fits(corpus, 128, 4)
+    with pytest.raises(ValueError, match="tiny.txt gives only 14 training windows of 64 tokens, fewer than one "
+                                         "batch of 16"):
+        pretrain_tab.check_fits(corpus, 64, 16)
+    pretrain_tab.check_fits(corpus, 64, 14)  # 14 windows fill exactly one batch
+
+
+def test_upload_must_be_utf8_and_small(tmp_path, monkeypatch):
+    latin1 = tmp_path / "notes.txt"
+    latin1.write_bytes("Caf\u00e9 au lait, s'il vous pla\u00eet. ".encode("latin-1") * 10)
+    with pytest.raises(ValueError, match=r"notes.txt is not UTF-8 text \(byte 0xe9 at position 3 cannot be read\)"):
+        pretrain_tab.read_corpus(pretrain_tab.UPLOAD, str(latin1))
+    monkeypatch.setattr(pretrain_tab, "MAX_UPLOAD_BYTES", 1_000)
+    big = tmp_path / "big.txt"
+    big.write_text("To be or not to be. " * 100)
+    with pytest.raises(ValueError, match=r"big.txt is 2.0 kB; the limit is 1.0 kB. Upload a shorter text."):
+        pretrain_tab.read_corpus(pretrain_tab.UPLOAD, str(big))
+    with pytest.raises(ValueError, match="Upload a .txt file first"):
+        pretrain_tab.read_corpus(pretrain_tab.UPLOAD, None)
+
+
+def test_settings_summary_counts_the_real_parameters():
+    summary = pretrain_tab.settings_summary("micro", BPE, 100, 8, 128)
+    n_params = GPTModel(pretrain_tab.model_config("micro", 4096, 128)).num_parameters()
+    assert f"**{n_params:,} parameters**" in summary
+    assert "4 layers × 256 wide, 4 heads" in summary and "1,024 tokens per step" in summary
+    assert pretrain_tab.settings_summary("nano", BPE, 100, 0, 128) == "⚠ The batch size must be at least 1, got 0."
+
+
+def test_config_plans_evals_samples_and_checkpoints(tmp_path):
+    corpus = pretrain_tab.Corpus("t", object(), [], [])
+    config = pretrain_tab.pretrain_config(200, 8, 64, 1e-3, 10, "ROMEO:", corpus, str(tmp_path))
+    assert (config.eval_every, config.sample_every, config.checkpoint_every) == (20, 25, 50)
+    assert (config.max_steps, config.batch_size, config.context_length, config.warmup_steps) == (200, 8, 64, 10)
+
+
+# ---------------------------------------------------------------- through the API
+@pytest.mark.app
+def test_bad_settings_through_the_api(client):
+    with pytest.raises(AppError, match=re.escape("The batch size must be at least 1, got 0.")):
+        client.predict(*settings("browser-bad", batch_size=0), api_name="/pretrain_start")
+    with pytest.raises(AppError, match="The learning rate must be a number above 0"):
+        client.predict(*settings("browser-bad", lr=0), api_name="/pretrain_start")
+    with pytest.raises(AppError, match=r"The context length can be at most 1024, got 5000"):
+        client.predict(*settings("browser-bad", context_length=5000), api_name="/pretrain_start")
+
+
+def test_nan_learning_rate_through_the_handler():
+    with pytest.raises(ValueError, match="The learning rate must be a number above 0, such as 0.003; got nan"):
+        *values, browser = settings("browser-nan", lr=float("nan"))
+        pretrain_tab.start_run(*values, None, browser)
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, monkeypatch):
+    monkeypatch.setattr(quick_runs, "max_steps_cap", 20)
+    browser = "browser-pretrain-run"
+    status, stats, plot, _, download, _, _ = client.predict(*settings(browser, steps=5000), api_name="/pretrain_start")
+    assert (stats, download["value"], download["visible"]) == ("", None, False)  # no old checkpoint shown
+    assert len(traces_by_name(plot)["learning rate"]["x"]) == 20  # the planned schedule, before the first step
+    assert "This server allows at most 20 steps per run; using 20 instead of 5000." in status
+    status, stats, plot, samples, download, _ = poll_until_done(client, browser)
+    assert status.startswith("✅ Finished all 20 steps.")
+    traces = traces_by_name(plot)
+    assert [float(x) for x in traces["batch loss"]["x"]] == list(range(1, 21))
+    assert [float(x) for x in traces["validation loss"]["x"]] == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    losses = [float(y) for y in traces["batch loss"]["y"]]
+    print("first and last batch loss:", losses[0], losses[-1])
+    assert abs(losses[0] - math.log(4096)) < 0.5  # a random model starts near ln(vocab)
+    assert min(losses[-5:]) < losses[0] - 1.0  # and learns something in 20 steps
+    assert len(traces["learning rate"]["x"]) == 20 and traces["now"]["x"] == [20]
+    assert re.search(r"\*\*[\d,]+ tokens/s\*\* · MFU n/a on cpu", stats)
+    assert samples.count("step ") == pretrain_tab.N_SAMPLES_SHOWN and "step 20</div>" in samples
+    print("download:", download)
+    assert download["visible"] is True and download["value"].endswith(".zip")
+    with zipfile.ZipFile(download["value"]) as archive:
+        assert sorted(archive.namelist()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    dropdown, note = client.predict(api_name="/pretrain_use")
+    print(dropdown)
+    label = dropdown["value"]
+    assert label.startswith("Your pretrain run · job-") and "step 20, Shakespeare" in label
+    assert label in [choice[0] for choice in dropdown["choices"]]
+    loaded = models.load_choice(label)
+    assert loaded.tokenizer.vocab_size == 4096 and loaded.cfg.n_layers == 2
+    assert "is now the model of the Inside GPT and Generate tabs" in note
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_a_loss_that_turns_nan_stops_and_keeps_the_last_good_checkpoint(client, quick_runs, monkeypatch):
+    real_train = pretrain_tab.train
+
+    def poisoned_train(model, *args, **kwargs):
+        for event in real_train(model, *args, **kwargs):
+            yield event
+            if event.kind == "checkpoint" and event.step == 10:  # after a good checkpoint, break the weights
+                with torch.no_grad():
+                    model.tok_emb.weight.fill_(float("nan"))
+
+    monkeypatch.setattr(pretrain_tab, "train", poisoned_train)
+    browser = "browser-pretrain-nan"
+    client.predict(*settings(browser, steps=40), api_name="/pretrain_start")
+    status, _, _, _, download, _ = poll_until_done(client, browser)
+    assert "The loss became NaN or infinite at step 11, so training stopped" in status
+    assert re.search(r"The last good checkpoint is \S+step-000010", status)
+    assert download["value"].endswith("-step10.zip")
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_sessions_keep_their_own_runs_and_the_cap_queues_a_third(app_url, quick_runs, monkeypatch):
+    monkeypatch.setenv("LLM_LAB_MAX_RUNS", "2")
+    monkeypatch.setattr(quick_runs, "max_running", JobManager().max_running)  # the app's manager, capped at 2
+    owners = ["browser-a", "browser-b", "browser-c"]
+    clients = [Client(app_url, verbose=False) for _ in owners]
+    try:
+        for client, owner in zip(clients, owners):
+            client.predict(*settings(owner, steps=2000, batch_size=2, context_length=16), api_name="/pretrain_start")
+        statuses = [client.predict(False, owner, api_name="/pretrain_poll")[0] for client, owner in zip(clients, owners)]
+        assert statuses[2] == ("Waiting for a free slot: your run is number 1 in the queue "
+                               "(this server runs 2 at a time).")
+        job_ids = [runs.latest_job(owner, "pretrain").job_id for owner in owners]
+        assert len(set(job_ids)) == 3
+        with pytest.raises(PermissionError, match="belongs to another session"):
+            quick_runs.poll(job_ids[0], "browser-b")
+        # a refreshed page (a new session, the same browser id) finds its own run again
+        refreshed = Client(app_url, verbose=False)
+        again = refreshed.predict(False, "browser-b", api_name="/pretrain_poll")[0]
+        for _ in range(40):
+            if re.match(r"⏳ Running on cpu · step \d+ / 2000", again):
+                break
+            time.sleep(0.5)
+            again = refreshed.predict(False, "browser-b", api_name="/pretrain_poll")[0]
+        assert re.match(r"⏳ Running on cpu · step \d+ / 2000", again), again
+        assert clients[2].predict("browser-c", api_name="/pretrain_stop").startswith("Stopping")  # the queued run
+        assert clients[0].predict("browser-a", api_name="/pretrain_stop").startswith("Stopping")
+        assert quick_runs.wait(job_ids[0], "browser-a", timeout=30).status == "stopped"
+    finally:
+        stop_all(quick_runs, owners)
+
+
+# ---------------------------------------------------------------- in the browser
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_run_grows_the_loss_curve(page, quick_runs, monkeypatch):
+    monkeypatch.setattr(quick_runs, "max_steps_cap", 2000)
+    page.get_by_role("tab", name="Pretrain").click()
+    page.wait_for_selector("#pretrain-start")
+    page.fill("#pretrain-batch input", "4")
+    page.fill("#pretrain-context input", "32")
+    page.fill("#pretrain-steps input", "2000")
+    page.click("#pretrain-start")
+    page.wait_for_selector("#pretrain-plot .js-plotly-plot", timeout=60_000)
+    count = "() => (document.querySelector('#pretrain-plot .js-plotly-plot').data || [])" \
+            ".filter(t => t.name === 'batch loss').map(t => t.x.length)[0] || 0"
+    seen = [page.evaluate(count)]
+    deadline = time.monotonic() + 60
+    while len(set(seen)) < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(1200)
+        seen.append(page.evaluate(count))
+    growth = sorted(set(seen))
+    print("batch-loss points seen across polls:", seen)
+    assert len(growth) >= 4 and growth == sorted(growth)  # it grew at least three times
+    page.screenshot(path="/tmp/lab/shot_pretrain.png", full_page=True)
+    page.click("#pretrain-stop")
+    page.wait_for_function("document.querySelector('#pretrain-status').innerText.includes('Stopped at step')",
+                           timeout=30_000)

@@ -1,0 +1,549 @@
+"""Pretrain tab (chapter 5): train a small GPT from random weights on a text, and watch it learn.
+
+Pick a model size, a text and a few settings, press Start. The run goes through the server's one job manager
+(``ui.runs.job_manager()``: a few runs at a time, the rest wait in a queue); a timer polls only the events
+that arrived since the last poll and redraws the loss curves, the learning-rate schedule, the speed and the
+samples. When it is done, download the checkpoint or make it the model of the Inside GPT and Generate tabs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import shutil
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from gpt_core.checkpoints import load_checkpoint
+from gpt_core.data import read_user_text, shakespeare_text, window_starts
+from gpt_core.device import describe_device, pick_device
+from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
+from gpt_core.train import (
+    PEAK_FLOPS,
+    TrainConfig,
+    batch_loss,
+    encode_corpus,
+    flops_per_token,
+    lr_at,
+    lr_schedule,
+    make_optimizer,
+    train,
+)
+from ui import models
+from ui.common import explain, friendly, show_source
+from ui.runs import (
+    add_events,
+    browser_id_state,
+    job_manager,
+    latest_job,
+    new_history,
+    owner_of,
+    pin_torch_threads,
+    run_threads,
+    status_line,
+)
+from visualizations.training import samples_html, stats_markdown, training_figure
+
+JOB_LABEL = "pretrain"
+PRESET_NAMES = ("nano", "micro", "mini")
+SHAKESPEARE, VERDICT, UPLOAD = "Shakespeare (packaged)", "The Verdict (download)", "Upload a .txt file"
+CORPUS_CHOICES = (SHAKESPEARE, VERDICT, UPLOAD)
+BPE_4096, GPT2_VOCAB = "BPE, 4,096 tokens trained on this text", "GPT-2's 50,257 tokens"
+TOKENIZER_CHOICES = (BPE_4096, GPT2_VOCAB)
+MAX_UPLOAD_BYTES = 10_000_000  # an uploaded text larger than 10 MB is refused
+MAX_CONTEXT = 1024  # GPT-2's context length; longer ones are refused
+VAL_FRACTION = 0.1  # the last 10% of the tokens are held out for the validation loss
+N_SAMPLES_SHOWN = 4
+MAX_KEPT_RUNS = 16  # runs whose settings and checkpoints the server keeps (oldest are deleted)
+# Rough training speed (FLOP/s actually reached) used for the time estimate before a run starts.
+CPU_FLOPS_PER_THREAD = 40e9
+MPS_FLOPS = 2e12
+GPU_SHARE_OF_PEAK = 0.3
+
+INTRO = """
+### Pretraining: from random weights to Shakespeare-ish text
+The model reads windows of `context length` tokens and, at **every position**, is scored on how well it
+predicted the next token (cross-entropy, in nats). Each **optimizer step** averages that loss over a batch,
+computes the gradient of every weight, clips it, and lets AdamW take a small step whose size follows the
+**learning-rate schedule** (a linear warm-up, then a cosine decay). A random model over *V* tokens starts near
+ln(*V*) (8.3 for 4,096 tokens); the **validation loss**, measured on the last 10% of the text that the model
+never trains on, tells you whether it is learning the language or just memorising.
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The text and its tokens
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    name: str
+    tokenizer: object  # BPETokenizer: .encode, .decode, .vocab_size, .save
+    train_ids: list[int]
+    val_ids: list[int]
+
+
+_corpora: OrderedDict[tuple, Corpus] = OrderedDict()
+_corpora_lock = threading.Lock()
+
+
+def read_corpus(corpus: str, upload: str | None) -> tuple[str, str]:
+    """(name, text) of the chosen corpus. An upload must be UTF-8 and at most MAX_UPLOAD_BYTES."""
+    if corpus == SHAKESPEARE:
+        return "Shakespeare", shakespeare_text()
+    if corpus == VERDICT:
+        from gpt_core.corpora import the_verdict_text
+
+        return "The Verdict", the_verdict_text()  # ConnectionError with a plain message when offline
+    if corpus == UPLOAD:
+        if not upload:
+            raise ValueError("Upload a .txt file first (or pick the packaged Shakespeare text).")
+        path = Path(upload)
+        if path.stat().st_size > MAX_UPLOAD_BYTES:  # checked before reading the whole file into memory
+            raise ValueError(f"{path.name} is {_bytes(path.stat().st_size)}; the limit is "
+                             f"{_bytes(MAX_UPLOAD_BYTES)}. Upload a shorter text.")
+        text = read_user_text(path.read_bytes(), path.name, MAX_UPLOAD_BYTES)
+        if len(text.strip()) < 100:
+            raise ValueError(f"{path.name} has only {len(text.strip())} characters; a model needs at least a few "
+                             f"thousand to learn anything. Upload a longer text.")
+        return path.name, text
+    raise ValueError(f"Unknown corpus {corpus!r}; choose one of: {', '.join(CORPUS_CHOICES)}.")
+
+
+def make_tokenizer(choice: str, text: str):
+    """GPT-2's vocabulary, or a 4,096-token BPE trained on the text itself (about a second for 5 MB)."""
+    from gpt_core.tokenizer import BPETokenizer
+
+    if choice == GPT2_VOCAB:
+        return BPETokenizer.gpt2()
+    if choice == BPE_4096:
+        return BPETokenizer.train(text, 4096, name="bpe-4096")
+    raise ValueError(f"Unknown tokenizer {choice!r}; choose one of: {', '.join(TOKENIZER_CHOICES)}.")
+
+
+def prepare_corpus(corpus: str, upload: str | None, tokenizer_choice: str) -> Corpus:
+    """Read, tokenize and split a corpus (first 90% train, last 10% validation); the last few are cached."""
+    name, text = read_corpus(corpus, upload)
+    key = (name, hashlib.sha256(text.encode("utf-8")).hexdigest(), tokenizer_choice)
+    with _corpora_lock:
+        if key in _corpora:
+            _corpora.move_to_end(key)
+            return _corpora[key]
+    tokenizer = make_tokenizer(tokenizer_choice, text)
+    ids = encode_corpus(tokenizer, text)
+    split = int(len(ids) * (1 - VAL_FRACTION))
+    prepared = Corpus(name, tokenizer, ids[:split], ids[split:])
+    with _corpora_lock:
+        _corpora[key] = prepared
+        while len(_corpora) > 4:
+            _corpora.popitem(last=False)
+    return prepared
+
+
+def check_fits(corpus: Corpus, context_length: int, batch_size: int) -> None:
+    """Refuse a context or batch the text cannot fill: at least one batch of training windows, one val window."""
+    def n_windows(n_tokens: int) -> int:  # non-overlapping windows of context_length (+1 for the last target)
+        return len(window_starts(n_tokens, context_length, context_length)) if n_tokens > context_length else 0
+
+    n_train, n_val = n_windows(len(corpus.train_ids)), n_windows(len(corpus.val_ids))
+    if n_val == 0:
+        raise ValueError(
+            f"The context length ({context_length} tokens) is longer than the validation part of {corpus.name} "
+            f"({len(corpus.val_ids):,} tokens, the last 10% of the text). Use a shorter context or a longer text.")
+    if n_train < batch_size:
+        raise ValueError(
+            f"{corpus.name} gives only {n_train} training windows of {context_length} tokens, fewer than one batch "
+            f"of {batch_size}. Use a smaller batch size or context length, or a longer text.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings: checked and explained before anything runs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def whole_number(value, what: str, minimum: int, maximum: int | None = None) -> int:
+    """A whole number from a number box, or a plain ValueError.
+
+    >>> whole_number(8.0, "The batch size", 1)
+    8
+    """
+    if value is None or isinstance(value, bool) or not math.isfinite(float(value)) or float(value) != int(value):
+        raise ValueError(f"{what} must be a whole number, got {value!r}.")
+    number = int(value)
+    if number < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {number}.")
+    if maximum is not None and number > maximum:
+        raise ValueError(f"{what} can be at most {maximum}, got {number}.")
+    return number
+
+
+def learning_rate(value) -> float:
+    if value is None or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"The learning rate must be a number above 0, such as 0.003; got {value!r}.")
+    return float(value)  # a huge one is allowed: the run then stops at the first NaN loss, with a message
+
+
+def model_config(preset: str, vocab_size: int, context_length: int) -> GPTConfig:
+    """The preset's shape with the tokenizer's vocabulary and the chosen context; no dropout for short runs."""
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"Unknown model size {preset!r}; choose one of: {', '.join(PRESET_NAMES)}.")
+    return GPTConfig.preset(preset, vocab_size=vocab_size, context_length=context_length, drop_rate=0.0)
+
+
+def tokens_per_second_guess(cfg: GPTConfig, context_length: int, device: torch.device) -> float:
+    """A rough training speed from the FLOPs per token and what the device typically reaches."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((p for key, p in PEAK_FLOPS.items() if key in name), 50e12)
+        reached = peak * GPU_SHARE_OF_PEAK
+    elif device.type == "mps":
+        reached = MPS_FLOPS
+    else:
+        reached = CPU_FLOPS_PER_THREAD * run_threads()
+    return reached / flops_per_token(cfg, context_length)
+
+
+def device_words(device: torch.device) -> str:
+    """'CPU, 1 thread per run' or describe_device's line for a GPU."""
+    if device.type != "cpu":
+        return describe_device(device)
+    threads = run_threads()
+    return f"CPU, {threads} thread{'s' if threads > 1 else ''} per run"
+
+
+def _bytes(size: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size:.0f} bytes"
+
+
+def settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, context_length) -> str:
+    """Parameters, training memory and a rough time on this server's device; a bad setting gives its message."""
+    try:
+        return _settings_summary(preset, tokenizer_choice, steps, batch_size, context_length)
+    except ValueError as error:
+        return f"⚠ {error}"
+
+
+def _settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, context_length) -> str:
+    vocab_size = 50257 if tokenizer_choice == GPT2_VOCAB else 4096
+    context_length = whole_number(context_length, "The context length", 1, MAX_CONTEXT)
+    batch_size = whole_number(batch_size, "The batch size", 1, 512)
+    steps = whole_number(steps, "The number of steps", 1)
+    steps_run, _ = job_manager().clamp_steps(steps)
+    cfg = model_config(preset, vocab_size, context_length)
+    n_params = sum(count for _, count in parameter_breakdown(cfg))
+    memory = estimate_memory(cfg, training=True, batch_size=batch_size, context_length=context_length)["total"]
+    device = pick_device("auto")
+    seconds = steps_run * batch_size * context_length / tokens_per_second_guess(cfg, context_length, device)
+    minutes = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return (f"**{preset}**: {cfg.n_layers} layers × {cfg.emb_dim} wide, {cfg.n_heads} heads · "
+            f"**{n_params:,} parameters** · about **{_bytes(memory)}** of memory to train · "
+            f"roughly **{minutes}** for {steps_run:,} steps on {device_words(device)} "
+            f"({batch_size * context_length:,} tokens per step; a guess from FLOPs, the run shows the real speed)")
+
+
+@dataclass
+class PretrainRun:
+    """What the tab keeps about a run it started (the job manager keeps the events)."""
+
+    job_id: str
+    config: TrainConfig
+    model_cfg: GPTConfig
+    corpus: Corpus
+    out_dir: str
+    schedule: list[float]
+
+
+_runs: OrderedDict[str, PretrainRun] = OrderedDict()
+_runs_lock = threading.Lock()
+
+
+def keep_run(run: PretrainRun) -> None:
+    """Remember a run; forget (and delete the checkpoints of) the oldest beyond MAX_KEPT_RUNS."""
+    with _runs_lock:
+        _runs[run.job_id] = run
+        while len(_runs) > MAX_KEPT_RUNS:
+            _, old = _runs.popitem(last=False)
+            shutil.rmtree(old.out_dir, ignore_errors=True)
+
+
+def run_of(job_id: str) -> PretrainRun:
+    with _runs_lock:
+        if job_id not in _runs:
+            raise ValueError("That run is no longer on the server (only the most recent runs are kept). "
+                             "Start a new one.")
+        return _runs[job_id]
+
+
+def pretrain_config(steps: int, batch_size: int, context_length: int, lr: float, warmup: int,
+                    sample_prompt: str, corpus: Corpus, out_dir: str) -> TrainConfig:
+    """The TrainConfig of a tab run: about 10 evaluations and 8 samples, and checkpoints to keep the last good one."""
+    return TrainConfig(
+        lr=lr, warmup_steps=warmup, max_steps=steps, batch_size=batch_size, context_length=context_length,
+        eval_every=max(1, steps // 10), eval_batches=2, sample_every=max(1, steps // 8), sample_tokens=24,
+        sample_prompt=sample_prompt, checkpoint_every=max(10, steps // 4), keep_checkpoints=1,
+        out_dir=out_dir, tokenizer=corpus.tokenizer, log_every=1,
+    )
+
+
+def pretrain_job(run: PretrainRun):
+    """The function the job manager runs in its thread: build the model, then stream train(...)'s events."""
+
+    def job(stop: threading.Event) -> Iterator:
+        pin_torch_threads()
+        torch.manual_seed(run.config.seed)
+        model = GPTModel(run.model_cfg)
+        yield from train(model, run.corpus.train_ids, run.corpus.val_ids, run.config, stop=stop)
+
+    return job
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _running(history: dict | None) -> bool:
+    return bool(history) and history["status"] in ("queued", "running")
+
+
+def _new_history(job_id: str) -> dict:
+    history = new_history(job_id)
+    history.update(speed=None, checkpoint=None, reason=None, zip=None, start_note=None)
+    return history
+
+
+def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_choice: str, steps, batch_size,
+              context_length, lr, warmup, sample_prompt: str, history: dict | None, browser_id: str | None,
+              request: gr.Request = None):
+    """Check the settings, prepare the text, and queue a run for this browser; the timer then follows it.
+
+    Outputs: status, stats, figure, samples, checkpoint file, note, history, timer (the views are cleared).
+    """
+    if _running(history):
+        raise ValueError("Your run is still going: press Stop first, or wait until it finishes.")
+    owner = owner_of(browser_id, request)
+    batch_size = whole_number(batch_size, "The batch size", 1, 512)
+    context_length = whole_number(context_length, "The context length", 2, MAX_CONTEXT)
+    steps = whole_number(steps, "The number of steps", 1)
+    warmup = whole_number(warmup, "The number of warm-up steps", 0)
+    lr = learning_rate(lr)
+    steps, note = job_manager().clamp_steps(steps)
+    if note:
+        gr.Warning(note)
+    warmup = min(warmup, steps)
+    sample_prompt = (sample_prompt or "").strip()[:200] or "ROMEO:"
+    corpus = prepare_corpus(corpus_choice, upload, tokenizer_choice)
+    check_fits(corpus, context_length, batch_size)
+    out_dir = tempfile.mkdtemp(prefix="llm_lab_pretrain_")
+    config = pretrain_config(steps, batch_size, context_length, lr, warmup, sample_prompt, corpus, out_dir)
+    model_cfg = model_config(preset, corpus.tokenizer.vocab_size, context_length)
+    label = f"{JOB_LABEL} · {preset} on {corpus.name}"
+    placeholder = PretrainRun("", config, model_cfg, corpus, out_dir, lr_schedule(config))
+    job_id = job_manager().start(owner, pretrain_job(placeholder), label)
+    placeholder.job_id = job_id
+    keep_run(placeholder)
+    history = _new_history(job_id)
+    history.update(max_steps=steps, start_note=note)
+    started = (f"Started **{preset}** on {corpus.name} ({len(corpus.train_ids):,} training tokens, "
+               f"vocabulary {corpus.tokenizer.vocab_size:,}) as {job_id}.")
+    status = f"{started}\n\n⚠ {note}" if note else started
+    empty_plot = training_figure([], [], placeholder.schedule)  # the planned schedule, before the first step
+    no_file = gr.File(value=None, visible=False)
+    return (status, "", empty_plot, samples_html([], sample_prompt), no_file, "", history, gr.Timer(active=True))
+
+
+def stop_run(history: dict | None, browser_id: str | None, request: gr.Request = None) -> str:
+    if not _running(history):
+        return "There is no pretraining run going."
+    job_manager().stop(history["job_id"], owner_of(browser_id, request))
+    return "Stopping after the current step (a final checkpoint is written)…"
+
+
+def fold_events(history: dict, view) -> None:
+    """Add a poll's new events to ``history``: the shared fields (ui.runs) plus speed and the checkpoint."""
+    add_events(history, view)
+    for event in view.events:
+        if event.kind == "step":
+            history["speed"] = (event.tokens_per_s, event.mfu, event.tokens_seen)
+        elif event.kind == "checkpoint":
+            history["checkpoint"] = event.path
+        elif event.kind == "done":
+            history.update(checkpoint=event.checkpoint_path or history["checkpoint"], reason=event.reason)
+
+
+def run_figure(history: dict, log_scale: bool):
+    run = run_of(history["job_id"])
+    return training_figure(history["step_losses"], history["evals"], run.schedule, history["step"], bool(log_scale))
+
+
+def run_stats(history: dict) -> str:
+    tokens_per_s, mfu, tokens_seen = history["speed"] or (None, None, 0)
+    eta = 0.0 if history["done"] else history["eta_s"]
+    return stats_markdown(tokens_per_s, mfu, eta, tokens_seen, history["device"])
+
+
+def checkpoint_zip(history: dict) -> str | None:
+    """A zip of the final checkpoint (model.safetensors, config.json, tokenizer.json), made once per run."""
+    if history["zip"] or not history["checkpoint"]:
+        return history["zip"]
+    folder = Path(history["checkpoint"])
+    target = folder.parent / f"{history['job_id']}-step{history['step']}.zip"
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in ("model.safetensors", "config.json", "tokenizer.json"):
+            if (folder / name).exists():
+                archive.write(folder / name, arcname=name)
+    history["zip"] = str(target)
+    return history["zip"]
+
+
+def poll_run(log_scale: bool, history: dict | None, browser_id: str | None, request: gr.Request = None):
+    """Fetch the events since the last poll and redraw; the timer stops when the run has finished.
+
+    Outputs: status, stats, figure, samples, checkpoint file, history, timer. Nothing is redrawn when no
+    new event arrived, so a poll costs the training thread almost nothing.
+    """
+    owner = owner_of(browser_id, request)
+    unchanged = (gr.skip(),) * 5
+    if not history:
+        view = latest_job(owner, JOB_LABEL)  # a refreshed page finds its run again
+        if view is None:
+            return *unchanged, history, gr.Timer(active=False)
+        history = _new_history(view.job_id)
+    view = job_manager().poll(history["job_id"], owner, history["since"])
+    fold_events(history, view)
+    timer = gr.Timer(active=not view.done)
+    status = re.sub(r" · about \d+ s left", "", status_line(history, view))  # the stats line shows the time left
+    if view.status == "running" and history["device"] is None:
+        status = "⏳ Starting: building a fresh model with random weights…"
+    if history["start_note"]:
+        status = f"{status}\n\n⚠ {history['start_note']}"
+    if view.done and history["checkpoint"]:
+        status += "\n\nThe checkpoint is ready: download it below, or press **Use this model in the explorer**."
+    if not view.events and not view.done:
+        return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, timer
+    prompt = run_of(history["job_id"]).config.sample_prompt
+    zip_path = checkpoint_zip(history) if view.done else None
+    download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
+    return (status, run_stats(history), run_figure(history, log_scale),
+            samples_html(history["samples"], prompt, N_SAMPLES_SHOWN), download, history, timer)
+
+
+def redraw(log_scale: bool, history: dict | None):
+    """Switch between linear and log loss axes without waiting for the next poll."""
+    if not history:
+        return gr.skip()
+    return run_figure(history, log_scale)
+
+
+def use_in_explorer(history: dict | None):
+    """Load the run's checkpoint and make it the model of the Inside GPT and Generate tabs."""
+    if not history or not history["checkpoint"]:
+        raise ValueError("There is no checkpoint yet: start a run and wait until it has written one.")
+    if _running(history):
+        raise ValueError("The run is still going: stop it or wait until it finishes, then use it.")
+    run = run_of(history["job_id"])
+    model = load_checkpoint(history["checkpoint"])
+    label = f"Your pretrain run · {history['job_id']} ({run.model_cfg.n_layers}×{run.model_cfg.emb_dim}, " \
+            f"step {history['step']}, {run.corpus.name})"
+    note = (f"Pretrained in the Pretrain tab for {history['step']} steps on {run.corpus.name} "
+            f"(tokenizer with {run.corpus.tokenizer.vocab_size:,} ids).")
+    models.register_model(label, model, run.corpus.tokenizer, note)
+    message = f"**{label}** is now the model of the Inside GPT and Generate tabs."
+    return gr.update(choices=models.choice_labels(), value=label), message
+
+
+def reattach(browser_id: str | None, request: gr.Request = None):
+    """On page load: if this browser has a pretraining run, follow it again (from its first event)."""
+    if not browser_id:
+        return None, gr.Timer(active=False)
+    view = latest_job(owner_of(browser_id, request), JOB_LABEL)
+    return None, gr.Timer(active=view is not None)
+
+
+def preset_context(preset: str):
+    """Moving to another model size sets the context length to that preset's."""
+    return gr.update(value=GPTConfig.preset(preset).context_length)
+
+
+def corpus_upload_visible(corpus: str):
+    return gr.update(visible=corpus == UPLOAD)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_tab(model_choice: gr.Dropdown) -> None:
+    browser_id = browser_id_state()
+    explain(INTRO)
+    nano = GPTConfig.preset("nano")
+    with gr.Row():
+        preset = gr.Dropdown(list(PRESET_NAMES), value="nano", label="model size (preset)", scale=1)
+        corpus = gr.Radio(list(CORPUS_CHOICES), value=SHAKESPEARE, label="text to learn from", scale=2)
+        tokenizer = gr.Radio(list(TOKENIZER_CHOICES), value=BPE_4096, label="tokenizer", scale=2)
+    upload = gr.File(label=f"your text (.txt, UTF-8, at most {MAX_UPLOAD_BYTES / 1e6:.0f} MB)", file_types=[".txt"],
+                     type="filepath", visible=False)
+    with gr.Row():
+        steps = gr.Number(200, label="steps", precision=0, minimum=1, elem_id="pretrain-steps")
+        batch_size = gr.Number(8, label="batch size", precision=0, elem_id="pretrain-batch")
+        context_length = gr.Number(nano.context_length, label="context length (tokens)", precision=0,
+                                   elem_id="pretrain-context")
+        lr = gr.Number(2e-3, label="peak learning rate")
+        warmup = gr.Number(20, label="warm-up steps", precision=0, minimum=0)
+        sample_prompt = gr.Textbox("ROMEO:", label="sample prompt", max_length=200)
+    summary = gr.Markdown(settings_summary("nano", BPE_4096, 200, 8, nano.context_length),
+                          elem_classes=["lab-note"], elem_id="pretrain-summary")
+    with gr.Row():
+        start = gr.Button("Start pretraining", variant="primary", elem_id="pretrain-start")
+        stop = gr.Button("Stop", elem_id="pretrain-stop")
+    status = gr.Markdown("Press **Start pretraining**: a fresh, random model learns from the text.",
+                         elem_id="pretrain-status")
+    stats = gr.Markdown(elem_id="pretrain-stats")
+    with gr.Row():
+        with gr.Column(scale=3):
+            plot = gr.Plot(show_label=False, elem_id="pretrain-plot")
+            log_scale = gr.Checkbox(False, label="log-scale loss axis")
+        with gr.Column(scale=2):
+            gr.Markdown("**Samples** (greedy, newest first): the same prompt after more and more steps")
+            samples = gr.HTML(samples_html([], ""), elem_id="pretrain-samples")
+    with gr.Row():
+        download = gr.File(label="checkpoint (model.safetensors + config.json + tokenizer.json)", interactive=False,
+                           visible=False, elem_id="pretrain-download")
+        with gr.Column():
+            use = gr.Button("Use this model in the explorer (Inside GPT, Generate)", elem_id="pretrain-use")
+            use_note = gr.Markdown(elem_classes=["lab-note"])
+    history = gr.State(None)
+    timer = gr.Timer(1.0, active=False)
+    show_source(lr_at, make_optimizer, batch_loss, train)
+
+    settings = [preset, tokenizer, steps, batch_size, context_length]
+    for control in settings:
+        control.change(friendly(settings_summary), settings, summary, api_name=False, queue=False,
+                       show_progress="hidden")
+    preset.change(preset_context, preset, context_length, api_name=False, queue=False)
+    corpus.change(corpus_upload_visible, corpus, upload, api_name=False, queue=False)
+    start.click(friendly(start_run), [preset, corpus, upload, tokenizer, steps, batch_size, context_length, lr,
+                                      warmup, sample_prompt, history, browser_id],
+                [status, stats, plot, samples, download, use_note, history, timer], api_name="pretrain_start",
+                concurrency_limit=4)
+    stop.click(friendly(stop_run), [history, browser_id], status, api_name="pretrain_stop")
+    timer.tick(friendly(poll_run), [log_scale, history, browser_id],
+               [status, stats, plot, samples, download, history, timer],
+               api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
+    log_scale.change(friendly(redraw), [log_scale, history], plot, api_name=False, show_progress="hidden")
+    use.click(friendly(use_in_explorer), history, [model_choice, use_note], api_name="pretrain_use")
+    gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)
