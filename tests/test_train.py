@@ -279,3 +279,14 @@ def test_cuda_bf16_run_reports_mfu():
     name = torch.cuda.get_device_name()
     known = any(key in name for key in train_module.PEAK_FLOPS)
     assert (steps[-1].mfu is not None) == known
+
+
+def test_book_recipe_sets_the_chapter_5_settings_and_options_still_override():
+    from gpt_core.train import _parse_args
+
+    args = _parse_args(["--recipe", "book-ch5"])
+    assert (args.preset, args.corpus, args.context_length, args.lr, args.min_lr, args.weight_decay) == (
+        "gpt2-small", "verdict", 256, 4e-4, 4e-4, 0.1)
+    assert (args.batch_size, args.max_steps, args.warmup, args.drop_rate, args.qkv_bias) == (2, 90, 0, 0.1, False)
+    assert _parse_args(["--recipe", "book-ch5", "--max-steps", "3"]).max_steps == 3
+    assert _parse_args([]).weight_decay == 0.1
