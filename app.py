@@ -10,7 +10,17 @@ import os
 
 import gradio as gr
 
-from ui import tokenizer_tab
+from ui import (
+    attention_tab,
+    classify_tab,
+    generate_tab,
+    inside_tab,
+    instruct_tab,
+    models,
+    pretrain_tab,
+    runs,
+    tokenizer_tab,
+)
 
 TITLE = "LLM Lab"
 
@@ -31,11 +41,10 @@ CSS = """
 
 def build_demo() -> gr.Blocks:
     """Assemble the tabs into one Blocks app (without launching it)."""
-    from ui import attention_tab, classify_tab, generate_tab, inside_tab, instruct_tab, models, pretrain_tab
-
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
-        model_choice = models.model_picker()  # shared by the Inside GPT and Generate tabs
+        runs.browser_id_state()  # top level, so a refreshed page finds its runs again (see ui/runs.py)
+        model_choice = models.model_picker()  # shared by every tab that runs a model
         with gr.Tabs():
             with gr.Tab("Tokenizer", id="tokenizer"):
                 tokenizer_tab.build_tab()
@@ -54,9 +63,13 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
+# Uploads (a text to train on, instruction JSON) larger than this are refused by the server before they are stored.
+MAX_UPLOAD = "10mb"
+
+
 def launch_options() -> dict:
     """Arguments for `demo.launch()`: Gradio 6 takes the theme and CSS here."""
-    return {"theme": gr.themes.Soft(), "css": CSS}
+    return {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD}
 
 
 def main() -> None:

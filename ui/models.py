@@ -90,7 +90,7 @@ def model_picker() -> gr.Dropdown:
     return gr.Dropdown(
         choices=choice_labels(),
         value=DEFAULT_CHOICE,
-        label="Model used by the Inside GPT and Generate tabs",
+        label="Model used by Inside GPT, Generate, Classify and Instruct",
         info="Random-init models work offline; GPT-2 downloads its weights the first time (internet needed).",
         interactive=True,
     )

@@ -16,7 +16,7 @@ import uuid
 
 import gradio as gr
 import torch
-from gradio.context import Context, get_render_context, set_render_context
+from gradio.context import Context
 
 from gpt_core.jobs import JobManager, JobView
 
@@ -40,22 +40,17 @@ def new_browser_id() -> str:
 
 
 def browser_id_state() -> gr.BrowserState:
-    """The Blocks' BrowserState with this browser's id, made at the top level the first time a tab asks for it.
+    """The Blocks' one BrowserState with this browser's id; every tab that starts runs gets the same one.
 
-    A BrowserState inside a Tab would only load when the tab is opened; at the top level it is ready at once.
-    The page's load event gives a new browser its id.
+    app.py calls this first at the top level of the Blocks: a BrowserState inside a Tab would only load when
+    the tab is opened. The page's load event gives a new browser its id.
     """
     root = Context.root_block
     if root is None:
         raise RuntimeError("browser_id_state() must be called while building a gr.Blocks.")
     state = getattr(root, "_llm_lab_browser_id", None)
     if state is None:
-        inside = get_render_context()
-        set_render_context(root)  # add the component to the Blocks itself, not to the current tab
-        try:
-            state = gr.BrowserState(None, storage_key=BROWSER_ID_KEY)
-        finally:
-            set_render_context(inside)
+        state = gr.BrowserState(None, storage_key=BROWSER_ID_KEY)
         root._llm_lab_browser_id = state
         root.load(lambda browser_id: browser_id or new_browser_id(), state, state, api_name=False, queue=False)
     return state
