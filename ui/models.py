@@ -1,4 +1,4 @@
-"""The model choice shared by the Attention, Inside GPT and Generate tabs.
+"""The model choice shared by the tabs that run a model (Inside GPT, Generate, Classify, Instruct).
 
 Every choice is one row of MODEL_CHOICES. A model is built (or downloaded) the first time someone picks
 it, then kept in memory: one copy per choice for the whole server, whatever the number of students.
@@ -10,6 +10,7 @@ import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import torch
@@ -24,6 +25,7 @@ class ModelChoice:
     label: str
     build: Callable[[], GPTModel]  # returns the model (weights loaded or random)
     note: str  # one line shown to the student under the views
+    tokenizer: Callable[[], object] | None = None  # None: GPT-2's vocabulary
 
 
 @dataclass
@@ -65,8 +67,29 @@ def pretrained_gpt2(hub_name: str) -> GPTModel:
         ) from error
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "bundled"
+
+
+def bundled_model() -> GPTModel:
+    """The small GPT this repository pretrained on Shakespeare (scripts/build_bundled_model.sh); works offline."""
+    from gpt_core.checkpoints import load_checkpoint
+
+    return load_checkpoint(BUNDLED_DIR)
+
+
+@functools.cache
+def bundled_tokenizer():
+    """The 4,096-token BPE trained on the same Shakespeare text as the bundled model."""
+    from gpt_core.tokenizer import BPETokenizer
+
+    return BPETokenizer.load(BUNDLED_DIR / "tokenizer.json")
+
+
 UNTRAINED = "Untrained: random weights (seed 123), so attention is spread almost evenly and the text is gibberish."
 MODEL_CHOICES: list[ModelChoice] = [
+    ModelChoice("Shakespeare GPT · 4 layers (pretrained here, bundled)", bundled_model,
+                "Pretrained by this repo on Shakespeare's plays (2.6M parameters, 4,096-token BPE, val loss 4.33): "
+                "its heads have learned patterns, and it writes Shakespeare-ish text.", bundled_tokenizer),
     ModelChoice("Random init · nano (untrained)", lambda: random_init("nano"), UNTRAINED),
     ModelChoice("Random init · micro (untrained)", lambda: random_init("micro"), UNTRAINED),
     ModelChoice("GPT-2 small (124M, download)", lambda: pretrained_gpt2("openai-community/gpt2"),
@@ -91,7 +114,8 @@ def model_picker() -> gr.Dropdown:
         choices=choice_labels(),
         value=DEFAULT_CHOICE,
         label="Model used by Inside GPT, Generate, Classify and Instruct",
-        info="Random-init models work offline; GPT-2 downloads its weights the first time (internet needed).",
+        info="The bundled and random-init models work offline; GPT-2 downloads its weights the first time "
+        "(internet needed).",
         interactive=True,
     )
 
@@ -112,7 +136,8 @@ def load_choice(label: str) -> LoadedModel:
         if label not in _loaded:  # another request may have built it while we waited
             model = choice.build().eval()
             model.requires_grad_(False)
-            _loaded[label] = LoadedModel(model, gpt2_tokenizer(), label, choice.note)
+            tokenizer = (choice.tokenizer or gpt2_tokenizer)()
+            _loaded[label] = LoadedModel(model, tokenizer, label, choice.note)
     return _loaded[label]
 
 
