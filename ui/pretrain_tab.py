@@ -500,7 +500,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Row():
         steps = gr.Number(200, label="steps", precision=0, minimum=1, elem_id="pretrain-steps")
         batch_size = gr.Number(8, label="batch size", precision=0, elem_id="pretrain-batch")
-        context_length = gr.Number(nano.context_length, label="context length (tokens)", precision=0,
+        context_length = gr.Number(nano.context_length, label="context (tokens)", precision=0,
                                    elem_id="pretrain-context")
         lr = gr.Number(2e-3, label="peak learning rate")
         warmup = gr.Number(20, label="warm-up steps", precision=0, minimum=0)
