@@ -801,6 +801,8 @@ class _Run:
             if not last:  # the stop flag may have been set while the events above were handled
                 reason = self._should_stop(time.perf_counter() - start_time)
                 if reason is not None:
+                    if config.eval_every and self.step % config.eval_every != 0:
+                        yield from self._evaluate()  # the final val loss, unless this step just had one
                     yield from self._checkpoint()
         yield DoneEvent(reason=reason, message=self._done_message(reason), step=self.step,
                         checkpoint_path=self.last_checkpoint)

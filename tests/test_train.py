@@ -290,3 +290,17 @@ def test_book_recipe_sets_the_chapter_5_settings_and_options_still_override():
     assert (args.batch_size, args.max_steps, args.warmup, args.drop_rate, args.qkv_bias) == (2, 90, 0, 0.1, False)
     assert _parse_args(["--recipe", "book-ch5", "--max-steps", "3"]).max_steps == 3
     assert _parse_args([]).weight_decay == 0.1
+
+
+def test_a_stop_between_evals_still_reports_the_final_val_loss(tmp_path):
+    stop = threading.Event()
+    events = []
+    config = tiny_config(max_steps=50, eval_every=10, out_dir=str(tmp_path))
+    for event in train(tiny_model(), IDS[:640], IDS[640:], config, stop):
+        events.append(event)
+        if isinstance(event, StepEvent) and event.step == 3:
+            stop.set()
+    evals = of_kind(events, EvalEvent)
+    assert [e.step for e in evals] == [3]
+    assert evals[0].val_loss > 0
+    assert events[-1].reason == "stopped"
