@@ -46,6 +46,7 @@ from ui.runs import (
     new_history,
     owner_of,
     pin_torch_threads,
+    reattach_on_load,
     status_line,
 )
 from visualizations.finetune import (
@@ -282,12 +283,7 @@ def poll_run(history: dict | None, browser_id: str | None, request: gr.Request =
     return status, loss_plot, accuracy_plot, results_markdown(history), confusion_plot, history, timer
 
 
-def reattach(browser_id: str | None, request: gr.Request = None):
-    """On page load: if this browser has a classification run, follow it again (from its first event)."""
-    if not browser_id:
-        return None, gr.Timer(active=False)
-    view = latest_job(owner_of(browser_id, request), JOB_LABEL)
-    return None, gr.Timer(active=view is not None)
+reattach = reattach_on_load(JOB_LABEL)  # on page load: follow this browser's classification run again
 
 
 def classify_message(text: str, browser_id: str | None, request: gr.Request = None):

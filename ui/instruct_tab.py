@@ -50,6 +50,7 @@ from ui.runs import (
     new_history,
     owner_of,
     pin_torch_threads,
+    reattach_on_load,
     status_line,
 )
 from visualizations.finetune import MASK_CSS, loss_curves_figure, loss_mask_html, mask_roles
@@ -324,12 +325,7 @@ def poll_run(history: dict | None, browser_id: str | None, request: gr.Request =
             compare_rows(history["before"], history["after"]), history, timer)
 
 
-def reattach(browser_id: str | None, request: gr.Request = None):
-    """On page load: if this browser has an instruction-tuning run, follow it again."""
-    if not browser_id:
-        return None, gr.Timer(active=False)
-    view = latest_job(owner_of(browser_id, request), JOB_LABEL)
-    return None, gr.Timer(active=view is not None)
+reattach = reattach_on_load(JOB_LABEL)  # on page load: follow this browser's instruction-tuning run again
 
 
 def preset_settings(preset: str):

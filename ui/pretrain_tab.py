@@ -48,6 +48,7 @@ from ui.runs import (
     new_history,
     owner_of,
     pin_torch_threads,
+    reattach_on_load,
     run_threads,
     status_line,
 )
@@ -465,12 +466,7 @@ def use_in_explorer(history: dict | None):
     return gr.update(choices=models.choice_labels(), value=label), message
 
 
-def reattach(browser_id: str | None, request: gr.Request = None):
-    """On page load: if this browser has a pretraining run, follow it again (from its first event)."""
-    if not browser_id:
-        return None, gr.Timer(active=False)
-    view = latest_job(owner_of(browser_id, request), JOB_LABEL)
-    return None, gr.Timer(active=view is not None)
+reattach = reattach_on_load(JOB_LABEL)  # on page load: follow this browser's pretraining run again
 
 
 def preset_context(preset: str):

@@ -72,6 +72,21 @@ def latest_job(owner: str, label_prefix: str) -> JobView | None:
     return views[-1] if views else None
 
 
+def reattach_on_load(job_label: str):
+    """A page-load handler for a tab: if this browser has a run labelled ``job_label``, poll it again.
+
+    Returns (history reset to None, the tab's gr.Timer switched on or off).
+    """
+
+    def reattach(browser_id: str | None, request: gr.Request = None):
+        if not browser_id:
+            return None, gr.Timer(active=False)
+        view = latest_job(owner_of(browser_id, request), job_label)
+        return None, gr.Timer(active=view is not None)
+
+    return reattach
+
+
 def run_threads() -> int:
     """Threads for torch inside one run: LLM_LAB_TORCH_THREADS, else half the cores (1 on a 2-core machine).
 
