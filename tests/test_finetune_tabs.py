@@ -234,4 +234,5 @@ def test_browser_instruct_tab(page, few_steps, monkeypatch):
     page.locator("#instruct-start").click()
     page.wait_for_function("document.querySelector('#instruct-score').innerText.match(/after tuning \\d/)",
                            timeout=90_000)
+    page.wait_for_selector("#instruct-loss .js-plotly-plot", timeout=30_000)  # the plot may draw after the score
     assert page.locator("#instruct-loss .js-plotly-plot").count() == 1
