@@ -27,7 +27,13 @@ from gpt_core.finetune import (
 )
 from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer import BPETokenizer
-from gpt_core.train import DoneEvent, EvalEvent, StartEvent, StepEvent
+from gpt_core.train import (
+    ByteTokenizer,  # one id per UTF-8 byte, id 0 is end-of-text
+    DoneEvent,
+    EvalEvent,
+    StartEvent,
+    StepEvent,
+)
 
 EMB, LAYERS = 32, 2
 
@@ -41,17 +47,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-class ByteTokenizer:
-    """One id per UTF-8 byte; id 0 is end-of-text (fast tiny vocabulary for training tests)."""
-
-    vocab_size = 256
-    eot_id = 0
-
-    def encode(self, text):
-        return list(text.encode())
-
-    def decode(self, ids):
-        return bytes(ids).decode(errors="replace")
 
 
 def tiny_model(vocab_size=256, context_length=64, seed=0, drop_rate=0.0) -> GPTModel:

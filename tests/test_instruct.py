@@ -31,7 +31,13 @@ from gpt_core.instruct_data import (
 )
 from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer import BPETokenizer
-from gpt_core.train import DoneEvent, EvalEvent, SampleEvent, StepEvent
+from gpt_core.train import (
+    ByteTokenizer,  # one id per UTF-8 byte, id 0 is end-of-text
+    DoneEvent,
+    EvalEvent,
+    SampleEvent,
+    StepEvent,
+)
 
 PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
             "the request.")
@@ -242,15 +248,6 @@ def test_book_data_read_from_the_cache(monkeypatch, tmp_path):
 # ----- loss and the tuning loop -------------------------------------------------------------------------------
 
 
-class ByteTokenizer:
-    vocab_size = 256
-    eot_id = 0
-
-    def encode(self, text):
-        return list(text.encode())
-
-    def decode(self, ids):
-        return bytes(ids).decode(errors="replace")
 
 
 def tiny_model(context_length=256) -> GPTModel:
