@@ -1,7 +1,7 @@
 """Training benchmark: gpt_core's training loop against transformers' GPT2LMHeadModel, and the cost of polling.
 
 Every side trains the classroom default of the Pretrain tab: the nano preset (2 layers x 128, 4 heads,
-context 128, no dropout) on the packaged Shakespeare text with a 4,096-token BPE trained on it, batch 8,
+context 64, no dropout) on the packaged Shakespeare text with a 4,096-token BPE trained on it, batch 16,
 AdamW (lr 2e-3, 20 warm-up steps, cosine decay), starting from the same weights (copied with export_hf)
 and reading the same batches. transformers' model runs through the very same loop (gpt_core.train.train)
 wrapped so that it returns logits, in fp32; ours runs its default CPU path (bf16 autocast where the CPU
@@ -40,7 +40,7 @@ from gpt_core.tokenizer import BPETokenizer  # noqa: E402
 from gpt_core.train import TrainConfig, as_dataset, encode_corpus, evaluate, fixed_batches, train  # noqa: E402
 
 THREADS = 2
-BATCH, CONTEXT, LR, WARMUP, SEED = 8, 128, 2e-3, 20, 123
+BATCH, CONTEXT, LR, WARMUP, SEED = 16, 64, 2e-3, 20, 123  # the Pretrain tab's classroom default
 
 
 class HFAsGPT(nn.Module):
