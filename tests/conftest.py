@@ -61,3 +61,14 @@ def page(browser, app_url):
     page.wait_for_selector("text=LLM Lab", timeout=30_000)
     yield page
     context.close()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

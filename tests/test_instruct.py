@@ -43,13 +43,7 @@ PREAMBLE = ("Below is an instruction that describes a task. Write a response tha
             "the request.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest
 
 
 # ----- the prompt ---------------------------------------------------------------------------------------------
