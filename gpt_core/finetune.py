@@ -65,6 +65,7 @@ from gpt_core.train import (
     WarningEvent,
     _autocast_dtype,
     make_optimizer,
+    prepare_for_training,
 )
 
 CLASS_NAMES = ("ham", "spam")  # label 0 and label 1, as in the book
@@ -390,7 +391,7 @@ class FinetuneRun:
         self.stop = stop or threading.Event()
         self.device = pick_device(config.device)
         self.amp_dtype = _autocast_dtype(self.device, config.autocast)
-        self.model.to(self.device)
+        prepare_for_training(model, self.device)
         if len(train_set) < config.batch_size:
             raise ValueError(f"There are {len(train_set)} training examples, fewer than one batch of "
                              f"{config.batch_size}. Use a smaller batch size or more data.")
