@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt_core.checkpoints import export_hf  # noqa: E402
 from gpt_core.generate import generate  # noqa: E402
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
+from gpt_core.train import prepare_for_training  # noqa: E402
 
 
 def hf_copy(model: GPTModel):
@@ -61,7 +62,14 @@ def report(bench: str, config: str, tokens: int, t_ours: float, t_hf: float, goa
 
 
 def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    """One optimizer step as each side's own training code takes it.
+
+    Both use fused AdamW: gpt_core.train.make_optimizer's choice, and the default of transformers' Trainer
+    (``adamw_torch_fused``). Our model is first set up by ``prepare_for_training``, as gpt_core.train does.
+    """
+    if not is_hf:
+        prepare_for_training(model, torch.device("cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
     model.train()
 
     def step():
@@ -77,6 +85,8 @@ def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
 
 
 def bench_train(name: str, batch_size: int, context: int, rounds: int):
+    """Our training step against transformers'. ``prepare_for_training`` also tells glibc to keep freed
+    memory (``keep_freed_memory``), which is process-wide: transformers' side gets that speed-up as well."""
     cfg = GPTConfig.preset(name, drop_rate=0.0)
     torch.manual_seed(0)
     ours = GPTModel(cfg)
