@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt_core.checkpoints import export_hf  # noqa: E402
 from gpt_core.generate import generate  # noqa: E402
+from gpt_core.loss import cross_entropy  # noqa: E402
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
 from gpt_core.train import prepare_for_training  # noqa: E402
 
@@ -64,7 +65,7 @@ def report(bench: str, config: str, tokens: int, t_ours: float, t_hf: float, goa
 def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
     """One optimizer step as each side's own training code takes it.
 
-    Both use fused AdamW: gpt_core.train.make_optimizer's choice, and the default of transformers' Trainer
+    Each side computes its own loss (the same numbers), and both use fused AdamW: gpt_core.train.make_optimizer's choice, and the default of transformers' Trainer
     (``adamw_torch_fused``). Our model is first set up by ``prepare_for_training``, as gpt_core.train does.
     """
     if not is_hf:
@@ -75,8 +76,11 @@ def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
     def step():
         ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with ctx:
-            logits = model(batch, use_cache=False).logits if is_hf else model(batch)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            if is_hf:  # what GPT2LMHeadModel's own loss does: logits upcast to float32, F.cross_entropy
+                logits = model(batch, use_cache=False).logits
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            else:  # gpt_core.train.batch_loss: gpt_core.loss.cross_entropy
+                loss = cross_entropy(model(batch), targets)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -81,3 +81,35 @@ def test_fp32_attention_under_autocast_matches_the_explicit_maths():
     assert diff < 1e-5
     fused.sum().backward()
     assert x.grad is not None and x.grad.shape == (2, 16, 32)
+
+
+def test_tied_embedding_gets_a_dense_gradient_equal_to_the_dense_path(monkeypatch):
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    ids = torch.randint(0, TINY.vocab_size, (3, 10))
+    assert model.sparse_embedding_grad(ids)
+
+    def tok_emb_grad() -> torch.Tensor:
+        model.zero_grad(set_to_none=True)
+        model(ids).square().mean().backward()
+        return model.tok_emb.weight.grad
+
+    sparse_path = tok_emb_grad()
+    assert sparse_path.layout == torch.strided  # the head's dense gradient plus the looked-up rows
+    monkeypatch.setattr(GPTModel, "sparse_embedding_grad", lambda self, idx: False)
+    dense_path = tok_emb_grad()
+    diff = (sparse_path - dense_path).abs().max().item()
+    print("largest difference", diff)
+    assert diff < 1e-7
+
+
+def test_embedding_gradient_stays_dense_when_untied_or_not_training():
+    torch.manual_seed(0)
+    model = GPTModel(TINY)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert not model.sparse_embedding_grad(ids)
+    model.out_head = torch.nn.Linear(TINY.emb_dim, 2)  # a classifier's head: the tie is broken
+    assert not model.sparse_embedding_grad(ids)
+    model(ids)[:, -1].sum().backward()
+    assert model.tok_emb.weight.grad.layout == torch.strided
