@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt_core.checkpoints import export_hf  # noqa: E402
 from gpt_core.generate import generate  # noqa: E402
-from gpt_core.loss import cross_entropy  # noqa: E402
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
 from gpt_core.train import prepare_for_training  # noqa: E402
 
@@ -65,7 +64,7 @@ def report(bench: str, config: str, tokens: int, t_ours: float, t_hf: float, goa
 def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
     """One optimizer step as each side's own training code takes it.
 
-    Each side computes its own loss (the same numbers), and both use fused AdamW: gpt_core.train.make_optimizer's choice, and the default of transformers' Trainer
+    Both use fused AdamW: gpt_core.train.make_optimizer's choice, and the default of transformers' Trainer
     (``adamw_torch_fused``). Our model is first set up by ``prepare_for_training``, as gpt_core.train does.
     """
     if not is_hf:
@@ -76,11 +75,8 @@ def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
     def step():
         ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
         with ctx:
-            if is_hf:  # what GPT2LMHeadModel's own loss does: logits upcast to float32, F.cross_entropy
-                logits = model(batch, use_cache=False).logits
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-            else:  # gpt_core.train.batch_loss: gpt_core.loss.cross_entropy
-                loss = cross_entropy(model(batch), targets)
+            logits = model(batch, use_cache=False).logits if is_hf else model(batch)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -88,10 +84,10 @@ def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
     return step
 
 
-def bench_train(name: str, batch_size: int, context: int, rounds: int):
+def bench_train(name: str, batch_size: int, context: int, rounds: int, **overrides):
     """Our training step against transformers'. ``prepare_for_training`` also tells glibc to keep freed
     memory (``keep_freed_memory``), which is process-wide: transformers' side gets that speed-up as well."""
-    cfg = GPTConfig.preset(name, drop_rate=0.0)
+    cfg = GPTConfig.preset(name, drop_rate=0.0, **overrides)
     torch.manual_seed(0)
     ours = GPTModel(cfg)
     hf = hf_copy(ours)
@@ -103,7 +99,7 @@ def bench_train(name: str, batch_size: int, context: int, rounds: int):
         ours_step(), hf_step()  # warm-up (allocates AdamW state)
         t_ours, t_hf = race(ours_step, hf_step, rounds)
         report(f"train_step_{label}", name, batch_size * context, t_ours, t_hf, 1.0,
-               batch=batch_size, context=context)
+               batch=batch_size, context=context, vocab=cfg.vocab_size)
 
 
 def read_bandwidth_gb_s(rounds: int = 5) -> float:
@@ -181,6 +177,7 @@ def main():
     if args.only in (None, "capture"):
         bench_capture(rounds * 2)
     if args.only in (None, "train"):
+        bench_train("nano", 16, 64, rounds * 8, vocab_size=4096)  # the Pretrain tab's classroom default (short steps)
         bench_train("micro", 8, 256, rounds)
         if not args.quick:
             bench_train("gpt2-small", 1, 256, rounds)

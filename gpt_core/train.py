@@ -49,13 +49,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 from gpt_core.checkpoints import save_checkpoint
 from gpt_core.data import SlidingWindowDataset
 from gpt_core.device import autocast_dtype, keep_freed_memory, pick_device
-from gpt_core.loss import cross_entropy
 from gpt_core.model import GPTConfig, GPTModel, parameter_breakdown
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,10 +414,10 @@ def fixed_batches(dataset, batch_size: int, n_batches: int) -> list[tuple[torch.
 
 
 def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, amp_dtype=None) -> torch.Tensor:
-    """Mean cross-entropy of next-token predictions; logits (B, T, V) are compared in fp32 (gpt_core.loss)."""
+    """Mean cross-entropy of next-token predictions; logits (B, T, V) are compared in fp32."""
     with torch.autocast(device_type=inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(inputs)  # (B, T, V)
-    return cross_entropy(logits, targets)
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
 @torch.no_grad()
