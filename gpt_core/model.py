@@ -179,6 +179,20 @@ class GPTModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def use_pytorch_default_init(self) -> GPTModel:
+        """Re-initialise the weights with PyTorch's own layer defaults, as the book's chapters 4-5 model has them.
+
+        nn.Embedding: normal(0, 1); nn.Linear: uniform(-1/sqrt(in), 1/sqrt(in)) weights and biases;
+        LayerNorm: scale 1, shift 0. GPT-2's own init (the default here) draws every matrix from
+        normal(0, 0.02). On a few thousand tokens (the book's chapter-5 run) the larger defaults let the
+        model memorise its training text in ~90 steps, as the book shows; GPT-2's init learns that more
+        slowly. Meant for an untied head: with a tied one the last layer reset decides the shared matrix.
+        """
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return self
+
     def use_fast_layout(self) -> GPTModel:
         """Store the blocks' weight matrices in the memory order that generates tokens fastest on CPU.
 

@@ -910,15 +910,21 @@ def encode_corpus(tokenizer, text: str) -> list[int]:
 
 # Named command-line settings. `--recipe book-ch5` is the book's chapter-5 run: GPT-2 small trained from
 # scratch on "The Verdict" (needs the internet once), context 256, AdamW lr 4e-4 and weight decay 0.1 at a
-# constant rate, batch 2, dropout 0.1, no qkv bias, 10 epochs. The 5,145 tokens give 4,630 for training:
-# 18 windows of 256 -> 9 batches of 2 per epoch -> 90 steps. The book ends near train 0.57 / val 6.4.
+# constant rate, no gradient clipping, batch 2, dropout 0.1, no qkv bias, an untied output head and PyTorch's
+# default init (163M parameters, as the book's model), 10 epochs. The 5,145 tokens give
+# 4,630 for training: 18 windows of 256 -> 9 batches of 2 per epoch -> 90 steps. The book ends near train
+# 0.57 / val 6.4.
 RECIPES: dict[str, dict] = {
     "book-ch5": dict(
         preset="gpt2-small", corpus="verdict", tokenizer="gpt2", context_length=256, drop_rate=0.1,
-        qkv_bias=False, lr=4e-4, min_lr=4e-4, warmup=0, weight_decay=0.1, batch_size=2, max_steps=90,
-        eval_every=5, autocast="off",
+        qkv_bias=False, tie_weights=False, init="pytorch", lr=4e-4, min_lr=4e-4, warmup=0, weight_decay=0.1,
+        grad_clip=0.0, batch_size=2, max_steps=90, eval_every=5, autocast="off",
     ),
 }
+
+
+def _yes_no(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes")
 
 
 def _parse_args(argv=None) -> argparse.Namespace:
@@ -934,8 +940,12 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--n-layers", type=int, default=None)
     parser.add_argument("--n-heads", type=int, default=None)
     parser.add_argument("--drop-rate", type=float, default=None)
-    parser.add_argument("--qkv-bias", type=lambda text: text.lower() in ("1", "true", "yes"), default=None)
+    parser.add_argument("--qkv-bias", type=_yes_no, default=None)
+    parser.add_argument("--tie-weights", type=_yes_no, default=None, help="share the token embedding and output head")
+    parser.add_argument("--init", choices=("gpt2", "pytorch"), default="gpt2",
+                        help="gpt2: normal(0, 0.02) as GPT-2; pytorch: PyTorch's layer defaults, as the book's model")
     parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this; 0: no clipping")
     parser.add_argument("--max-steps", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--time-budget", type=float, default=None, help="seconds")
@@ -984,16 +994,18 @@ def main(argv=None) -> int:
         text = load_corpus(args.corpus)[: args.max_chars]
         tokenizer = load_tokenizer(args.tokenizer, text)
         overrides = {"vocab_size": tokenizer.vocab_size}
-        for name in ("context_length", "emb_dim", "n_layers", "n_heads", "drop_rate", "qkv_bias"):
+        for name in ("context_length", "emb_dim", "n_layers", "n_heads", "drop_rate", "qkv_bias", "tie_weights"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
         torch.manual_seed(args.seed)  # the same initial weights on every process
         model = GPTModel(GPTConfig.preset(args.preset, **overrides))
+        if args.init == "pytorch":
+            model.use_pytorch_default_init()
         ids = encode_corpus(tokenizer, text)
         split = int(0.9 * len(ids))
         config = TrainConfig(
             lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, max_steps=args.max_steps,
-            weight_decay=args.weight_decay,
+            weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
             max_tokens=args.max_tokens, time_budget_s=args.time_budget, batch_size=args.batch_size,
             grad_accum_steps=args.grad_accum, eval_every=args.eval_every, sample_every=args.sample_every,
             checkpoint_every=args.checkpoint_every, out_dir=args.out, resume_from=args.resume, seed=args.seed,

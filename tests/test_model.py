@@ -157,3 +157,17 @@ def test_device_helpers():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             pick_device("cuda")
+
+
+def test_pytorch_default_init_is_the_books_scale():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=500, context_length=16, emb_dim=64, n_heads=4, n_layers=2, tie_weights=False)
+    model = GPTModel(cfg)
+    assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.002  # GPT-2's init
+    model.use_pytorch_default_init()
+    emb_std = model.tok_emb.weight.std().item()
+    print("token embedding std", emb_std)
+    assert abs(emb_std - 1.0) < 0.05  # nn.Embedding's normal(0, 1)
+    ff_in = model.trf_blocks[0].ff.layers[0].weight  # (4 * 64, 64): uniform(-1/8, 1/8)
+    assert ff_in.abs().max().item() <= 1 / 8 and ff_in.abs().max().item() > 0.12
+    assert torch.equal(model.final_norm.scale, torch.ones(64))

@@ -288,6 +288,8 @@ def test_book_recipe_sets_the_chapter_5_settings_and_options_still_override():
     assert (args.preset, args.corpus, args.context_length, args.lr, args.min_lr, args.weight_decay) == (
         "gpt2-small", "verdict", 256, 4e-4, 4e-4, 0.1)
     assert (args.batch_size, args.max_steps, args.warmup, args.drop_rate, args.qkv_bias) == (2, 90, 0, 0.1, False)
+    assert args.grad_clip == 0.0 and _parse_args([]).grad_clip == 1.0  # the book does not clip
+    assert (args.tie_weights, args.init) == (False, "pytorch")  # the book's model: 163M parameters
     assert _parse_args(["--recipe", "book-ch5", "--max-steps", "3"]).max_steps == 3
     assert _parse_args([]).weight_decay == 0.1
 
