@@ -92,3 +92,9 @@ def test_samples_newest_first_escaped_and_only_the_last_few():
     assert "&lt;b&gt;text 50&lt;/b&gt;" in page and "<b>text" not in page
     assert page.count("<b>ROMEO:</b>") == 3
     assert "Samples appear here" in samples_html([], "ROMEO:")
+
+
+def test_runs_of_line_breaks_become_one_counted_marker():
+    page = samples_html([(100, "ROMEO:" + "\n" * 30), (200, "ROMEO:\nBut soft\n\nwhat light")], "ROMEO:")
+    assert page.count("⏎ × 30") == 1 and "\n" * 3 not in page
+    assert "But soft\n\nwhat light" in page  # two line breaks stay as they are

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -166,6 +167,17 @@ def stats_markdown(tokens_per_s: float | None, mfu: float | None, eta_s: float |
     return f"{speed} · {use} · about **{_duration(eta_s)}** left · {tokens_seen:,} tokens seen"
 
 
+def compact_line_breaks(escaped_text: str) -> str:
+    r"""Runs of 3 or more line breaks -> one grey marker line that counts them.
+
+    An early model often predicts a line break again and again ("ROMEO:\n\n\n\n..."): drawn as is, that is a
+    tall empty box. The marker keeps what the model did visible.
+    >>> compact_line_breaks("ROMEO:\n\n\n\nBut")
+    "ROMEO:\n<span style='color:#888'>⏎ × 4</span>\nBut"
+    """
+    return re.sub(r"\n{3,}", lambda run: f"\n<span style='color:#888'>⏎ × {len(run.group())}</span>\n", escaped_text)
+
+
 def samples_html(samples: Sequence[tuple[int, str]], prompt: str, last: int = 4) -> str:
     """The latest ``last`` samples, newest first, each with its step; the prompt is shown in bold.
 
@@ -177,10 +189,10 @@ def samples_html(samples: Sequence[tuple[int, str]], prompt: str, last: int = 4)
     rows = []
     for step, text in reversed(samples[-last:]):
         rest = text[len(prompt):] if text.startswith(prompt) else text
-        body = f"<b>{html.escape(prompt if text.startswith(prompt) else '')}</b>{html.escape(rest)}"
+        body = f"<b>{html.escape(prompt if text.startswith(prompt) else '')}</b>{compact_line_breaks(html.escape(rest))}"
         rows.append(
             f"<div style='margin-bottom:8px'><div style='color:#666;font-size:0.85rem'>step {step}</div>"
             f"<div style='font-family:ui-monospace,monospace;white-space:pre-wrap;background:#f7f7f9;"
-            f"border-radius:6px;padding:6px 8px'>{body}</div></div>"
+            f"border-radius:6px;padding:6px 8px;max-height:14em;overflow-y:auto'>{body}</div></div>"
         )
     return "".join(rows)
