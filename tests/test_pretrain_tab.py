@@ -255,3 +255,21 @@ def test_browser_run_grows_the_loss_curve(page, quick_runs, monkeypatch):
     page.click("#pretrain-stop")
     page.wait_for_function("document.querySelector('#pretrain-status').innerText.includes('Stopped at step')",
                            timeout=30_000)
+
+
+def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jump():
+    from gpt_core.jobs import JobView
+    from gpt_core.train import StepEvent
+
+    def steps(first: int, speeds: list[float]) -> JobView:
+        events = [StepEvent(step=first + i, epoch=0.0, tokens_seen=1024 * (first + i), train_loss=5.0, lr=1e-3,
+                            grad_norm=1.0, tokens_per_s=speed, elapsed_s=1.0, eta_s=1.0, mfu=None)
+                  for i, speed in enumerate(speeds)]
+        return JobView(job_id="j", label="pretrain", status="running", position=None, events=events,
+                       next_since=first + len(speeds), done=False, error=None)
+
+    history = pretrain_tab._new_history("j")
+    pretrain_tab.fold_events(history, steps(1, [30_000.0] * 25))
+    pretrain_tab.fold_events(history, steps(26, [12_000.0]))  # the last step was slowed by something else
+    assert history["speed"] == (30_000.0, None, 26 * 1024)
+    assert len(history["recent_speeds"]) == pretrain_tab.SPEED_WINDOW

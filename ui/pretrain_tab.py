@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import shutil
+import statistics
 import tempfile
 import threading
 import zipfile
@@ -379,12 +380,18 @@ def stop_run(history: dict | None, browser_id: str | None, request: gr.Request =
     return "Stopping after the current step (a final checkpoint is written)…"
 
 
+SPEED_WINDOW = 20  # the tokens/s shown is the median of the last 20 steps, so one slow step does not make it jump
+
+
 def fold_events(history: dict, view) -> None:
     """Add a poll's new events to ``history``: the shared fields (ui.runs) plus speed and the checkpoint."""
     add_events(history, view)
     for event in view.events:
         if event.kind == "step":
-            history["speed"] = (event.tokens_per_s, event.mfu, event.tokens_seen)
+            recent = (history.get("recent_speeds") or [])[-(SPEED_WINDOW - 1):] + [event.tokens_per_s]
+            speed = statistics.median(recent)
+            mfu = event.mfu * speed / event.tokens_per_s if event.mfu and event.tokens_per_s else event.mfu
+            history.update(recent_speeds=recent, speed=(speed, mfu, event.tokens_seen))
         elif event.kind == "checkpoint":
             history["checkpoint"] = event.path
         elif event.kind == "done":
