@@ -910,10 +910,9 @@ def encode_corpus(tokenizer, text: str) -> list[int]:
 
 # Named command-line settings. `--recipe book-ch5` is the book's chapter-5 run: GPT-2 small trained from
 # scratch on "The Verdict" (needs the internet once), context 256, AdamW lr 4e-4 and weight decay 0.1 at a
-# constant rate, no gradient clipping, batch 2, dropout 0.1, no qkv bias, an untied output head and PyTorch's
-# default init (163M parameters, as the book's model), 10 epochs. The 5,145 tokens give
-# 4,630 for training: 18 windows of 256 -> 9 batches of 2 per epoch -> 90 steps. The book ends near train
-# 0.57 / val 6.4.
+# constant rate, no gradient clipping, batch 2, dropout 0.1, no qkv bias, 10 epochs, and the book's model: an
+# untied output head and PyTorch's default init (162M parameters at context 256). The 5,145 tokens give 4,630
+# for training: 18 windows of 256 -> 9 batches of 2 per epoch -> 90 steps. The book ends near train 0.57 / val 6.4.
 RECIPES: dict[str, dict] = {
     "book-ch5": dict(
         preset="gpt2-small", corpus="verdict", tokenizer="gpt2", context_length=256, drop_rate=0.1,

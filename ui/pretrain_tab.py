@@ -329,7 +329,7 @@ def _running(history: dict | None) -> bool:
 
 def _new_history(job_id: str) -> dict:
     history = new_history(job_id)
-    history.update(speed=None, checkpoint=None, reason=None, zip=None, start_note=None)
+    history.update(speed=None, recent_speeds=[], checkpoint=None, reason=None, zip=None, start_note=None)
     return history
 
 
@@ -388,7 +388,7 @@ def fold_events(history: dict, view) -> None:
     add_events(history, view)
     for event in view.events:
         if event.kind == "step":
-            recent = (history.get("recent_speeds") or [])[-(SPEED_WINDOW - 1):] + [event.tokens_per_s]
+            recent = history["recent_speeds"][-(SPEED_WINDOW - 1):] + [event.tokens_per_s]
             speed = statistics.median(recent)
             mfu = event.mfu * speed / event.tokens_per_s if event.mfu and event.tokens_per_s else event.mfu
             history.update(recent_speeds=recent, speed=(speed, mfu, event.tokens_seen))
