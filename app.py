@@ -39,9 +39,13 @@ CSS = """
 """
 
 
+# Gradio's file cache (uploads, checkpoint zips handed out): every 10 minutes, files older than an hour go.
+CACHE_CLEANING = (600, 3600)
+
+
 def build_demo() -> gr.Blocks:
     """Assemble the tabs into one Blocks app (without launching it)."""
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(INTRO)
         runs.browser_id_state()  # top level, so a refreshed page finds its runs again (see ui/runs.py)
         model_choice = models.model_picker()  # shared by every tab that runs a model
@@ -68,8 +72,11 @@ MAX_UPLOAD = "10mb"
 
 
 def launch_options() -> dict:
-    """Arguments for `demo.launch()`: Gradio 6 takes the theme and CSS here."""
-    return {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD}
+    """Arguments for `demo.launch()`: Gradio 6 takes the theme and CSS here, and the server's bounds:
+    upload size, and how many sessions' state it keeps (LLM_LAB_SESSIONS, oldest dropped first)."""
+    sessions = int(os.environ.get("LLM_LAB_SESSIONS", "300"))
+    return {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD,
+            "state_session_capacity": sessions}
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -321,6 +322,26 @@ def generated_tasks(n: int, seed: int = 123, tasks: Sequence[str] | None = None)
 
 REQUIRED_FIELDS = ("instruction", "output")  # "input" may be missing: it then counts as ""
 DEFAULT_MAX_JSON_BYTES = 5_000_000
+MAX_RECORDS = 20_000  # the book's file has 1,100
+MAX_JSON_DEPTH = 8  # a list of records of strings is 2 deep; far deeper nesting is refused before parsing
+_JSON_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|[\[\]{}]')
+
+
+def json_depth(text: str) -> int:
+    """How deeply lists and objects nest in a JSON text (brackets inside strings do not count).
+
+    >>> json_depth('[{"instruction": "Say [hi]", "output": "hi"}]')
+    2
+    """
+    depth = deepest = 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
 
 
 def validate_records(records) -> list[dict]:
@@ -330,6 +351,9 @@ def validate_records(records) -> list[dict]:
                          f"{type(records).__name__}.")
     if not records:
         raise ValueError("The dataset is empty: the JSON list has no records.")
+    if len(records) > MAX_RECORDS:
+        raise ValueError(f"The file has {len(records):,} records; the limit is {MAX_RECORDS:,}. "
+                         f"Upload a shorter list.")
     clean = []
     for index, entry in enumerate(records):
         if not isinstance(entry, dict):
@@ -362,6 +386,9 @@ def load_user_json(data: bytes, max_bytes: int = DEFAULT_MAX_JSON_BYTES) -> list
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(f"The file is not UTF-8 text (byte {error.start:,} cannot be read).") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"The JSON nests lists or objects more than {MAX_JSON_DEPTH} levels deep; an "
+                         f"instruction file is a list of flat records. Upload a list of records.")
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as error:

@@ -6,7 +6,10 @@ since the last poll. A server has only so much compute, so:
 - at most ``max_running`` jobs run at once; the next ones wait in a first-in-first-out queue,
 - a request for more steps than ``max_steps_cap`` is clamped (``clamp_steps``), and a job that runs longer
   than ``max_minutes_cap`` minutes is asked to stop,
-- finished jobs are forgotten ``evict_after_s`` seconds after they end.
+- finished jobs are forgotten ``evict_after_s`` seconds after they end, or sooner, oldest first, when more
+  than ``max_finished`` have finished; running and queued jobs are never dropped.
+
+Job ids carry a random part, so one student cannot guess another's, and every call checks the owner.
 
 Example::
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import threading
 import time
 from collections import deque
@@ -90,6 +94,7 @@ class JobManager:
         max_steps_cap: int | None = None,
         max_minutes_cap: float | None = None,
         evict_after_s: float = 1800.0,
+        max_finished: int = 500,
     ):
         self.max_running = max_running if max_running is not None else _env_int("LLM_LAB_MAX_RUNS", 2)
         self.max_steps_cap = max_steps_cap if max_steps_cap is not None else _env_int("LLM_LAB_MAX_STEPS", 2000)
@@ -99,6 +104,7 @@ class JobManager:
         if self.max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {self.max_running}.")
         self.evict_after_s = evict_after_s
+        self.max_finished = max_finished
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[str] = deque()
         self._lock = threading.RLock()
@@ -136,7 +142,7 @@ class JobManager:
             raise ValueError("A job needs an owner (the browser session that started it).")
         with self._lock:
             self._evict_old()
-            job_id = f"job-{next(self._ids)}"
+            job_id = f"job-{next(self._ids)}-{secrets.token_hex(4)}"
             self._jobs[job_id] = _Job(job_id=job_id, owner=owner, label=label, fn=fn)
             self._queue.append(job_id)
             self._launch_waiting()
@@ -165,6 +171,12 @@ class JobManager:
             self._evict_old()
             return [self._view(job, len(job.events)) for job in self._jobs.values() if job.owner == owner]
 
+    def is_active(self, job_id: str) -> bool:
+        """True while the job is queued or running (the server's budgets never evict such a job's data)."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job is not None and job.status not in FINISHED
+
     def wait(self, job_id: str, owner: str, timeout: float | None = None) -> JobView:
         """Block until the job has finished (or ``timeout`` seconds passed); return its final view."""
         with self._lock:
@@ -177,8 +189,8 @@ class JobManager:
     def _get(self, job_id: str, owner: str) -> _Job:
         job = self._jobs.get(job_id)
         if job is None:
-            raise ValueError(f"There is no job {job_id!r}: it may have ended more than "
-                             f"{self.evict_after_s / 60:g} minutes ago and been cleared.")
+            raise ValueError(f"There is no run {job_id!r} on this server: finished runs are cleared "
+                             f"{self.evict_after_s / 60:g} minutes after they end. Start a new one.")
         if job.owner != owner:
             raise PermissionError(f"Job {job_id!r} belongs to another session; you can only see your own runs.")
         return job
@@ -232,7 +244,11 @@ class JobManager:
         job.finished.set()
 
     def _evict_old(self) -> None:
+        """Forget finished jobs older than ``evict_after_s``, and the oldest beyond ``max_finished``."""
         now = time.monotonic()
-        for job_id, job in list(self._jobs.items()):
-            if job.status in FINISHED and now - job.finished_at > self.evict_after_s:
-                del self._jobs[job_id]
+        finished = sorted((job for job in self._jobs.values() if job.status in FINISHED),
+                          key=lambda job: job.finished_at)
+        extra = len(finished) - self.max_finished
+        for rank, job in enumerate(finished):
+            if rank < extra or now - job.finished_at > self.evict_after_s:
+                del self._jobs[job.job_id]

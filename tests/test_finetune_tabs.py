@@ -14,6 +14,7 @@ from gradio_client.exceptions import AppError
 
 from gpt_core.instruct_data import InstructionDataset, generated_tasks, split_records
 from ui import classify_tab, instruct_tab, models, runs
+from ui.budgets import BudgetStore
 
 NANO = "Random init · nano (untrained)"
 FINISHED = ("✅", "❌", "⏹")
@@ -83,13 +84,15 @@ def test_mask_view_counts_exact_for_a_known_example():
 
 
 def test_classifier_is_kept_per_browser_and_evicted_oldest_first(monkeypatch):
-    monkeypatch.setattr(classify_tab, "_classifiers", type(classify_tab._classifiers)())
-    monkeypatch.setattr(classify_tab, "MAX_KEPT_CLASSIFIERS", 2)
+    monkeypatch.setattr(classify_tab, "CLASSIFIERS", BudgetStore("classifier", max_items=2, max_bytes=1e9))
+    tiny = torch.nn.Linear(4, 2)
     for owner in ("a", "b", "c"):
-        classify_tab.keep_classifier(owner, classify_tab.TrainedClassifier(None, None, 64, owner))
-    assert list(classify_tab._classifiers) == ["b", "c"]
-    with pytest.raises(ValueError, match="There is no classifier yet"):
+        classify_tab.keep_classifier(owner, classify_tab.TrainedClassifier(tiny, None, 64, owner))
+    assert classify_tab.classifier_of("c").label == "c" and classify_tab.classifier_of("b").label == "b"
+    with pytest.raises(ValueError, match="Your classifier was cleared to make room for newer ones"):
         classify_tab.classifier_of("a")
+    with pytest.raises(ValueError, match="There is no classifier yet"):
+        classify_tab.classifier_of("never-trained")
 
 
 # ---------------------------------------------------------------- Classify tab through the API
@@ -103,16 +106,16 @@ def test_classify_data_api_counts(client):
 
 @pytest.mark.app
 def test_classify_before_training_and_without_model(client):
-    with pytest.raises(AppError, match=r"There is no classifier yet: press \*\*Start fine-tuning\*\*"):
-        client.predict("Win a prize!", "browser-never-trained", api_name="/classify_text")
+    with pytest.raises(AppError, match=r"There is no classifier yet: press Start fine-tuning above"):
+        client.predict("Win a prize!", runs.new_browser_id(), api_name="/classify_text")
     with pytest.raises(AppError, match="No model is loaded: pick a model in the menu at the top"):
-        client.predict(None, "classroom", "all", 1, 3e-4, "browser-no-model", api_name="/classify_start")
+        client.predict(None, "classroom", "all", 1, 3e-4, runs.new_browser_id(), api_name="/classify_start")
 
 
 @pytest.mark.app
 @pytest.mark.slow
 def test_classify_short_run_accuracy_confusion_and_classify_text(client, few_steps):
-    browser = "browser-classify-run"
+    browser = runs.new_browser_id()
     status, _ = client.predict(NANO, "classroom", "all", 3, 3e-4, browser, api_name="/classify_start")
     assert "This server allows at most 6 steps per run; using 6 instead of 168." in status
     status, loss, accuracy, results, confusion, _ = poll_until_done(client, "/classify_poll", browser)
@@ -179,7 +182,7 @@ def test_instruct_oversize_and_missing_file_messages(client, tmp_path, monkeypat
     path = tmp_path / "big.json"
     data = json.dumps([{"instruction": "Say hi.", "output": "hi"}] * 10).encode()
     path.write_bytes(data)
-    with pytest.raises(AppError, match=rf"The file is {len(data)} bytes; the limit is 100 bytes\. Upload a smaller"):
+    with pytest.raises(AppError, match=rf"big.json is {len(data)} bytes; the limit is 100 bytes\. Upload a smaller file"):
         client.predict("upload", 160, handle_file(str(path)), 0, False, api_name="/instruct_data")
     with pytest.raises(AppError, match="Upload a JSON file first"):
         client.predict("upload", 160, None, 0, False, api_name="/instruct_data")
@@ -190,7 +193,7 @@ def test_instruct_oversize_and_missing_file_messages(client, tmp_path, monkeypat
 def test_instruct_short_run_scores_before_and_after(client, few_steps, monkeypatch):
     monkeypatch.setattr(instruct_tab, "EVAL_RECORDS", 3)
     monkeypatch.setattr(instruct_tab, "ANSWER_TOKENS", 4)
-    browser = "browser-instruct-run"
+    browser = runs.new_browser_id()
     status, _ = client.predict(NANO, "classroom", 3, 3e-4, True, browser, api_name="/instruct_start")
     assert "on 136 records" in status and "the 3 held-out prompts" in status
     status, loss, score, compare, _ = poll_until_done(client, "/instruct_poll", browser)

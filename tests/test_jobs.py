@@ -42,7 +42,7 @@ def test_other_owner_gets_a_clear_message():
         manager.poll(job_id, "mallory")
     with pytest.raises(PermissionError, match="belongs to another session"):
         manager.stop(job_id, "mallory")
-    with pytest.raises(ValueError, match="There is no job 'job-999'"):
+    with pytest.raises(ValueError, match="There is no run 'job-999'"):
         manager.poll("job-999", "alice")
 
 
@@ -116,8 +116,29 @@ def test_finished_jobs_are_evicted():
     assert len(manager.jobs_of("a")) == 1
     time.sleep(0.1)
     assert manager.jobs_of("a") == []
-    with pytest.raises(ValueError, match="been cleared"):
+    with pytest.raises(ValueError, match="cleared 0.000833333 minutes after they end"):
         manager.poll(job_id, "a")
+
+
+def test_job_ids_cannot_be_guessed_from_the_previous_one():
+    manager = JobManager()
+    first, second = (manager.start("a", counting_run(1)) for _ in range(2))
+    assert first.startswith("job-1-") and second.startswith("job-2-")
+    assert len(first.split("-")[-1]) == 8 and first.split("-")[-1] != second.split("-")[-1]
+
+
+def test_24_runs_are_all_kept_while_queued_and_only_finished_ones_are_dropped():
+    gate = threading.Event()
+    manager = JobManager(max_running=2, max_finished=3)
+    job_ids = [manager.start(f"student-{n}", counting_run(2, gate=gate)) for n in range(24)]
+    views = [manager.poll(job_id, f"student-{n}") for n, job_id in enumerate(job_ids)]
+    assert [view.status for view in views].count("running") == 2
+    assert [view.position for view in views[2:]] == list(range(1, 23))
+    gate.set()
+    for n, job_id in enumerate(job_ids):
+        manager.wait(job_id, f"student-{n}", timeout=5)
+    kept = sum(len(manager.jobs_of(f"student-{n}")) for n in range(24))
+    assert kept == 3  # the 3 most recently finished jobs stay; no queued or running job was ever dropped
 
 
 def test_caps_from_environment_and_clamping(monkeypatch):

@@ -67,19 +67,23 @@ def stop_all(manager: JobManager, owners: list[str]) -> None:
 
 # ---------------------------------------------------------------- units
 @pytest.mark.parametrize("value, message", [
-    (0, "The batch size must be at least 1, got 0."),
-    (2.5, "The batch size must be a whole number, got 2.5."),
-    (float("nan"), "The batch size must be a whole number, got nan."),
-    (None, "The batch size must be a whole number, got None."),
+    (0, "The batch size must be a whole number from 1 to 512; got 0."),
+    (2.5, "The batch size must be a whole number from 1 to 512; got 2.5."),
+    (float("nan"), "The batch size must be a whole number from 1 to 512; got NaN (not a number)."),
+    (float("-inf"), "The batch size must be a whole number from 1 to 512; got minus infinity."),
+    (10**30, "The batch size must be a whole number from 1 to 512; got 1000000000000000000000000000000."),
+    ("eight", "The batch size must be a whole number from 1 to 512; got 'eight'."),
+    ([8], "The batch size must be a whole number from 1 to 512; got [8]."),
+    (None, "The batch size is empty: it must be a whole number from 1 to 512."),
 ])
 def test_batch_size_messages(value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         pretrain_tab.whole_number(value, "The batch size", 1, 512)
 
 
-@pytest.mark.parametrize("value", [0, -1e-3, float("nan"), float("inf"), None])
+@pytest.mark.parametrize("value", [0, -1e-3, float("nan"), float("inf"), None, 1e300, "fast"])
 def test_learning_rate_must_be_a_positive_number(value):
-    with pytest.raises(ValueError, match="The learning rate must be a number above 0, such as 0.003"):
+    with pytest.raises(ValueError, match="The learning rate must be a number above 0 and at most 10, such as 0.003"):
         pretrain_tab.learning_rate(value)
 
 
@@ -102,7 +106,7 @@ def test_upload_must_be_utf8_and_small(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_tab, "MAX_UPLOAD_BYTES", 1_000)
     big = tmp_path / "big.txt"
     big.write_text("To be or not to be. " * 100)
-    with pytest.raises(ValueError, match=r"big.txt is 2.0 kB; the limit is 1.0 kB. Upload a shorter text."):
+    with pytest.raises(ValueError, match=r"big.txt is 2.0 kB; the limit is 1.0 kB. Upload a smaller file."):
         pretrain_tab.read_corpus(pretrain_tab.UPLOAD, str(big))
     with pytest.raises(ValueError, match="Upload a .txt file first"):
         pretrain_tab.read_corpus(pretrain_tab.UPLOAD, None)
@@ -113,7 +117,7 @@ def test_settings_summary_counts_the_real_parameters():
     n_params = GPTModel(pretrain_tab.model_config("micro", 4096, 128)).num_parameters()
     assert f"**{n_params:,} parameters**" in summary
     assert "4 layers × 256 wide, 4 heads" in summary and "1,024 tokens per step" in summary
-    assert pretrain_tab.settings_summary("nano", BPE, 100, 0, 128) == "⚠ The batch size must be at least 1, got 0."
+    assert pretrain_tab.settings_summary("nano", BPE, 100, 0, 128) == "⚠ The batch size must be a whole number from 1 to 512; got 0."
 
 
 def test_config_plans_evals_samples_and_checkpoints(tmp_path):
@@ -126,17 +130,23 @@ def test_config_plans_evals_samples_and_checkpoints(tmp_path):
 # ---------------------------------------------------------------- through the API
 @pytest.mark.app
 def test_bad_settings_through_the_api(client):
-    with pytest.raises(AppError, match=re.escape("The batch size must be at least 1, got 0.")):
-        client.predict(*settings("browser-bad", batch_size=0), api_name="/pretrain_start")
-    with pytest.raises(AppError, match="The learning rate must be a number above 0"):
-        client.predict(*settings("browser-bad", lr=0), api_name="/pretrain_start")
-    with pytest.raises(AppError, match=r"The context length can be at most 1024, got 5000"):
-        client.predict(*settings("browser-bad", context_length=5000), api_name="/pretrain_start")
+    with pytest.raises(AppError, match=re.escape("The batch size must be a whole number from 1 to 512; got 0.")):
+        client.predict(*settings(runs.new_browser_id(), batch_size=0), api_name="/pretrain_start")
+    with pytest.raises(ValueError, match=re.escape("The number of steps must be a whole number of at least 1; got "
+                                                  "infinity.")):
+        pretrain_tab.start_run(*settings(runs.new_browser_id(), steps=float("inf"))[:-1], None, runs.new_browser_id())
+    with pytest.raises(ValueError, match=re.escape("The number of warm-up steps must be a whole number of at least "
+                                                  "0; got NaN (not a number).")):
+        pretrain_tab.start_run(*settings(runs.new_browser_id(), warmup=float("nan"))[:-1], None, runs.new_browser_id())
+    with pytest.raises(AppError, match="The learning rate must be a number above 0 and at most 10"):
+        client.predict(*settings(runs.new_browser_id(), lr=0), api_name="/pretrain_start")
+    with pytest.raises(AppError, match=r"The context length must be a whole number from 2 to 1,024; got 5000"):
+        client.predict(*settings(runs.new_browser_id(), context_length=5000), api_name="/pretrain_start")
 
 
 def test_nan_learning_rate_through_the_handler():
-    with pytest.raises(ValueError, match="The learning rate must be a number above 0, such as 0.003; got nan"):
-        *values, browser = settings("browser-nan", lr=float("nan"))
+    with pytest.raises(ValueError, match=r"The learning rate must be a number above 0 and at most 10, such as 0.003; got NaN \(not a number\)"):
+        *values, browser = settings(runs.new_browser_id(), lr=float("nan"))
         pretrain_tab.start_run(*values, None, browser)
 
 
@@ -144,7 +154,7 @@ def test_nan_learning_rate_through_the_handler():
 @pytest.mark.slow
 def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, monkeypatch):
     monkeypatch.setattr(quick_runs, "max_steps_cap", 20)
-    browser = "browser-pretrain-run"
+    browser = runs.new_browser_id()
     status, stats, plot, _, download, _, _ = client.predict(*settings(browser, steps=5000), api_name="/pretrain_start")
     assert (stats, download["value"], download["visible"]) == ("", None, False)  # no old checkpoint shown
     assert len(traces_by_name(plot)["learning rate"]["x"]) == 20  # the planned schedule, before the first step
@@ -165,7 +175,7 @@ def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, m
     assert download["visible"] is True and download["value"].endswith(".zip")
     with zipfile.ZipFile(download["value"]) as archive:
         assert sorted(archive.namelist()) == ["config.json", "model.safetensors", "tokenizer.json"]
-    dropdown, note = client.predict(api_name="/pretrain_use")
+    dropdown, note = client.predict(browser, api_name="/pretrain_use")
     print(dropdown)
     label = dropdown["value"]
     assert label.startswith("Your pretrain run · job-") and "step 20, Shakespeare" in label
@@ -188,7 +198,7 @@ def test_a_loss_that_turns_nan_stops_and_keeps_the_last_good_checkpoint(client, 
                     model.tok_emb.weight.fill_(float("nan"))
 
     monkeypatch.setattr(pretrain_tab, "train", poisoned_train)
-    browser = "browser-pretrain-nan"
+    browser = runs.new_browser_id()
     client.predict(*settings(browser, steps=40), api_name="/pretrain_start")
     status, _, _, _, download, _ = poll_until_done(client, browser)
     assert "The loss became NaN or infinite at step 11, so training stopped" in status
@@ -201,30 +211,39 @@ def test_a_loss_that_turns_nan_stops_and_keeps_the_last_good_checkpoint(client, 
 def test_sessions_keep_their_own_runs_and_the_cap_queues_a_third(app_url, quick_runs, monkeypatch):
     monkeypatch.setenv("LLM_LAB_MAX_RUNS", "2")
     monkeypatch.setattr(quick_runs, "max_running", JobManager().max_running)  # the app's manager, capped at 2
-    owners = ["browser-a", "browser-b", "browser-c"]
+    browsers = [runs.new_browser_id() for _ in range(3)]
+    owners = [runs.verified_browser(browser) for browser in browsers]
     clients = [Client(app_url, verbose=False) for _ in owners]
     try:
-        for client, owner in zip(clients, owners):
-            client.predict(*settings(owner, steps=2000, batch_size=2, context_length=16), api_name="/pretrain_start")
-        statuses = [client.predict(False, owner, api_name="/pretrain_poll")[0] for client, owner in zip(clients, owners)]
+        for client, browser in zip(clients, browsers):
+            client.predict(*settings(browser, steps=2000, batch_size=2, context_length=16),
+                           api_name="/pretrain_start")
+        statuses = [client.predict(False, browser, api_name="/pretrain_poll")[0]
+                    for client, browser in zip(clients, browsers)]
         assert statuses[2] == ("Waiting for a free slot: your run is number 1 in the queue "
                                "(this server runs 2 at a time).")
         job_ids = [runs.latest_job(owner, "pretrain").job_id for owner in owners]
         assert len(set(job_ids)) == 3
         with pytest.raises(PermissionError, match="belongs to another session"):
-            quick_runs.poll(job_ids[0], "browser-b")
+            quick_runs.poll(job_ids[0], owners[1])
+        with pytest.raises(PermissionError, match="belongs to another session"):
+            quick_runs.stop(job_ids[0], owners[1])
+        # an id this server did not sign is refused outright: nobody can act for another student by their id
+        forged = browsers[0].rsplit(".", 1)[0] + ".0123456789abcdef0123456789abcdef"
+        with pytest.raises(AppError, match="was not issued by this server"):
+            clients[1].predict(False, forged, api_name="/pretrain_poll")
         # a refreshed page (a new session, the same browser id) finds its own run again
         refreshed = Client(app_url, verbose=False)
-        again = refreshed.predict(False, "browser-b", api_name="/pretrain_poll")[0]
+        again = refreshed.predict(False, browsers[1], api_name="/pretrain_poll")[0]
         for _ in range(40):
             if re.match(r"⏳ Running on cpu · step \d+ / 2000", again):
                 break
             time.sleep(0.5)
-            again = refreshed.predict(False, "browser-b", api_name="/pretrain_poll")[0]
+            again = refreshed.predict(False, browsers[1], api_name="/pretrain_poll")[0]
         assert re.match(r"⏳ Running on cpu · step \d+ / 2000", again), again
-        assert clients[2].predict("browser-c", api_name="/pretrain_stop").startswith("Stopping")  # the queued run
-        assert clients[0].predict("browser-a", api_name="/pretrain_stop").startswith("Stopping")
-        assert quick_runs.wait(job_ids[0], "browser-a", timeout=30).status == "stopped"
+        assert clients[2].predict(browsers[2], api_name="/pretrain_stop").startswith("Stopping")  # the queued run
+        assert clients[0].predict(browsers[0], api_name="/pretrain_stop").startswith("Stopping")
+        assert quick_runs.wait(job_ids[0], owners[0], timeout=30).status == "stopped"
     finally:
         stop_all(quick_runs, owners)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import random
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -36,8 +35,9 @@ from gpt_core.finetune import (
     set_trainable,
     spam_splits,
 )
-from ui.common import cap_text, explain, friendly, show_source
-from ui.models import LoadedModel, load_choice
+from ui.budgets import BudgetStore, env_number, register_store
+from ui.common import cap_text, explain, friendly, learning_rate, number_input, show_source
+from ui.models import LoadedModel, load_choice, model_bytes
 from ui.runs import (
     add_events,
     browser_id_state,
@@ -104,7 +104,8 @@ def data_preview(examples_seed: float = 0) -> tuple[str, list[list[str]]]:
     for name, (texts, labels) in splits.items():
         n_split_spam = sum(labels)
         lines.append(f"| {name} | {len(texts):,} | {len(texts) - n_split_spam:,} | {n_split_spam:,} |")
-    rng = random.Random(int(examples_seed or 0))
+    rng = random.Random(number_input(examples_seed, "The examples seed", minimum=0, maximum=2**32 - 1, whole=True,
+                                     default=0))
     train_texts, train_labels = splits["train"]
     examples = []
     for label in (1, 0):
@@ -141,35 +142,30 @@ class TrainedClassifier:
     label: str  # the model it started from
 
 
-_classifiers: OrderedDict[str, TrainedClassifier] = OrderedDict()
-_classifiers_lock = threading.Lock()
+# Each browser's latest classifier, under a count and memory budget (least recently used go first).
+CLASSIFIERS = register_store(BudgetStore(
+    "classifier", int(env_number("LLM_LAB_KEPT_CLASSIFIERS", 30)),
+    env_number("LLM_LAB_CLASSIFIERS_MEMORY_GB", 3) * 1e9))
+NO_CLASSIFIER = ("There is no classifier yet: press Start fine-tuning above, wait until the run finishes, "
+                 "then classify your message.")
 
 
 def keep_classifier(owner: str, trained: TrainedClassifier) -> None:
-    """Remember this browser's latest classifier (only the most recent MAX_KEPT_CLASSIFIERS browsers)."""
-    with _classifiers_lock:
-        _classifiers[owner] = trained
-        _classifiers.move_to_end(owner)
-        while len(_classifiers) > MAX_KEPT_CLASSIFIERS:
-            _classifiers.popitem(last=False)
+    """Remember this browser's latest classifier (it replaces the one before)."""
+    CLASSIFIERS.put(owner, "latest", trained, size_bytes=model_bytes(trained.model))
 
 
 def classifier_of(owner: str) -> TrainedClassifier:
-    with _classifiers_lock:
-        trained = _classifiers.get(owner)
-    if trained is None:
-        raise ValueError("There is no classifier yet: press **Start fine-tuning** above, wait until the run "
-                         "finishes, then classify your message.")
-    return trained
+    """This browser's classifier; a message when there is none or it was cleared to make room."""
+    return CLASSIFIERS.get(owner, "latest", missing=NO_CLASSIFIER)
 
 
 def classify_config(preset: str, trainable: str, epochs: float, lr: float) -> tuple[ClassifyConfig, str | None]:
     """The preset with the student's choices, its steps clamped to the server's cap (note says so)."""
     if preset not in CLASSIFY_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(CLASSIFY_PRESETS)}.")
-    if lr is None or not float(lr) > 0:
-        raise ValueError(f"The learning rate must be a number above 0, got {lr}.")
-    config = replace(CLASSIFY_PRESETS[preset], trainable=trainable, epochs=int(epochs), lr=float(lr))
+    epochs = number_input(epochs, "The number of epochs", minimum=1, maximum=10, whole=True)
+    config = replace(CLASSIFY_PRESETS[preset], trainable=trainable, epochs=epochs, lr=learning_rate(lr))
     steps_per_epoch = len(spam_splits(config.seed)["train"][0]) // config.batch_size
     steps, note = job_manager().clamp_steps(config.epochs * steps_per_epoch)
     return (replace(config, max_steps=steps) if note else config), note
@@ -195,6 +191,9 @@ def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
                 done = event  # sent last, after the confusion matrix
                 continue
             yield event
+        if done is not None and done.reason == "nan":
+            yield done  # diverged weights are not kept: every message would get the same nonsense answer
+            return
         model.eval()
         yield ConfusionEvent(confusion_matrix(model, loaders["test"]))
         keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label))

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
+import math
+import numbers
 import textwrap
 from collections.abc import Callable
 
@@ -46,10 +49,19 @@ EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, ConnectionError, Per
 
 
 def student_message(error: Exception) -> str:
-    """The message a student sees for an error raised while handling their input."""
+    """The message a student sees for an error raised while handling their input.
+
+    Gradio's popup renders HTML, and messages can quote the student's own data, so the text is escaped:
+
+    >>> student_message(ValueError("bad field <img src=x>"))
+    'bad field &lt;img src=x&gt;'
+    """
     if isinstance(error, EXPECTED_ERRORS):
-        return str(error) or error.__class__.__name__
-    return f"Something went wrong ({error.__class__.__name__}: {error}). The server is still running; try again."
+        message = str(error) or error.__class__.__name__
+    else:
+        detail = str(error)[:300]
+        message = f"Something went wrong ({error.__class__.__name__}: {detail}). The server is still running; try again."
+    return html.escape(message, quote=False)
 
 
 def _report(handler: Callable, error: Exception) -> gr.Error:
@@ -101,3 +113,81 @@ def cap_text(text: str | None, limit: int, what: str = "text") -> tuple[str, str
     if len(text) <= limit:
         return text, None
     return text[:limit], f"Showing the first {limit:,} of {len(text):,} characters of the {what}."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Numbers from sliders, number boxes and API clients
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def describe_value(value) -> str:
+    """How a bad value is named in a message: short, and never the whole of a huge input."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN (not a number)"
+    if isinstance(value, float) and math.isinf(value):
+        return "infinity" if value > 0 else "minus infinity"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def number_input(value, what: str, *, minimum: float | None = None, maximum: float | None = None,
+                 whole: bool = False, default: float | None = None) -> float | int:
+    """A number from an input, checked: finite, in [minimum, maximum], whole when asked; else a ValueError
+    whose message names the input (``what``) and the allowed range in plain words.
+
+    ``None`` and an empty string give ``default`` when there is one. Strings holding a number are accepted
+    (API clients send them); booleans, lists and other types are refused.
+
+    >>> number_input(8.0, "The batch size", minimum=1, whole=True)
+    8
+    >>> number_input(float("nan"), "The temperature", minimum=0, maximum=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: The temperature must be a number from 0 to 2; got NaN (not a number).
+    >>> number_input(10**30, "The seed", minimum=0, maximum=2**32 - 1, whole=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: The seed must be a whole number from 0 to 4,294,967,295; got 1000000000000000000000000000000.
+    """
+    kind = "a whole number" if whole else "a number"
+    if minimum is not None and maximum is not None:
+        allowed = f"{kind} from {minimum:,g} to {maximum:,g}" if not whole else f"{kind} from {int(minimum):,} to {int(maximum):,}"
+    elif minimum is not None:
+        allowed = f"{kind} of at least {minimum:,g}"
+    elif maximum is not None:
+        allowed = f"{kind} of at most {maximum:,g}"
+    else:
+        allowed = kind
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is not None:
+            return default
+        raise ValueError(f"{what} is empty: it must be {allowed}.")
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if not value.strip().lstrip("+-").isdigit() else int(value.strip())
+        except ValueError:
+            raise ValueError(f"{what} must be {allowed}; got {describe_value(value)}.") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be {allowed}; got {describe_value(value)}.")
+    number = float(value) if not isinstance(value, numbers.Integral) else value
+    too_low = minimum is not None and number < minimum
+    too_high = maximum is not None and number > maximum
+    if isinstance(number, float) and not math.isfinite(number) or too_low or too_high:
+        raise ValueError(f"{what} must be {allowed}; got {describe_value(value)}.")
+    if whole:
+        if number != int(number):
+            raise ValueError(f"{what} must be {allowed}; got {describe_value(value)}.")
+        return int(number)
+    return float(number)
+
+
+def learning_rate(value) -> float:
+    """The peak learning rate: above 0 and at most 10 (a huge one then stops the run at the first NaN loss)."""
+    try:
+        rate = number_input(value, "The learning rate", minimum=0, maximum=10)
+    except ValueError:
+        rate = 0.0
+    if rate == 0:
+        raise ValueError(f"The learning rate must be a number above 0 and at most 10, such as 0.003; "
+                         f"got {describe_value(value)}.")
+    return rate

@@ -8,10 +8,10 @@ The run starts from a copy of the model in the shared picker and goes through th
 from __future__ import annotations
 
 import copy
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import ClassVar
 
 import gradio as gr
@@ -40,7 +40,8 @@ from gpt_core.instruct_data import (
     load_user_json,
     split_records,
 )
-from ui.common import explain, friendly, show_source
+from ui.budgets import BudgetStore, env_number, register_store
+from ui.common import explain, friendly, learning_rate, number_input, show_source
 from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
 from ui.runs import (
     add_events,
@@ -53,6 +54,7 @@ from ui.runs import (
     reattach_on_load,
     status_line,
 )
+from ui.uploads import read_upload
 from visualizations.finetune import MASK_CSS, loss_curves_figure, loss_mask_html, mask_roles
 
 JOB_LABEL = "instruct"
@@ -63,6 +65,7 @@ DATA_SOURCES = [
     ("the book's instruction-data.json (1,100 records, needs the internet once)", BOOK),
 ]
 DEFAULT_RECORDS = 160
+MAX_GENERATED = 2000
 DATA_SEED = 123
 MAX_JSON_BYTES = DEFAULT_MAX_JSON_BYTES
 EXTRA_PADDING = 3  # the mask view pads its example as if the batch's longest example were 3 tokens longer
@@ -94,18 +97,56 @@ the same held-out prompts before and after.
 def load_records(source: str, n_records: float, file_path: str | None) -> list[dict]:
     """The records of the chosen source; bad input raises ValueError with the engine's plain message."""
     if source == GENERATED:
-        return generated_tasks(int(n_records), seed=DATA_SEED)
+        return generated_tasks(number_input(n_records, "The number of generated records", minimum=1,
+                                            maximum=MAX_GENERATED, whole=True), seed=DATA_SEED)
     if source == UPLOAD:
         if not file_path:
             raise ValueError("Upload a JSON file first (a list of {\"instruction\", \"input\", \"output\"} "
                              "records), or choose the generated tasks.")
-        return load_user_json(Path(file_path).read_bytes(), MAX_JSON_BYTES)
+        data, _ = read_upload(file_path, what="a .json file", suffixes=(".json",), max_bytes=MAX_JSON_BYTES)
+        return load_user_json(data, MAX_JSON_BYTES)
     if source == BOOK:
         try:
             return book_instruction_data()
         except ConnectionError:
             raise ConnectionError(BOOK_INSTRUCTION_OFFLINE) from None
     raise ValueError(f"Unknown data source {source!r}.")
+
+
+# Uploaded and downloaded datasets live on the server under a budget; the page's state holds only a marker.
+# Generated records are made again from their count (the same seed gives the same records).
+DATASETS = register_store(BudgetStore(
+    "instruction dataset", int(env_number("LLM_LAB_KEPT_DATASETS", 60)),
+    env_number("LLM_LAB_DATASETS_MEMORY_MB", 500) * 1e6))
+
+
+def records_bytes(records: list[dict]) -> int:
+    """Roughly the memory a list of records takes (strings plus about 600 bytes of dict per record)."""
+    return sum(600 + sum(sys.getsizeof(value) for value in entry.values()) for entry in records)
+
+
+def keep_records(owner: str, source: str, records: list[dict]) -> dict:
+    """Keep this browser's records; return the small marker the page's state holds."""
+    if source == GENERATED:
+        return {"source": GENERATED, "count": len(records)}
+    DATASETS.put(owner, "records", records, size_bytes=records_bytes(records))
+    return {"source": source, "count": len(records)}
+
+
+def is_stored(marker) -> bool:
+    """True when a marker points at records kept on the server (an upload or the book's data)."""
+    return isinstance(marker, dict) and marker["source"] != GENERATED
+
+
+def records_of(owner: str | None, marker) -> list[dict]:
+    """The records behind a page's marker (None: the default generated records)."""
+    if isinstance(marker, list):  # called from Python with the records themselves
+        return marker
+    if not marker:
+        return generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    if marker["source"] == GENERATED:
+        return generated_tasks(marker["count"], seed=DATA_SEED)
+    return DATASETS.get(owner, "records", missing="Your instruction data is no longer on the server: load it again.")
 
 
 def data_summary(records: list[dict]) -> str:
@@ -147,22 +188,31 @@ def mask_view(entry: dict, tokenizer, mask_instruction: bool, context_length: in
     return MaskView(html, note, len(target_ids), n_ignored)
 
 
-def preview_data(source: str, n_records: float, file_path: str | None, index: float, mask_instruction: bool):
-    """Load the records, then: summary, a few records, the loss-mask view of one, and the records (state)."""
+def preview_data(source: str, n_records: float, file_path: str | None, index: float, mask_instruction: bool,
+                 browser_id: str | None = None, request: gr.Request = None):
+    """Load the records, then: summary, a few records, the loss-mask view of one, and the records' marker."""
+    owner = owner_of(browser_id, request) if source != GENERATED else None
     records = load_records(source, n_records, file_path)
     n_train = len(split_records(records)["train"])
     batch_size = INSTRUCT_PRESETS["classroom"].batch_size
     if n_train < batch_size:
         gr.Warning(f"Only {n_train} of these {len(records)} records go to training, fewer than one batch of "
                    f"{batch_size}: add records before fine-tuning.")
-    return (data_summary(records), records_table(records), *show_mask(records, index, mask_instruction), records)
+    marker = keep_records(owner, source, records)
+    return (data_summary(records), records_table(records), *mask_outputs(records, index, mask_instruction), marker)
 
 
-def show_mask(records: list[dict] | None, index: float, mask_instruction: bool):
+def show_mask(marker, index: float, mask_instruction: bool, browser_id: str | None = None,
+              request: gr.Request = None):
     """The loss-mask view of one training record: (html, note, record slider, plain text)."""
-    records = records or generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    owner = owner_of(browser_id, request) if is_stored(marker) else None
+    return mask_outputs(records_of(owner, marker), index, mask_instruction)
+
+
+def mask_outputs(records: list[dict], index: float, mask_instruction: bool):
     train = split_records(records)["train"] or records
-    index = max(0, min(int(index or 0), len(train) - 1))
+    index = number_input(index, "The record number", minimum=0, maximum=10**9, whole=True, default=0)
+    index = min(index, len(train) - 1)
     view = mask_view(train[index], gpt2_tokenizer(), bool(mask_instruction))
     text = format_input(train[index]) + format_response(train[index])
     return (view.html, f"Training record {index} of {len(train)}: {view.note}",
@@ -187,9 +237,8 @@ def instruct_config(preset: str, epochs: float, lr: float, mask_instruction: boo
                     n_train: int) -> tuple[InstructConfig, str | None]:
     if preset not in INSTRUCT_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(INSTRUCT_PRESETS)}.")
-    if lr is None or not float(lr) > 0:
-        raise ValueError(f"The learning rate must be a number above 0, got {lr}.")
-    config = replace(INSTRUCT_PRESETS[preset], epochs=int(epochs), lr=float(lr),
+    epochs = number_input(epochs, "The number of epochs", minimum=1, maximum=10, whole=True)
+    config = replace(INSTRUCT_PRESETS[preset], epochs=epochs, lr=learning_rate(lr),
                      mask_instruction=bool(mask_instruction))
     if n_train < config.batch_size:
         raise ValueError(f"There are {n_train} training records, fewer than one batch of {config.batch_size}. "
@@ -216,7 +265,7 @@ def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, 
                 continue
             yield event
         model.eval()
-        if eval_records:
+        if eval_records and (done is None or done.reason != "nan"):  # diverged weights answer nothing
             yield ScoreEvent("after", exact_match_score(model, loaded.tokenizer, eval_records, ANSWER_TOKENS))
         if done is not None:
             yield done
@@ -243,7 +292,7 @@ def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_in
     if _running(history):
         raise ValueError("Your instruction-tuning run is still going: press Stop first, or wait until it finishes.")
     owner = owner_of(browser_id, request)
-    records = records or generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    records = records_of(owner, records)
     splits = split_records(records)
     if not splits["test"]:
         gr.Warning("The data is too small to hold out test records: no exact-match score this time.")
@@ -351,7 +400,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             source = gr.Radio(DATA_SOURCES, value=GENERATED, label="instruction data")
-            n_records = gr.Slider(20, 2000, value=DEFAULT_RECORDS, step=10, label="generated records")
+            n_records = gr.Slider(20, MAX_GENERATED, value=DEFAULT_RECORDS, step=10, label="generated records")
             upload = gr.File(label=f"your JSON file (a list of records, at most {MAX_JSON_BYTES // 1_000_000} MB)",
                              file_types=[".json"], type="filepath", height=130)
             load = gr.Button("Load data")
@@ -392,14 +441,14 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     show_source(format_input, instruction_collate, instruction_loss, finetune_instruct, answer, exact_match_score)
 
     mask_outputs = [mask_html, mask_note, record_index, example_text]
-    data_inputs = [source, n_records, upload, record_index, mask_toggle]
+    data_inputs = [source, n_records, upload, record_index, mask_toggle, browser_id]
     data_outputs = [summary, table, *mask_outputs, records]
     load.click(friendly(preview_data), data_inputs, data_outputs, api_name="instruct_data")
     upload.upload(lambda: UPLOAD, None, source, api_name=False, queue=False).then(
         friendly(preview_data), data_inputs, data_outputs, api_name=False)
     n_records.release(lambda: GENERATED, None, source, api_name=False, queue=False).then(
         friendly(preview_data), data_inputs, data_outputs, api_name=False)
-    mask_inputs = [records, record_index, mask_toggle]
+    mask_inputs = [records, record_index, mask_toggle, browser_id]
     mask_toggle.change(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
     record_index.release(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
     preset.change(friendly(preset_settings), preset, [epochs, lr, mask_toggle], api_name=False, queue=False)

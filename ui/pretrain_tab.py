@@ -9,7 +9,7 @@ samples. When it is done, download the checkpoint or make it the model of the In
 from __future__ import annotations
 
 import hashlib
-import math
+import os
 import re
 import shutil
 import statistics
@@ -40,7 +40,8 @@ from gpt_core.train import (
     train,
 )
 from ui import models
-from ui.common import explain, friendly, show_source
+from ui.budgets import BudgetStore, env_number, register_store
+from ui.common import explain, friendly, learning_rate, number_input, show_source
 from ui.runs import (
     add_events,
     browser_id_state,
@@ -53,6 +54,7 @@ from ui.runs import (
     run_threads,
     status_line,
 )
+from ui.uploads import human_bytes, read_upload
 from visualizations.training import samples_html, stats_markdown, training_figure
 
 JOB_LABEL = "pretrain"
@@ -71,7 +73,10 @@ MAX_UPLOAD_BYTES = 10_000_000  # an uploaded text larger than 10 MB is refused
 MAX_CONTEXT = 1024  # GPT-2's context length; longer ones are refused
 VAL_FRACTION = 0.1  # the last 10% of the tokens are held out for the validation loss
 N_SAMPLES_SHOWN = 4
-MAX_KEPT_RUNS = 16  # runs whose settings and checkpoints the server keeps (oldest are deleted)
+# Finished runs kept with their checkpoints (least recently used go first; running and queued runs always stay).
+KEPT_RUNS = int(env_number("LLM_LAB_KEPT_RUNS", 30))
+RUNS_DISK_BYTES = env_number("LLM_LAB_RUNS_DISK_GB", 20) * 1e9
+RUNS_DIR = Path(os.environ.get("LLM_LAB_RUNS_DIR") or Path(tempfile.gettempdir()) / "llm_lab_runs")
 # Rough training speed (FLOP/s actually reached) used for the time estimate before a run starts.
 CPU_FLOPS_PER_THREAD = 60e9  # nano on an AVX512 CPU: ~74e9 in fp32, ~85e9 with bf16 autocast (in a tab run)
 MPS_FLOPS = 2e12
@@ -114,17 +119,12 @@ def read_corpus(corpus: str, upload: str | None) -> tuple[str, str]:
 
         return "The Verdict", the_verdict_text()  # ConnectionError with a plain message when offline
     if corpus == UPLOAD:
-        if not upload:
-            raise ValueError("Upload a .txt file first (or pick the packaged Shakespeare text).")
-        path = Path(upload)
-        if path.stat().st_size > MAX_UPLOAD_BYTES:  # checked before reading the whole file into memory
-            raise ValueError(f"{path.name} is {_bytes(path.stat().st_size)}; the limit is "
-                             f"{_bytes(MAX_UPLOAD_BYTES)}. Upload a shorter text.")
-        text = read_user_text(path.read_bytes(), path.name, MAX_UPLOAD_BYTES)
+        data, name = read_upload(upload, what="a .txt file", suffixes=(".txt",), max_bytes=MAX_UPLOAD_BYTES)
+        text = read_user_text(data, name, MAX_UPLOAD_BYTES)
         if len(text.strip()) < 100:
-            raise ValueError(f"{path.name} has only {len(text.strip())} characters; a model needs at least a few "
+            raise ValueError(f"{name} has only {len(text.strip())} characters; a model needs at least a few "
                              f"thousand to learn anything. Upload a longer text.")
-        return path.name, text
+        return name, text
     raise ValueError(f"Unknown corpus {corpus!r}; choose one of: {', '.join(CORPUS_CHOICES)}.")
 
 
@@ -185,20 +185,7 @@ def whole_number(value, what: str, minimum: int, maximum: int | None = None) -> 
     >>> whole_number(8.0, "The batch size", 1)
     8
     """
-    if value is None or isinstance(value, bool) or not math.isfinite(float(value)) or float(value) != int(value):
-        raise ValueError(f"{what} must be a whole number, got {value!r}.")
-    number = int(value)
-    if number < minimum:
-        raise ValueError(f"{what} must be at least {minimum}, got {number}.")
-    if maximum is not None and number > maximum:
-        raise ValueError(f"{what} can be at most {maximum}, got {number}.")
-    return number
-
-
-def learning_rate(value) -> float:
-    if value is None or not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"The learning rate must be a number above 0, such as 0.003; got {value!r}.")
-    return float(value)  # a huge one is allowed: the run then stops at the first NaN loss, with a message
+    return number_input(value, what, minimum=minimum, maximum=maximum, whole=True)
 
 
 def model_config(preset: str, vocab_size: int, context_length: int) -> GPTConfig:
@@ -229,13 +216,6 @@ def device_words(device: torch.device) -> str:
     return f"CPU, {threads} thread{'s' if threads > 1 else ''} per run"
 
 
-def _bytes(size: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size:.0f} bytes"
-
-
 def settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, context_length) -> str:
     """Parameters, training memory and a rough time on this server's device; a bad setting gives its message."""
     try:
@@ -257,7 +237,7 @@ def _settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, con
     seconds = steps_run * batch_size * context_length / tokens_per_second_guess(cfg, context_length, device)
     minutes = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
     return (f"**{preset}**: {cfg.n_layers} layers × {cfg.emb_dim} wide, {cfg.n_heads} heads · "
-            f"**{n_params:,} parameters** · about **{_bytes(memory)}** of memory to train · "
+            f"**{n_params:,} parameters** · about **{human_bytes(memory)}** of memory to train · "
             f"roughly **{minutes}** for {steps_run:,} steps on {device_words(device)} "
             f"({batch_size * context_length:,} tokens per step; a guess from FLOPs, the run shows the real speed)")
 
@@ -274,25 +254,26 @@ class PretrainRun:
     schedule: list[float]
 
 
-_runs: OrderedDict[str, PretrainRun] = OrderedDict()
-_runs_lock = threading.Lock()
+def folder_bytes(folder: str | Path) -> int:
+    """The disk space a run folder takes (its checkpoints and the download zip)."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file())
 
 
-def keep_run(run: PretrainRun) -> None:
-    """Remember a run; forget (and delete the checkpoints of) the oldest beyond MAX_KEPT_RUNS."""
-    with _runs_lock:
-        _runs[run.job_id] = run
-        while len(_runs) > MAX_KEPT_RUNS:
-            _, old = _runs.popitem(last=False)
-            shutil.rmtree(old.out_dir, ignore_errors=True)
+def delete_run_files(run: PretrainRun) -> None:
+    shutil.rmtree(run.out_dir, ignore_errors=True)
 
 
-def run_of(job_id: str) -> PretrainRun:
-    with _runs_lock:
-        if job_id not in _runs:
-            raise ValueError("That run is no longer on the server (only the most recent runs are kept). "
-                             "Start a new one.")
-        return _runs[job_id]
+RUNS = register_store(BudgetStore("pretraining run", KEPT_RUNS, RUNS_DISK_BYTES, on_evict=delete_run_files))
+
+
+def keep_run(owner: str, run: PretrainRun) -> None:
+    """Remember a run for its owner; it is never evicted while it is queued or running."""
+    RUNS.put(owner, run.job_id, run, busy=lambda: job_manager().is_active(run.job_id))
+
+
+def run_of(owner: str, job_id: str) -> PretrainRun:
+    """This owner's run (a clear message when it was cleared to make room)."""
+    return RUNS.get(owner, job_id)
 
 
 def pretrain_config(steps: int, batch_size: int, context_length: int, lr: float, warmup: int,
@@ -355,14 +336,15 @@ def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_cho
     sample_prompt = (sample_prompt or "").strip()[:200] or "ROMEO:"
     corpus = prepare_corpus(corpus_choice, upload, tokenizer_choice)
     check_fits(corpus, context_length, batch_size)
-    out_dir = tempfile.mkdtemp(prefix="llm_lab_pretrain_")
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    out_dir = tempfile.mkdtemp(prefix="pretrain_", dir=RUNS_DIR)
     config = pretrain_config(steps, batch_size, context_length, lr, warmup, sample_prompt, corpus, out_dir)
     model_cfg = model_config(preset, corpus.tokenizer.vocab_size, context_length)
     label = f"{JOB_LABEL} · {preset} on {corpus.name}"
     placeholder = PretrainRun("", config, model_cfg, corpus, out_dir, lr_schedule(config))
     job_id = job_manager().start(owner, pretrain_job(placeholder), label)
     placeholder.job_id = job_id
-    keep_run(placeholder)
+    keep_run(owner, placeholder)
     history = _new_history(job_id)
     history.update(max_steps=steps, start_note=note)
     started = (f"Started **{preset}** on {corpus.name} ({len(corpus.train_ids):,} training tokens, "
@@ -398,8 +380,8 @@ def fold_events(history: dict, view) -> None:
             history.update(checkpoint=event.checkpoint_path or history["checkpoint"], reason=event.reason)
 
 
-def run_figure(history: dict, log_scale: bool):
-    run = run_of(history["job_id"])
+def run_figure(history: dict, log_scale: bool, owner: str):
+    run = run_of(owner, history["job_id"])
     return training_figure(history["step_losses"], history["evals"], run.schedule, history["step"], bool(log_scale))
 
 
@@ -448,33 +430,36 @@ def poll_run(log_scale: bool, history: dict | None, browser_id: str | None, requ
         status += "\n\nThe checkpoint is ready: download it below, or press **Use this model in the explorer**."
     if not view.events and not view.done:
         return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, timer
-    prompt = run_of(history["job_id"]).config.sample_prompt
+    prompt = run_of(owner, history["job_id"]).config.sample_prompt
     zip_path = checkpoint_zip(history) if view.done else None
+    if view.done:
+        RUNS.resize(owner, history["job_id"], folder_bytes(run_of(owner, history["job_id"]).out_dir))
     download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
-    return (status, run_stats(history), run_figure(history, log_scale),
+    return (status, run_stats(history), run_figure(history, log_scale, owner),
             samples_html(history["samples"], prompt, N_SAMPLES_SHOWN), download, history, timer)
 
 
-def redraw(log_scale: bool, history: dict | None):
+def redraw(log_scale: bool, history: dict | None, browser_id: str | None = None, request: gr.Request = None):
     """Switch between linear and log loss axes without waiting for the next poll."""
     if not history:
         return gr.skip()
-    return run_figure(history, log_scale)
+    return run_figure(history, log_scale, owner_of(browser_id, request))
 
 
-def use_in_explorer(history: dict | None):
+def use_in_explorer(history: dict | None, browser_id: str | None = None, request: gr.Request = None):
     """Load the run's checkpoint and make it the model of the Inside GPT and Generate tabs."""
     if not history or not history["checkpoint"]:
         raise ValueError("There is no checkpoint yet: start a run and wait until it has written one.")
     if _running(history):
         raise ValueError("The run is still going: stop it or wait until it finishes, then use it.")
-    run = run_of(history["job_id"])
+    owner = owner_of(browser_id, request)
+    run = run_of(owner, history["job_id"])
     model = load_checkpoint(history["checkpoint"])
     label = f"Your pretrain run · {history['job_id']} ({run.model_cfg.n_layers}×{run.model_cfg.emb_dim}, " \
             f"step {history['step']}, {run.corpus.name})"
     note = (f"Pretrained in the Pretrain tab for {history['step']} steps on {run.corpus.name} "
             f"(tokenizer with {run.corpus.tokenizer.vocab_size:,} ids).")
-    models.register_model(label, model, run.corpus.tokenizer, note)
+    models.register_model(label, model, run.corpus.tokenizer, note, owner=owner)
     message = f"**{label}** is now the model of the Inside GPT and Generate tabs."
     return gr.update(choices=models.choice_labels(), value=label), message
 
@@ -552,6 +537,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     timer.tick(friendly(poll_run), [log_scale, history, browser_id],
                [status, stats, plot, samples, download, history, timer],
                api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
-    log_scale.change(friendly(redraw), [log_scale, history], plot, api_name=False, show_progress="hidden")
-    use.click(friendly(use_in_explorer), history, [model_choice, use_note], api_name="pretrain_use")
+    log_scale.change(friendly(redraw), [log_scale, history, browser_id], plot, api_name=False,
+                     show_progress="hidden")
+    use.click(friendly(use_in_explorer), [history, browser_id], [model_choice, use_note], api_name="pretrain_use")
     gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)

@@ -2,17 +2,23 @@
 
 - ``job_manager()``: one ``JobManager`` for the whole server, so its caps (runs at once, steps, minutes) hold
   across every tab and every student.
-- ``browser_id_state()``: one ``gr.BrowserState`` at the top level of the Blocks holding a random id for this
-  browser. It survives a page refresh, so a refreshed page finds its runs again (``jobs_of(owner)``).
-- ``owner_of(browser_id, request)``: the owner name a job is started and polled with.
-- ``pin_torch_threads()``: called at the start of each run, inside its thread.
+- ``browser_id_state()``: one ``gr.BrowserState`` at the top level of the Blocks holding an id this server
+  issued and signed for this browser. It survives a page refresh, so a refreshed page finds its runs again.
+- ``owner_of(browser_id, request)``: the owner a job is started and polled with. The server decides it: a
+  browser id counts only with this server's signature, so a client cannot claim another student's runs by
+  sending their id; a client without a browser id (a script) owns what it starts in its Gradio session.
+- ``pin_torch_threads()``: called at the start of each run, inside its thread; it also lowers the run's
+  priority, so the explore views stay quick while runs train.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 import os
+import secrets
 import threading
-import uuid
 
 import gradio as gr
 import torch
@@ -35,8 +41,45 @@ def job_manager() -> JobManager:
         return _manager
 
 
+log = logging.getLogger("llm_lab")
+
+
+def _server_secret() -> bytes:
+    """The key that signs browser ids: LLM_LAB_SECRET (ids then survive a restart), else random per start."""
+    configured = os.environ.get("LLM_LAB_SECRET", "").strip()
+    return configured.encode() if configured else secrets.token_bytes(32)
+
+
+_SECRET = _server_secret()
+
+
+def _signature(name: str) -> str:
+    return hmac.new(_SECRET, name.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def new_browser_id() -> str:
-    return f"browser-{uuid.uuid4().hex}"
+    """A fresh id for a browser: a random name and this server's signature of it."""
+    name = f"browser-{secrets.token_hex(16)}"
+    return f"{name}.{_signature(name)}"
+
+
+def verified_browser(browser_id) -> str | None:
+    """The name inside a browser id when this server signed it, else None.
+
+    >>> verified_browser(new_browser_id()).startswith("browser-")
+    True
+    >>> verified_browser("browser-0123.not-a-signature") is None
+    True
+    """
+    if not isinstance(browser_id, str) or len(browser_id) > 200 or "." not in browser_id:
+        return None
+    name, signature = browser_id.rsplit(".", 1)
+    return name if hmac.compare_digest(signature, _signature(name)) else None
+
+
+def keep_or_issue_browser_id(browser_id) -> str:
+    """The page-load handler: keep a stored id this server signed, else issue a new one."""
+    return browser_id if verified_browser(browser_id) else new_browser_id()
 
 
 def browser_id_state() -> gr.BrowserState:
@@ -52,14 +95,21 @@ def browser_id_state() -> gr.BrowserState:
     if state is None:
         state = gr.BrowserState(None, storage_key=BROWSER_ID_KEY)
         root._llm_lab_browser_id = state
-        root.load(lambda browser_id: browser_id or new_browser_id(), state, state, api_name=False, queue=False)
+        root.load(keep_or_issue_browser_id, state, state, api_name=False, queue=False)
     return state
 
 
 def owner_of(browser_id: str | None, request: gr.Request | None = None) -> str:
-    """The owner of this browser's jobs: its stored id, else (before the page stored one) its session."""
+    """The owner of this browser's runs: the name in its signed id, else (a script) its Gradio session.
+
+    An id this server did not sign is refused, so nobody can act for another student by sending their id.
+    """
     if browser_id:
-        return str(browser_id)
+        name = verified_browser(browser_id)
+        if name is None:
+            raise PermissionError("This page's id was not issued by this server (it may have restarted): "
+                                  "reload the page to get a new one.")
+        return name
     session = getattr(request, "session_hash", None)
     if session:
         return f"session-{session}"
@@ -98,11 +148,32 @@ def run_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
+def run_priority() -> int:
+    """The niceness of a run's thread: LLM_LAB_RUN_NICE, default 10 (0 = as important as the views)."""
+    value = os.environ.get("LLM_LAB_RUN_NICE", "").strip()
+    return max(0, min(19, int(value))) if value else 10
+
+
+def lower_thread_priority(nice: int) -> bool:
+    """Make the calling thread yield the CPU to the server's other threads (Linux: per-thread niceness).
+
+    Training threads then take the cores only when the explore views leave them free.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        return True
+    except (AttributeError, OSError, PermissionError):  # not Linux, or not allowed: runs share the CPU evenly
+        return False
+
+
 def pin_torch_threads() -> None:
-    """Set torch's number of threads for the run that calls it (torch's setting is process-wide)."""
+    """Set torch's number of threads for the run that calls it (torch's setting is process-wide), and lower
+    the priority of the run's thread."""
     threads = run_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    if run_priority():
+        lower_thread_priority(run_priority())
 
 
 def queue_status(view: JobView) -> str | None:
@@ -122,7 +193,7 @@ def new_history(job_id: str) -> dict:
     """What a tab remembers about the run it follows; ``since`` is the index of the next event to poll."""
     return {"job_id": job_id, "since": 0, "status": "queued", "max_steps": 1, "step": 0, "epoch": 0.0,
             "n_params": None, "device": None, "eta_s": None, "step_losses": [], "evals": [], "warnings": [],
-            "samples": [], "done": None, "error": None, "note": None}
+            "samples": [], "done": None, "reason": None, "error": None, "note": None}
 
 
 def add_events(history: dict, view: JobView) -> list:
@@ -145,7 +216,7 @@ def add_events(history: dict, view: JobView) -> list:
         elif kind == "sample":
             history["samples"].append((event.step, event.text))
         elif kind == "done":
-            history["done"] = event.message
+            history.update(done=event.message, reason=getattr(event, "reason", None))
         else:
             others.append(event)
     history.update(since=view.next_since, status=view.status, error=view.error, note=view.note)
@@ -161,7 +232,8 @@ def status_line(history: dict, view: JobView | None = None) -> str:
     if history["status"] == "failed":
         lines.append(f"❌ The run failed: {history['error']}")
     elif history["done"]:
-        lines.append(f"✅ {history['done']}" if history["status"] != "stopped" else f"⏹ {history['done']}")
+        finished = history["status"] != "stopped" and history["reason"] not in ("stopped", "nan")
+        lines.append(f"{'✅' if finished else '⏹'} {history['done']}")
     elif history["status"] == "stopped":
         lines.append("⏹ Stopped before training began.")
     elif history["device"] is None:
