@@ -245,32 +245,20 @@ def export_hf(model: GPTModel, out_dir) -> Path:
 
 
 def _download_from_hub(name: str) -> Path:
-    """Fetch config.json + weights of a hub model into the local cache; returns the folder."""
+    """Fetch config.json + weights of a hub model into the local cache; returns the folder.
+
+    gpt_core.hub makes this fail in seconds, and remember it, when the hub cannot be reached
+    (ConnectionError); a model already in the local cache loads with no network at all.
+    """
+    from gpt_core.hub import download_model
+
     repo_id = HUB_NAMES.get(name, name)
     try:
-        from huggingface_hub import hf_hub_download
-
-        config_path = hf_hub_download(repo_id, CONFIG_FILE)
-        try:
-            hf_hub_download(repo_id, WEIGHTS_FILE)
-        except Exception as err:  # older repos only have the pickle file
-            if _looks_offline(err):
-                raise
-            hf_hub_download(repo_id, PICKLE_WEIGHTS_FILE)
-    except Exception as err:
-        if _looks_offline(err):
-            raise ConnectionError(f"Could not download {repo_id!r}: GPT-2 weights need the internet (Hugging Face "
-                                  f"Hub). Connect once (they are cached afterwards); the other models still work "
-                                  f"offline.") from err
+        return download_model(repo_id, CONFIG_FILE, (WEIGHTS_FILE, PICKLE_WEIGHTS_FILE))
+    except ConnectionError:
+        raise
+    except Exception as err:  # no such repository, gated, a file missing, ...
         raise ValueError(f"Could not load {repo_id!r} from the Hugging Face Hub: {err}") from err
-    return Path(config_path).parent
-
-
-def _looks_offline(err: Exception) -> bool:
-    names = {type(e).__name__ for e in (err, err.__cause__, err.__context__) if e is not None}
-    offline_types = {"LocalEntryNotFoundError", "ConnectionError", "ConnectError", "ConnectTimeout",
-                     "OfflineModeIsEnabled", "Timeout", "ReadTimeout", "gaierror", "NewConnectionError"}
-    return bool(names & offline_types) or isinstance(err, ConnectionError | TimeoutError)
 
 
 def load_hf_gpt2(path_or_name, dtype: torch.dtype = torch.float32) -> GPTModel:

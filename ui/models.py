@@ -16,6 +16,7 @@ import gradio as gr
 import torch
 
 from gpt_core.model import GPTConfig, GPTModel
+from ui.budgets import BudgetStore, env_number, register_store
 
 SEED = 123  # random-init models are the same for every student
 
@@ -55,16 +56,20 @@ def random_init(preset: str) -> GPTModel:
 
 
 def pretrained_gpt2(hub_name: str) -> GPTModel:
-    """OpenAI's GPT-2 weights from the Hugging Face hub (needs the internet the first time)."""
+    """OpenAI's GPT-2 weights from the Hugging Face hub (needs the internet the first time).
+
+    With no internet this fails in about a second, then at once for the next few minutes (the engine
+    remembers the failure).
+    """
     from gpt_core.checkpoints import load_hf_gpt2
 
     try:
         return load_hf_gpt2(hub_name)
-    except Exception as error:  # offline, no cache, hub down...: one message the student can act on
-        raise ValueError(
-            f"GPT-2 weights need the internet to download ({hub_name}), and this server cannot reach it "
-            f"right now ({error.__class__.__name__}). The other models still work: pick a 'Random init' model."
-        ) from error
+    except ConnectionError as error:  # offline, HF_HUB_OFFLINE=1, hub down: a message the student can act on
+        raise ValueError(f"{error} Pick '{DEFAULT_CHOICE}', which works offline.") from error
+    except Exception as error:  # no such repository, a broken download, ...
+        raise ValueError(f"GPT-2 weights could not be loaded ({hub_name}): {error} "
+                         f"Pick '{DEFAULT_CHOICE}', which works offline.") from error
 
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "assets" / "bundled"
@@ -120,10 +125,14 @@ def model_picker() -> gr.Dropdown:
     )
 
 
+LOAD_WAIT_S = 3.0  # how long a request waits for another request that is loading the same model
+
+
 def load_choice(label: str) -> LoadedModel:
     """The model for a dropdown label, built once per server and shared (eval mode, no gradients).
 
     A lock per choice: when 30 students pick GPT-2 at the same moment it is loaded once, not 30 times.
+    The others wait at most LOAD_WAIT_S, then are told it is still loading; other models never wait for it.
     """
     choice = next((c for c in MODEL_CHOICES if c.label == label), None)
     if choice is None:
@@ -132,25 +141,55 @@ def load_choice(label: str) -> LoadedModel:
         return _loaded[label]
     with _locks_guard:
         lock = _locks.setdefault(label, threading.Lock())
-    with lock:
+    if not lock.acquire(timeout=LOAD_WAIT_S):
+        raise ValueError(still_loading_message(label))
+    try:
         if label not in _loaded:  # another request may have built it while we waited
             model = choice.build().eval()
             model.requires_grad_(False)
             tokenizer = (choice.tokenizer or gpt2_tokenizer)()
             _loaded[label] = LoadedModel(model, tokenizer, label, choice.note)
+    finally:
+        lock.release()
     return _loaded[label]
 
 
-def register_model(label: str, model: GPTModel, tokenizer, note: str) -> str:
+def still_loading_message(label: str) -> str:
+    """What a student sees when another request is still loading (or downloading) the model they picked."""
+    return (f"'{label}' is still loading for another request (a download can take a minute). Try again in a "
+            f"moment, or pick '{DEFAULT_CHOICE}', which works offline.")
+
+
+def model_bytes(model: torch.nn.Module) -> int:
+    """Memory the model's weights take."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+
+
+def _forget_model(label: str) -> None:
+    """Take an evicted model out of the menu and out of memory."""
+    with _locks_guard:
+        MODEL_CHOICES[:] = [choice for choice in MODEL_CHOICES if choice.label != label]
+        _loaded.pop(label, None)
+
+
+# Models students added with "Use this model in the explorer", under a count and memory budget.
+EXPLORER_MODELS = register_store(BudgetStore(
+    "model in the explorer", int(env_number("LLM_LAB_KEPT_MODELS", 30)),
+    env_number("LLM_LAB_MODELS_MEMORY_GB", 2) * 1e9, on_evict=_forget_model))
+
+
+def register_model(label: str, model: GPTModel, tokenizer, note: str, owner: str = "server") -> str:
     """Add an already-built model (e.g. a finished Pretrain run) to the menu, with its own tokenizer.
 
-    It is kept in memory like any loaded choice; registering a label again replaces its model.
+    It is kept in memory under the explorer-models budget (least recently added go first when it is full);
+    registering a label again replaces its model.
     """
     model.eval().requires_grad_(False)
     with _locks_guard:
         if label not in choice_labels():
-            MODEL_CHOICES.append(ModelChoice(label, lambda: model, note))
+            MODEL_CHOICES.append(ModelChoice(label, lambda: _loaded[label].model, note))
         _loaded[label] = LoadedModel(model, tokenizer, label, note)
+    EXPLORER_MODELS.put(owner, label, label, size_bytes=model_bytes(model))
     return label
 
 

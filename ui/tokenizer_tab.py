@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 import gradio as gr
 
@@ -23,6 +22,7 @@ from gpt_core.data import (
 )
 from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding, learn_merges
 from ui.common import MAX_INPUT_CHARS, cap_text, explain, friendly, show_source
+from ui.uploads import read_upload
 from visualizations.tokens import (
     cosine_heatmap,
     embedding_heatmaps,
@@ -150,8 +150,8 @@ def training_text(source: str, text: str, upload: str | None) -> tuple[str, str]
     if source == UPLOAD_SOURCE:
         if not upload:
             raise ValueError("Upload a .txt file first (or pick another source).")
-        path = Path(upload)
-        return read_user_text(path.read_bytes(), path.name, MAX_UPLOAD_BYTES), path.name
+        data, name = read_upload(upload, what="a .txt file", suffixes=(".txt",), max_bytes=MAX_UPLOAD_BYTES)
+        return read_user_text(data, name, MAX_UPLOAD_BYTES), name
     raise ValueError(f"Unknown source {source!r}.")
 
 
