@@ -291,7 +291,7 @@ def classify_message(text: str, browser_id: str | None, request: gr.Request = No
     if not text.strip():
         raise ValueError("Type a message first: the box is empty.")
     trained = classifier_of(owner_of(browser_id, request))
-    n_tokens = len(trained.tokenizer.encode(text))
+    n_tokens = len(trained.tokenizer.encode_ordinary(text))  # as classify() reads it
     probs = classify(trained.model, trained.tokenizer, text, max_length=trained.max_length)
     notes = [char_note] if char_note else []
     if n_tokens > trained.max_length:

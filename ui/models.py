@@ -205,7 +205,7 @@ def encode_capped(tokenizer, text: str, max_tokens: int) -> tuple[list[int], str
     """
     if not text or not text.strip():
         raise ValueError("Type some text first: the box is empty.")
-    ids = tokenizer.encode(text)
+    ids = tokenizer.encode(text, allowed_special="all")  # a typed <|endoftext|> is read as that special token
     if len(ids) <= max_tokens:
         return ids, None
     return ids[:max_tokens], f"Your text has {len(ids):,} tokens; showing the first {max_tokens}."
