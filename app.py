@@ -6,9 +6,11 @@ Run `python app.py` and open the address it prints. Each tab is one stage of the
 
 from __future__ import annotations
 
+import logging
 import os
 
 import gradio as gr
+import torch
 
 from ui import (
     attention_tab,
@@ -80,6 +82,10 @@ def launch_options() -> dict:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # One torch thread per request on a small server: thirty students' requests already fill the cores, and
+    # two threads per request on two busy cores cost 2-6x the CPU (see bench/classroom.py).
+    torch.set_num_threads(runs.run_threads())
     demo = build_demo()
     demo.queue(default_concurrency_limit=int(os.environ.get("LLM_LAB_CONCURRENCY", "4")))
     demo.launch(**launch_options())

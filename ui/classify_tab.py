@@ -36,7 +36,16 @@ from gpt_core.finetune import (
     spam_splits,
 )
 from ui.budgets import BudgetStore, env_number, register_store
-from ui.common import cap_text, explain, friendly, learning_rate, number_input, show_source
+from ui.common import (
+    NumberBox,
+    SliderBox,
+    cap_text,
+    explain,
+    friendly,
+    learning_rate,
+    number_input,
+    show_source,
+)
 from ui.models import LoadedModel, load_choice, model_bytes
 from ui.runs import (
     add_events,
@@ -326,15 +335,15 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                                           interactive=False, wrap=True, column_widths=["12%", "88%"],
                                           max_height=260)
             more = gr.Button("Show other examples", size="sm")
-    examples_seed = gr.Number(0, visible=False)
+    examples_seed = NumberBox(0, visible=False)
 
     classroom = CLASSIFY_PRESETS["classroom"]
     with gr.Row():
         preset = gr.Dropdown(PRESET_LABELS, value="classroom", label="preset", scale=3)
         trainable = gr.Radio(TRAINABLE_LABELS, value=classroom.trainable, label="which parts learn", scale=4)
     with gr.Row():
-        epochs = gr.Slider(1, 10, value=classroom.epochs, step=1, label="epochs (passes over the training messages)")
-        lr = gr.Number(classroom.lr, label="learning rate", minimum=0)
+        epochs = SliderBox(1, 10, value=classroom.epochs, step=1, label="epochs (passes over the training messages)")
+        lr = NumberBox(classroom.lr, label="learning rate", minimum=0)
         with gr.Column():
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="classify-start")
             stop = gr.Button("Stop")

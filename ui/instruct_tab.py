@@ -41,7 +41,7 @@ from gpt_core.instruct_data import (
     split_records,
 )
 from ui.budgets import BudgetStore, env_number, register_store
-from ui.common import explain, friendly, learning_rate, number_input, show_source
+from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, number_input, show_source
 from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
 from ui.runs import (
     add_events,
@@ -400,7 +400,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             source = gr.Radio(DATA_SOURCES, value=GENERATED, label="instruction data")
-            n_records = gr.Slider(20, MAX_GENERATED, value=DEFAULT_RECORDS, step=10, label="generated records")
+            n_records = SliderBox(20, MAX_GENERATED, value=DEFAULT_RECORDS, step=10, label="generated records")
             upload = gr.File(label=f"your JSON file (a list of records, at most {MAX_JSON_BYTES // 1_000_000} MB)",
                              file_types=[".json"], type="filepath", height=130)
             load = gr.Button("Load data")
@@ -413,7 +413,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     gr.Markdown("#### One training example and its loss mask")
     with gr.Row():
         mask_toggle = gr.Checkbox(classroom.mask_instruction, label="mask the instruction (learn the response only)")
-        record_index = gr.Slider(0, 1, value=0, step=1, label="training record")
+        record_index = SliderBox(0, 1, value=0, step=1, label="training record")
     mask_note = gr.Markdown(elem_classes=["lab-note"])
     mask_html = gr.HTML(css_template=MASK_CSS, elem_id="instruct-mask")
     with gr.Accordion("the same example as plain text (format_input + format_response)", open=False):
@@ -422,8 +422,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     gr.Markdown("#### Fine-tune")
     with gr.Row():
         preset = gr.Dropdown(PRESET_LABELS, value="classroom", label="preset", scale=3)
-        epochs = gr.Slider(1, 10, value=classroom.epochs, step=1, label="epochs", scale=2)
-        lr = gr.Number(classroom.lr, label="learning rate", minimum=0, scale=1)
+        epochs = SliderBox(1, 10, value=classroom.epochs, step=1, label="epochs", scale=2)
+        lr = NumberBox(classroom.lr, label="learning rate", minimum=0, scale=1)
         with gr.Column(scale=1):
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="instruct-start")
             stop = gr.Button("Stop")

@@ -41,7 +41,7 @@ from gpt_core.train import (
 )
 from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
-from ui.common import explain, friendly, learning_rate, number_input, show_source
+from ui.common import NumberBox, explain, friendly, learning_rate, number_input, show_source
 from ui.runs import (
     add_events,
     browser_id_state,
@@ -491,12 +491,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     upload = gr.File(label=f"your text (.txt, UTF-8, at most {MAX_UPLOAD_BYTES / 1e6:.0f} MB)", file_types=[".txt"],
                      type="filepath", visible=False)
     with gr.Row():
-        steps = gr.Number(CLASSROOM_STEPS, label="steps", precision=0, minimum=1, elem_id="pretrain-steps")
-        batch_size = gr.Number(CLASSROOM_BATCH, label="batch size", precision=0, elem_id="pretrain-batch")
-        context_length = gr.Number(CLASSROOM_CONTEXT, label="context (tokens)", precision=0,
+        steps = NumberBox(CLASSROOM_STEPS, label="steps", precision=0, minimum=1, elem_id="pretrain-steps")
+        batch_size = NumberBox(CLASSROOM_BATCH, label="batch size", precision=0, elem_id="pretrain-batch")
+        context_length = NumberBox(CLASSROOM_CONTEXT, label="context (tokens)", precision=0,
                                    elem_id="pretrain-context")
-        lr = gr.Number(2e-3, label="peak learning rate")
-        warmup = gr.Number(20, label="warm-up steps", precision=0, minimum=0)
+        lr = NumberBox(2e-3, label="peak learning rate")
+        warmup = NumberBox(20, label="warm-up steps", precision=0, minimum=0)
         sample_prompt = gr.Textbox("ROMEO:", label="sample prompt", max_length=200)
     summary = gr.Markdown(settings_summary("nano", BPE_4096, CLASSROOM_STEPS, CLASSROOM_BATCH, CLASSROOM_CONTEXT),
                           elem_classes=["lab-note"], elem_id="pretrain-summary")

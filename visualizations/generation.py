@@ -1,7 +1,9 @@
 """Generation views: the candidates the model considered at one step, and the text with the chosen token marked.
 
-The bar chart keeps a fixed x range (0 to 1) and a fixed number of bars, so it does not jump while
-tokens stream in.
+The text is light HTML, cheap enough to send after every token while the model writes (each update adds one
+span at the end). The bar chart is a Plotly figure (about 10 kilobytes): the Generate tab draws it once, for the
+step the student looks at. It keeps a fixed x range (0 to 1) and a fixed number of bars, so moving from step to
+step compares like with like.
 """
 
 from __future__ import annotations
@@ -53,23 +55,36 @@ def candidates_figure(candidates: list[tuple[str, float]], chosen: str, step: in
         height=420,
         margin={"l": 10, "r": 30, "t": 50, "b": 10},
         plot_bgcolor="white",
-        uirevision="candidates",  # keep zoom and layout steady between streamed updates
+        uirevision="candidates",  # keep zoom and layout steady as the step slider redraws it
     )
     return figure
+
+
+def prompt_span(prompt: str) -> str:
+    """The prompt, in grey, before the generated tokens."""
+    return f'<span class="prompt" style="color:#555">{html.escape(prompt)}</span>'
+
+
+def token_span(step: int, token: str, prob: float, chosen: bool = False) -> str:
+    """One generated token as a span with its probability on hover; the chosen step is orange.
+
+    >>> token_span(1, " <b>", 0.5)
+    '<span class="tok" title="step 1: p = 0.500" style="background:#deebf7;border-radius:3px;color:#111"> &lt;b&gt;</span>'
+    """
+    style = "background:#fdae6b;outline:2px solid #e6550d;" if chosen else "background:#deebf7;"
+    return (f'<span class="tok" title="step {step}: p = {prob:.3f}" style="{style}border-radius:3px;color:#111">'
+            f'{html.escape(token)}</span>')
 
 
 def generation_html(prompt: str, tokens: list[str], probs: list[float], highlight: int | None = None) -> str:
     """The prompt, then every generated token as a span with its probability on hover; `highlight` is marked.
 
+    There is no wrapping element (the Generate tab's gr.HTML carries the classes `lab-tokens lab-generation`):
+    so while tokens stream in, each update is the previous text plus one span, and Gradio sends only that span.
+
     >>> "title=\\"step 1" in generation_html("Hi", [" there"], [0.5])
     True
     """
-    parts = [f'<span class="prompt" style="color:#555">{html.escape(prompt)}</span>']
-    for step, (token, prob) in enumerate(zip(tokens, probs), start=1):
-        chosen = highlight == step
-        style = ("background:#fdae6b;outline:2px solid #e6550d;" if chosen else "background:#deebf7;")
-        parts.append(
-            f'<span class="tok" title="step {step}: p = {prob:.3f}" style="{style}border-radius:3px;'
-            f'color:#111">{html.escape(token)}</span>'
-        )
-    return f'<div class="lab-tokens lab-generation">{"".join(parts)}</div>'
+    spans = [token_span(step, token, prob, chosen=highlight == step)
+             for step, (token, prob) in enumerate(zip(tokens, probs), start=1)]
+    return prompt_span(prompt) + "".join(spans)
