@@ -218,3 +218,36 @@ def test_instruction_json_is_bounded_in_depth_and_records():
     many = json.dumps([{"instruction": "Say hi.", "output": "hi"}] * (MAX_RECORDS + 1)).encode()
     with pytest.raises(ValueError, match=f"The file has {MAX_RECORDS + 1:,} records; the limit is {MAX_RECORDS:,}"):
         load_user_json(many)
+
+
+def call_raw_json(app_url: str, api_name: str, body: str) -> tuple[str, str]:
+    """Like call_raw, with a hand-written JSON body: NaN and Infinity are what any HTTP client can send."""
+    app_url = app_url.rstrip("/")
+    with httpx.Client(timeout=60) as http:
+        event_id = http.post(f"{app_url}/gradio_api/call/{api_name}", content=body,
+                             headers={"content-type": "application/json"}).json()["event_id"]
+        last = http.get(f"{app_url}/gradio_api/call/{api_name}/{event_id}").text.strip().split("\n")[-2:]
+    return last[0].removeprefix("event: "), last[1].removeprefix("data: ")
+
+
+@pytest.mark.app
+@pytest.mark.parametrize("api_name, body, message", [
+    ("pretrain_start", '["nano", "Shakespeare (packaged)", null, "GPT-2\'s 50,257 tokens", NaN, 16, 64, 0.002, 20, '
+                       '"ROMEO:", null]', "The number of steps must be a whole number of at least 1; got NaN"),
+    ("pretrain_start", '["nano", "Shakespeare (packaged)", null, "GPT-2\'s 50,257 tokens", 10, 16, 64, Infinity, 20, '
+                       '"ROMEO:", null]', "The learning rate must be a number above 0 and at most 10, such as 0.003; "
+                                          "got infinity"),
+    ("pretrain_start", '["nano", "Shakespeare (packaged)", null, "GPT-2\'s 50,257 tokens", 10, '
+                       '100000000000000000000000000000, 64, 0.002, 20, "ROMEO:", null]',
+     "The batch size must be a whole number from 1 to 512; got 100000000000000000000000000000"),
+    ("classify_start", '["Random init · nano (untrained)", "classroom", "head", "three", 0.001, null]',
+     "The number of epochs must be a whole number from 1 to 10; got 'three'"),
+    ("instruct_start", '["Random init · nano (untrained)", "classroom", 2, -Infinity, true, null]',
+     "The learning rate must be a number above 0 and at most 10, such as 0.003; got minus infinity"),
+    ("instruct_data", '["generated", NaN, null, 0, false, null]',
+     "The number of generated records must be a whole number from 1 to 2,000; got NaN"),
+])
+def test_run_tabs_answer_edge_numbers_from_any_client_in_plain_words(app_url, api_name, body, message):
+    event, data = call_raw_json(app_url, api_name, '{"data": ' + body + "}")
+    assert event == "error"
+    assert message in json.loads(data)["error"]
