@@ -14,6 +14,25 @@ Latency is from sending the request to its final `complete` event (all of /gener
 Phases: "alone" (only the students), then "beside_runs" (2 Pretrain runs started with their defaults through
 /pretrain_start, each from its own session, then the same students; the runs are stopped afterwards).
 
+Phase "mixed" (only with --phases mixed) is a whole lesson on a server of its own, started with
+LLM_LAB_IDLE_MINUTES=--idle-minutes: the students explore as above, and over the first 40% of the phase 12 of
+them start a run one after another: 6 Pretrain runs (--run-steps steps, other settings at their defaults),
+3 /classify_start and 3 /instruct_start fine-tunes (defaults). Each follows its run with /*_poll every 2 s;
+a Pretrain student whose run finished presses "use this model in the explorer" (/pretrain_use) and from then
+on explores with that model. Runs still going at the end are stopped. The server's RSS is sampled every 5 s.
+Then no request at all for --idle-wait seconds, so the server's idle sweep (every 60 s) evicts what was made,
+and finally one request per made thing (its poll, /inside with the model, /classify_text) tells what is gone.
+Two JSON lines: the lesson (peak RSS against --memory-budget-mb, runs started/finished, models used, errors,
+explore p95), and after the idle wait (RSS, its drop, what was evicted, the RSS timeline every 30 s):
+    {"bench": "classroom", "students": 30, "seconds": 600, "phase": "mixed", "start_rss_mb": 576.1,
+     "peak_rss_mb": 1616.3, "end_rss_mb": 1568.2, "memory_budget_mb": 4000, "runs_started": 6, ..., "ok": true}
+    {"bench": "classroom", ..., "phase": "mixed_idle", "end_rss_mb": 1568.2, "after_idle_rss_mb": 1080.0,
+     "drop_mb": 488.2, "returned_share": 0.52, "evicted": {"pretrain_runs": {"gone": 6, "of": 6}, ...}, ...}
+The lesson is ok when the peak stays within the budget. The idle wait is ok when everything made is gone and the
+RSS gave back at least half of what the lesson added at its peak (returned_share = (peak - after) / (peak - start);
+drop_mb = end - after is what went back during the idle wait alone: with --idle-minutes 1, things idle for a
+minute are already swept during the lesson).
+
 Prints JSON lines, one per phase and endpoint, then one per phase:
     {"bench": "classroom", "phase": "alone", "endpoint": "/inside", "students": 30, "seconds": 60, "requests": 212,
      "errors": 0, "p50_s": 0.41, "p95_s": 1.2, "max_s": 2.3, "goal_p95_s": 2.0, "ok": true, "first_error": null}
@@ -25,6 +44,7 @@ The load generator is one asyncio loop speaking Gradio's HTTP API, so it stays l
 
     python bench/classroom.py                                  # 30 students, 60 s per phase, 3-5 minutes
     python bench/classroom.py --students 3 --seconds 10 --phases alone --endpoints /tokenize,/inside
+    python bench/classroom.py --phases mixed --seconds 600         # the 10-minute lesson, about 13 minutes
 """
 
 from __future__ import annotations
@@ -40,6 +60,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -137,20 +159,21 @@ def error_text(data: str) -> str:
     return str(value)[:300]
 
 
-async def call(client: httpx.AsyncClient, endpoint: str, data: list, session: str) -> tuple[float, str | None]:
-    """One request through /gradio_api/call: (seconds until its final event, error message or None)."""
+async def request(client: httpx.AsyncClient, endpoint: str, data: list,
+                  session: str) -> tuple[float, str | None, list | None]:
+    """One request through /gradio_api/call: (seconds until its final event, error message or None, its outputs)."""
     start = time.perf_counter()
     outcome: str | None = "the stream ended without a complete event"
-    elapsed = None
+    elapsed = outputs = None
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
             posted = await client.post(f"/gradio_api/call{endpoint}", json={"data": data, "session_hash": session})
             if posted.status_code != 200:
-                return time.perf_counter() - start, f"HTTP {posted.status_code}: {posted.text[:300]}"
+                return time.perf_counter() - start, f"HTTP {posted.status_code}: {posted.text[:300]}", None
             event_id = posted.json()["event_id"]
             async with client.stream("GET", f"/gradio_api/call{endpoint}/{event_id}") as stream:
                 if stream.status_code != 200:
-                    return time.perf_counter() - start, f"HTTP {stream.status_code} on the event stream"
+                    return time.perf_counter() - start, f"HTTP {stream.status_code} on the event stream", None
                 event = None
                 async for line in stream.aiter_lines():  # read to the end so the server closes the session cleanly
                     if line.startswith("event:"):
@@ -158,17 +181,44 @@ async def call(client: httpx.AsyncClient, endpoint: str, data: list, session: st
                     elif line.startswith("data:") and event in ("complete", "error") and elapsed is None:
                         elapsed = time.perf_counter() - start
                         outcome = None if event == "complete" else error_text(line[5:].strip())
+                        if outcome is None:
+                            with contextlib.suppress(ValueError):
+                                outputs = json.loads(line[5:])
     except TimeoutError:
         outcome = f"no final event after {REQUEST_TIMEOUT_S:.0f} s"
     except httpx.HTTPError as exc:
         outcome = f"{type(exc).__name__}: {exc}"
-    return (elapsed if elapsed is not None else time.perf_counter() - start), outcome
+    return (elapsed if elapsed is not None else time.perf_counter() - start), outcome, outputs
 
 
-async def student(client, info, endpoints, sentences, number, phase, args, results) -> None:
-    """One student: its own session, the endpoints in a cycle, think time between requests, until the deadline."""
+async def call(client: httpx.AsyncClient, endpoint: str, data: list, session: str) -> tuple[float, str | None]:
+    """One request through /gradio_api/call: (seconds until its final event, error message or None)."""
+    seconds, error, _ = await request(client, endpoint, data, session)
+    return seconds, error
+
+
+def session_name(args, phase: str, number: int) -> str:
+    """Student ``number``'s Gradio session in a phase (the same for every request the student sends)."""
+    return f"classroom-{phase}-{number}-{random.Random(f'{args.seed}-{phase}-{number}').getrandbits(32):08x}"
+
+
+def model_param(info: dict, endpoint: str) -> int | None:
+    """Position of the model menu's parameter (a Dropdown named choice), or None."""
+    at = param_index(info, endpoint, name="choice")
+    return at if at is not None and info["named_endpoints"][endpoint]["parameters"][at]["component"] == "Dropdown" \
+        else None
+
+
+async def student(client, info, endpoints, sentences, number, phase, args, results, own_models=None,
+                  lock=None) -> None:
+    """One student: its own session, the endpoints in a cycle, think time between requests, until the deadline.
+
+    Once ``own_models`` has a model for this student (mixed phase: its pretrain run, used in the explorer), the
+    views with a model menu use that model, and those requests are counted under "<endpoint> (own model)".
+    ``lock`` (an asyncio.Lock) is held during each request when the session's training task shares it.
+    """
     rng = random.Random(f"{args.seed}-{phase}-{number}")
-    session = f"classroom-{phase}-{number}-{rng.getrandbits(32):08x}"
+    session = session_name(args, phase, number)
     deadline = time.perf_counter() + args.seconds
     step = 0
     await asyncio.sleep(rng.uniform(0.0, 2.0))  # students do not all click in the same instant
@@ -185,7 +235,13 @@ async def student(client, info, endpoints, sentences, number, phase, args, resul
         seed_at = param_index(info, endpoint, name="seed")
         if seed_at is not None:
             data[seed_at] = rng.randrange(1, 1_000_000)
-        results[endpoint].append(await call(client, endpoint, data, session))
+        bucket = endpoint
+        own_model, choice_at = (own_models or {}).get(number), model_param(info, endpoint)
+        if own_model and choice_at is not None:
+            data[choice_at] = own_model
+            bucket = f"{endpoint} (own model)"
+        async with lock or contextlib.nullcontext():
+            results.setdefault(bucket, []).append(await call(client, endpoint, data, session))
         await asyncio.sleep(rng.uniform(0.5, 2.0))
 
 
@@ -238,9 +294,250 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid) -> Non
           "ok": all_ok})
 
 
-def start_server(log_path: Path) -> tuple[subprocess.Popen, str]:
+# ---------------------------------------------------------------------------------------------------------------
+# The mixed phase: a whole lesson (explore, Pretrain runs, fine-tunes, "use in explorer"), then the idle sweep
+# ---------------------------------------------------------------------------------------------------------------
+
+# Students 0-11 also train: 6 Pretrain runs and 6 fine-tunes (3 classify, 3 instruct), interleaved.
+MIXED_TRAINERS = [kind for pair in zip(["pretrain"] * 6, ["classify", "instruct"] * 3) for kind in pair]
+START_SHARE = 0.4  # the runs start one after another over the first 40% of the phase
+POLL_S = 2.0  # a run is polled like the tab's timer does (the page polls every second)
+STOP_WAIT_S = 120.0  # after the phase, how long a stopped run may take to end
+RSS_EVERY_S = 5.0
+TIMELINE_EVERY_S = 30.0  # the RSS timeline in the JSON line keeps one sample per 30 s
+
+
+@dataclass
+class Lesson:
+    """What the mixed phase's training students did; kinds are pretrain, classify and instruct."""
+
+    started: Counter = field(default_factory=Counter)
+    ended: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))  # kind -> how runs ended
+    stopped_at_end: Counter = field(default_factory=Counter)  # still queued or running when the phase ended
+    own_models: dict[int, str] = field(default_factory=dict)  # student number -> its model's label in the menu
+    finished: set[int] = field(default_factory=set)  # students whose run ended with ✅
+    errors: list[str] = field(default_factory=list)
+
+
+def run_outcome(status: str) -> str:
+    """How a finished run ended, from the mark its status line starts with (ui.runs.status_line)."""
+    return "finished" if status.startswith("✅") else "failed" if status.startswith("❌") else "stopped"
+
+
+def asker(client, session: str, lock: asyncio.Lock):
+    """request() in one session, one at a time.
+
+    Gradio's /gradio_api/call/<api>/<event_id> stream reads the messages of the whole session, not of that
+    event, so two requests of one session at the same time can take each other's results (or hang until
+    REQUEST_TIMEOUT_S). A browser has one stream per session and no such problem; a script must take turns.
+    """
+    async def ask(endpoint: str, data: list) -> tuple[float, str | None, list | None]:
+        async with lock:
+            return await request(client, endpoint, data, session)
+
+    return ask
+
+
+async def follow(ask, info, kind: str, until: float, lesson: Lesson) -> str | None:
+    """Poll a run every POLL_S s until the poll switches the timer off; how it ended ("finished", "stopped",
+    "failed", or "lost" after 3 failed polls in a row), or None if it is still going at ``until``."""
+    endpoint = f"/{kind}_poll"
+    failures = 0
+    while time.perf_counter() < until:
+        await asyncio.sleep(POLL_S)
+        _, error, outputs = await ask(endpoint, defaults(info, endpoint))
+        if error or not outputs:
+            lesson.errors.append(f"{endpoint}: {error or 'no outputs'}")
+            failures += 1
+            if failures == 3:
+                return "lost"
+            continue
+        failures = 0
+        status, timer = outputs[0], outputs[-1]
+        if isinstance(timer, dict) and timer.get("active") is False:
+            return run_outcome(status if isinstance(status, str) else "")
+    return None
+
+
+async def trainer(ask, info, kind: str, number: int, start_in: float, deadline: float, args,
+                  lesson: Lesson) -> None:
+    """Student ``number`` starts one run of ``kind`` (every setting at its default, Pretrain with
+    --run-steps) and follows it; a Pretrain student whose run finished uses its model in the explorer.
+    A run still queued or running at the deadline is stopped, as when the class ends.
+
+    Start, poll and use share the student's one Gradio session, and its browser id is null: the server then
+    makes that session the run's owner (ui/runs.py owner_of), as for a browser whose page-load gave it an id.
+    """
+    await asyncio.sleep(start_in)
+    start = f"/{kind}_start"
+    data = defaults(info, start)
+    if kind == "pretrain":
+        data[param_index(info, start, name="steps")] = args.run_steps
+    seconds, error, _ = await ask(start, data)
+    log(f"classroom: mixed student {number} {start} took {seconds:.1f} s" + (f", error: {error}" if error else ""))
+    if error:
+        lesson.errors.append(f"{start}: {error}")
+        return
+    lesson.started[kind] += 1
+    ended = await follow(ask, info, kind, deadline, lesson)
+    if ended is None:
+        lesson.stopped_at_end[kind] += 1
+        _, error, _ = await ask(f"/{kind}_stop", defaults(info, f"/{kind}_stop"))
+        if error:
+            lesson.errors.append(f"/{kind}_stop: {error}")
+        ended = await follow(ask, info, kind, time.perf_counter() + STOP_WAIT_S, lesson) or "running"
+    lesson.ended[kind][ended] += 1
+    if ended == "finished":
+        lesson.finished.add(number)
+    log(f"classroom: mixed student {number}: {kind} run {ended}")
+    if kind == "pretrain" and ended == "finished" and time.perf_counter() < deadline:
+        _, error, outputs = await ask("/pretrain_use", defaults(info, "/pretrain_use"))
+        label = outputs[0].get("value") if outputs and isinstance(outputs[0], dict) else None
+        if error or not label:
+            lesson.errors.append(f"/pretrain_use: {error or f'no model label in the answer {str(outputs)[:200]}'}")
+        else:
+            lesson.own_models[number] = label  # from now on this student explores with its own model
+            log(f"classroom: mixed student {number} uses {label} in the explorer")
+
+
+async def sample_rss(pid: int | None, start: float, samples: list[tuple[float, float | None]]) -> None:
+    """Append (seconds since ``start``, server VmRSS in MB) every RSS_EVERY_S s; logs one line per 30 s."""
+    while True:
+        samples.append((round(time.perf_counter() - start, 1), memory_mb(pid)["server_rss_mb"]))
+        if len(samples) % round(TIMELINE_EVERY_S / RSS_EVERY_S) == 1:
+            log(f"classroom: mixed t={samples[-1][0]:.0f} s, server RSS {samples[-1][1]} MB")
+        await asyncio.sleep(RSS_EVERY_S)
+
+
+async def evictions(client, info, args, lesson: Lesson) -> dict:
+    """After the idle wait, ask the server as each training student whether its things are still there.
+
+    {"pretrain_runs": {"gone": g, "of": n}, ...}: a Pretrain run (its poll), a model used in the explorer (one
+    /inside with it) and a finished classifier (one /classify_text) are gone when the answer is an error.
+    Instruct runs keep nothing on the server (generated records, a tuned copy dropped after scoring).
+    """
+    async def check(number: int, kind: str) -> list[tuple[str, str | None]]:
+        ask = asker(client, session_name(args, "mixed", number), asyncio.Lock())
+        found = []
+        if kind == "pretrain":
+            found.append(("pretrain_runs", (await ask("/pretrain_poll", defaults(info, "/pretrain_poll")))[1]))
+        if number in lesson.own_models and "/inside" in info["named_endpoints"]:
+            data = defaults(info, "/inside")
+            data[model_param(info, "/inside")] = lesson.own_models[number]
+            found.append(("explorer_models", (await ask("/inside", data))[1]))
+        if kind == "classify" and number in lesson.finished:
+            found.append(("classifiers", (await ask("/classify_text", defaults(info, "/classify_text")))[1]))
+        return found
+
+    answers = [a for found in await asyncio.gather(*(check(n, kind) for n, kind in enumerate(MIXED_TRAINERS)))
+               for a in found]
+    gone = {}
+    for what in ("pretrain_runs", "explorer_models", "classifiers"):
+        errors = [error for name, error in answers if name == what and error]
+        for error in errors[:1]:
+            log(f"classroom: after the idle wait, {what}: {error}")
+        gone[what] = {"gone": len(errors), "of": sum(name == what for name, _ in answers)}
+    return gone
+
+
+def server_log_errors(log_path: Path | None) -> list[str]:
+    """The lines of the server's log that start a traceback or an error report, with the line before each."""
+    if log_path is None or not log_path.exists():
+        return []
+    lines = log_path.read_text(errors="replace").splitlines()
+    return [f"line {i + 1}: {lines[i - 1][:200] if i else ''} | {line[:200]}" for i, line in enumerate(lines)
+            if line.startswith("Traceback") or " ERROR " in line or line.startswith("ERROR")]
+
+
+def explore_summary(results: dict[str, list[tuple[float, str | None]]], endpoints: list[str]) -> dict:
+    """Requests, errors, p50 and p95 of the explore views, and the same counts for requests with a student's
+    own model (errors are named "<endpoint>: <message>")."""
+    def errors_of(keys):
+        return [f"{key}: {error}" for key in keys for _, error in results.get(key, []) if error is not None]
+
+    def latencies(endpoint):
+        return [s for s, error in results.get(endpoint, []) if error is None]
+
+    own = [key for key in results if key.endswith("(own model)")]
+    for error in errors_of(endpoints)[:3] + errors_of(own)[:3]:
+        log(f"classroom: mixed error: {error}")
+    return {"requests": sum(len(results.get(e, [])) for e in endpoints), "explore_errors": len(errors_of(endpoints)),
+            "p50_s": {e: percentile(latencies(e), 50) for e in endpoints},
+            "p95_s": {e: percentile(latencies(e), 95) for e in endpoints},
+            "own_model_requests": sum(len(results[key]) for key in own), "own_model_errors": len(errors_of(own)),
+            "first_error": (errors_of(endpoints) + errors_of(own) or [None])[0]}
+
+
+async def run_mixed(client, info, endpoints, sentences, args, pid, log_path) -> None:
+    """The mixed phase: see the module docstring. Prints the phase's line, then the line after the idle wait."""
+    missing = [e for kind in set(MIXED_TRAINERS) for e in (f"/{kind}_start", f"/{kind}_poll", f"/{kind}_stop")
+               if e not in info["named_endpoints"]]
+    if missing:
+        log(f"classroom: the server has no {', '.join(sorted(missing))}; the mixed phase is skipped")
+        return
+    log(f"classroom: phase mixed: {args.students} students for {args.seconds} s, {len(MIXED_TRAINERS)} of them "
+        f"also train ({', '.join(f'{n} {k}' for k, n in Counter(MIXED_TRAINERS).items())})")
+    start = time.perf_counter()
+    deadline = start + args.seconds
+    start_rss = memory_mb(pid)["server_rss_mb"]
+    samples: list[tuple[float, float | None]] = []
+    sampler = asyncio.create_task(sample_rss(pid, start, samples))
+    lesson = Lesson()
+    results: dict[str, list[tuple[float, str | None]]] = {e: [] for e in endpoints}
+    gap = args.seconds * START_SHARE / len(MIXED_TRAINERS)
+    locks = [asyncio.Lock() for _ in range(max(args.students, len(MIXED_TRAINERS)))]  # one per session
+    await asyncio.gather(
+        *(student(client, info, endpoints, sentences, n, "mixed", args, results, lesson.own_models, locks[n])
+          for n in range(args.students)),
+        *(trainer(asker(client, session_name(args, "mixed", n), locks[n]), info, kind, n, n * gap, deadline, args,
+                  lesson) for n, kind in enumerate(MIXED_TRAINERS)))
+    end = memory_mb(pid)
+    rss = [value for _, value in samples if value is not None]
+    peak = max([*rss, end["server_peak_rss_mb"] or 0.0]) if rss else None  # VmHWM: the true peak since start
+    explore = explore_summary(results, endpoints)
+    for error in lesson.errors[:5]:
+        log(f"classroom: mixed training error: {error}")
+    tuned = ("classify", "instruct")
+    seconds = int(args.seconds) if args.seconds == int(args.seconds) else args.seconds
+    common = {"bench": "classroom", "students": args.students, "seconds": seconds}
+    emit({**common, "phase": "mixed", "start_rss_mb": start_rss, "peak_rss_mb": peak,
+          "end_rss_mb": end["server_rss_mb"], "memory_budget_mb": args.memory_budget_mb,
+          "runs_started": lesson.started["pretrain"], "runs_finished": lesson.ended["pretrain"]["finished"],
+          "runs_stopped_at_end": lesson.stopped_at_end["pretrain"],
+          "finetunes_started": sum(lesson.started[k] for k in tuned),
+          "finetunes_finished": sum(lesson.ended[k]["finished"] for k in tuned),
+          "finetunes_stopped_at_end": sum(lesson.stopped_at_end[k] for k in tuned),
+          "models_used_in_explorer": len(lesson.own_models),
+          "errors": explore["explore_errors"] + explore["own_model_errors"] + len(lesson.errors),
+          **explore, "training_errors": len(lesson.errors),
+          "first_training_error": lesson.errors[0] if lesson.errors else None,
+          "ok": peak is not None and peak <= args.memory_budget_mb})
+
+    log(f"classroom: no requests for {args.idle_wait:g} s: the server sweeps items idle for "
+        f"{args.idle_minutes:g} min every 60 s")
+    await asyncio.sleep(args.idle_wait)
+    after = memory_mb(pid)["server_rss_mb"]
+    sampler.cancel()
+    gone = await evictions(client, info, args, lesson)
+    log_errors = server_log_errors(log_path)
+    for line in log_errors[:5]:
+        log(f"classroom: server log {line}")
+    known = None not in (after, start_rss, end["server_rss_mb"], peak)
+    drop = round(end["server_rss_mb"] - after, 1) if known else None
+    returned = round((peak - after) / (peak - start_rss), 2) if known and peak > start_rss else None
+    all_gone = all(counts["gone"] == counts["of"] for counts in gone.values())
+    timeline = [[t, value] for i, (t, value) in enumerate(samples) if i % round(TIMELINE_EVERY_S / RSS_EVERY_S) == 0]
+    emit({**common, "phase": "mixed_idle", "idle_minutes": args.idle_minutes, "idle_wait_s": args.idle_wait,
+          "start_rss_mb": start_rss, "peak_rss_mb": peak, "end_rss_mb": end["server_rss_mb"],
+          "after_idle_rss_mb": after, "drop_mb": drop, "returned_share": returned, "evicted": gone,
+          "server_log_errors": len(log_errors), "rss_timeline_mb": timeline,
+          "ok": returned is not None and returned >= 0.5 and all_gone})
+
+
+def start_server(log_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    env = {**os.environ, **env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "PYTHONUNBUFFERED": "1"}
     with open(log_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
@@ -262,13 +559,16 @@ async def wait_for_info(client: httpx.AsyncClient, proc: subprocess.Popen | None
     return None
 
 
-async def main_async(args) -> int:
+async def serve(args, phases: list[str], env: dict[str, str], log_path: Path) -> int:
+    """Start app.py with ``env`` (or use --url), warm each endpoint up once, run the phases, stop the server."""
     proc = None
     url = args.url
     if url is None:
-        log_path = Path(args.log or Path(tempfile.gettempdir()) / f"llm_lab_classroom_{os.getpid()}.log")
-        proc, url = start_server(log_path)
-        log(f"classroom: started python app.py (pid {proc.pid}) at {url}, log in {log_path}")
+        proc, url = start_server(log_path, env)
+        log(f"classroom: started python app.py (pid {proc.pid}) at {url}, log in {log_path}"
+            + "".join(f", {key}={value}" for key, value in env.items()))
+    elif env:
+        log(f"classroom: --url: the running server keeps its own settings ({', '.join(env)} not set)")
     limits = httpx.Limits(max_connections=4 * args.students + 20, max_keepalive_connections=2 * args.students + 10)
     timeout = httpx.Timeout(30.0, read=REQUEST_TIMEOUT_S)
     try:
@@ -287,8 +587,12 @@ async def main_async(args) -> int:
                 _, error = await call(client, endpoint, defaults(info, endpoint), "classroom-warm-up")
                 if error:
                     log(f"classroom: warm-up {endpoint}: {error}")
-            for phase in args.phases:
-                await run_phase(client, info, endpoints, sentences, phase, args, proc.pid if proc else None)
+            pid = proc.pid if proc else None
+            for phase in phases:
+                if phase == "mixed":
+                    await run_mixed(client, info, endpoints, sentences, args, pid, log_path if proc else None)
+                else:
+                    await run_phase(client, info, endpoints, sentences, phase, args, pid)
     finally:
         if proc is not None:
             proc.terminate()
@@ -296,6 +600,18 @@ async def main_async(args) -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    return 0
+
+
+async def main_async(args) -> int:
+    """The mixed phase gets a server of its own (fresh memory, LLM_LAB_IDLE_MINUTES from --idle-minutes)."""
+    log_path = Path(args.log or Path(tempfile.gettempdir()) / f"llm_lab_classroom_{os.getpid()}.log")
+    plain = [phase for phase in args.phases if phase != "mixed"]
+    if plain and (code := await serve(args, plain, {}, log_path)):
+        return code
+    if "mixed" in args.phases:
+        mixed_log = log_path.with_stem(f"{log_path.stem}-mixed") if plain else log_path
+        return await serve(args, ["mixed"], {"LLM_LAB_IDLE_MINUTES": f"{args.idle_minutes:g}"}, mixed_log)
     return 0
 
 
@@ -314,8 +630,9 @@ def main() -> int:
     add("--students", type=int, default=30, help="simulated students, each in its own session (default: %(default)s)")
     add("--seconds", type=float, default=60, help="seconds each phase sends new requests (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of think times, texts and generate seeds (default: %(default)s)")
-    add("--phases", type=comma_list(list(GOALS)), default="alone,beside_runs",
-        help="phases to run, comma-separated; beside_runs has 2 Pretrain runs going (default: %(default)s)")
+    add("--phases", type=comma_list([*GOALS, "mixed"]), default="alone,beside_runs",
+        help="phases to run, comma-separated; beside_runs has 2 Pretrain runs going; mixed is a whole lesson "
+             "with runs, fine-tunes and the idle sweep, on a server of its own (default: %(default)s)")
     add("--endpoints", type=comma_list(), default=",".join(EXPLORE),
         help="endpoints each student cycles through, in this order (default: %(default)s)")
     add("--url", help="use this running server (e.g. http://127.0.0.1:7860) instead of starting app.py; "
@@ -323,6 +640,13 @@ def main() -> int:
     add("--log", help="file for the started server's output (default: llm_lab_classroom_<pid>.log in the temp folder)")
     add("--start-timeout", type=float, default=180,
         help="seconds to wait for the server to answer /gradio_api/info (default: %(default)s)")
+    add("--run-steps", type=int, default=300, help="steps of each Pretrain run in the mixed phase (default: %(default)s)")
+    add("--idle-minutes", type=float, default=1,
+        help="LLM_LAB_IDLE_MINUTES of the mixed phase's server (default: %(default)s)")
+    add("--idle-wait", type=float, default=150,
+        help="seconds without requests after the mixed phase, for the idle sweep (default: %(default)s)")
+    add("--memory-budget-mb", type=float, default=4000,
+        help="the mixed phase is ok when the server's peak RSS stays at or under this (default: %(default)s)")
     args = parser.parse_args()
     args.endpoints = [e if e.startswith("/") else "/" + e for e in args.endpoints]
     return asyncio.run(main_async(args))

@@ -73,7 +73,7 @@ class _Job:
     job_id: str
     owner: str
     label: str
-    fn: RunFn
+    fn: RunFn | None
     status: str = QUEUED
     events: list[Any] = field(default_factory=list)
     error: str | None = None
@@ -239,6 +239,7 @@ class JobManager:
             self._launch_waiting()
 
     def _finish(self, job: _Job, status: str) -> None:
+        job.fn = None  # the run's closure (its model and data) is freed; the events stay for the student
         job.status = status
         job.finished_at = time.monotonic()
         job.finished.set()

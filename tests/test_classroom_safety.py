@@ -251,3 +251,23 @@ def test_run_tabs_answer_edge_numbers_from_any_client_in_plain_words(app_url, ap
     event, data = call_raw_json(app_url, api_name, '{"data": ' + body + "}")
     assert event == "error"
     assert message in json.loads(data)["error"]
+
+
+def test_explorer_models_in_use_stay_and_a_cleared_one_says_so(monkeypatch):
+    from ui import models
+
+    monkeypatch.setattr(models, "EXPLORER_MODELS", BudgetStore("model in the explorer", 2, 1e9,
+                                                               on_evict=models._forget_model))
+    tiny = models.random_init("nano")
+    labels = [f"Your pretrain run · test-{n}" for n in range(3)]
+    models.register_model(labels[0], tiny, models.gpt2_tokenizer(), "first")
+    models.register_model(labels[1], tiny, models.gpt2_tokenizer(), "second")
+    assert models.load_choice(labels[0]).note == "first"  # picked again: now the most recently used
+    models.register_model(labels[2], tiny, models.gpt2_tokenizer(), "third")
+    assert labels[1] not in models.choice_labels() and labels[0] in models.choice_labels()
+    with pytest.raises(ValueError, match="Your model in the explorer was cleared to make room for newer ones"):
+        models.load_choice(labels[1])
+    with pytest.raises(ValueError, match="Unknown model 'no such model'"):
+        models.load_choice("no such model")
+    for label in labels:
+        models._forget_model(label)

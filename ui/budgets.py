@@ -165,7 +165,7 @@ class BudgetStore:
         self._gone[key] = reason
         while len(self._gone) > 10_000:
             self._gone.popitem(last=False)
-        log.info("evicted %s %s of %s", self.what, key[1], key[0])
+        log.info("evicted %s %s of %s", self.what, key[1][:80], key[0])
         if self.on_evict:
             try:
                 self.on_evict(item.value)

@@ -134,9 +134,14 @@ def load_choice(label: str) -> LoadedModel:
     A lock per choice: when 30 students pick GPT-2 at the same moment it is loaded once, not 30 times.
     The others wait at most LOAD_WAIT_S, then are told it is still loading; other models never wait for it.
     """
+    if not isinstance(label, str) or len(label) > 300:
+        raise ValueError("Pick a model from the menu at the top of the page.")
     choice = next((c for c in MODEL_CHOICES if c.label == label), None)
-    if choice is None:
-        raise ValueError(f"Unknown model {label!r}. Choose one of: {', '.join(choice_labels())}.")
+    if choice is None:  # a model cleared from the explorer says so; anything else is unknown
+        EXPLORER_MODELS.get(EXPLORER, label, missing=f"Unknown model {label!r}. Choose one of: "
+                                                     f"{', '.join(choice_labels())}.")
+    if EXPLORER_MODELS.find(EXPLORER, label) is not None:
+        EXPLORER_MODELS.get(EXPLORER, label)  # in use: the last to be evicted
     if label in _loaded:
         return _loaded[label]
     with _locks_guard:
@@ -172,13 +177,15 @@ def _forget_model(label: str) -> None:
         _loaded.pop(label, None)
 
 
-# Models students added with "Use this model in the explorer", under a count and memory budget.
+# Models students added with "Use this model in the explorer", under a count and memory budget. Any page may
+# pick one from its menu, so the store keeps them under one owner and load_choice marks them used.
+EXPLORER = "explorer"
 EXPLORER_MODELS = register_store(BudgetStore(
     "model in the explorer", int(env_number("LLM_LAB_KEPT_MODELS", 30)),
     env_number("LLM_LAB_MODELS_MEMORY_GB", 2) * 1e9, on_evict=_forget_model))
 
 
-def register_model(label: str, model: GPTModel, tokenizer, note: str, owner: str = "server") -> str:
+def register_model(label: str, model: GPTModel, tokenizer, note: str) -> str:
     """Add an already-built model (e.g. a finished Pretrain run) to the menu, with its own tokenizer.
 
     It is kept in memory under the explorer-models budget (least recently added go first when it is full);
@@ -189,7 +196,7 @@ def register_model(label: str, model: GPTModel, tokenizer, note: str, owner: str
         if label not in choice_labels():
             MODEL_CHOICES.append(ModelChoice(label, lambda: _loaded[label].model, note))
         _loaded[label] = LoadedModel(model, tokenizer, label, note)
-    EXPLORER_MODELS.put(owner, label, label, size_bytes=model_bytes(model))
+    EXPLORER_MODELS.put(EXPLORER, label, label, size_bytes=model_bytes(model))
     return label
 
 

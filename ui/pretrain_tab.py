@@ -459,7 +459,7 @@ def use_in_explorer(history: dict | None, browser_id: str | None = None, request
             f"step {history['step']}, {run.corpus.name})"
     note = (f"Pretrained in the Pretrain tab for {history['step']} steps on {run.corpus.name} "
             f"(tokenizer with {run.corpus.tokenizer.vocab_size:,} ids).")
-    models.register_model(label, model, run.corpus.tokenizer, note, owner=owner)
+    models.register_model(label, model, run.corpus.tokenizer, note)
     message = f"**{label}** is now the model of the Inside GPT and Generate tabs."
     return gr.update(choices=models.choice_labels(), value=label), message
 

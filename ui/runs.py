@@ -25,6 +25,7 @@ import torch
 from gradio.context import Context
 
 from gpt_core.jobs import JobManager, JobView
+from ui.budgets import idle_seconds
 
 BROWSER_ID_KEY = "llm_lab_browser_id"
 
@@ -37,7 +38,7 @@ def job_manager() -> JobManager:
     global _manager
     with _manager_lock:
         if _manager is None:
-            _manager = JobManager()
+            _manager = JobManager(evict_after_s=idle_seconds())
         return _manager
 
 
