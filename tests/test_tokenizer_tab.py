@@ -93,12 +93,12 @@ def test_train_on_text_above_exact(client):
 
 
 def test_train_vocab_below_257_is_refused(client):
-    with pytest.raises(AppError, match="less than minimum value 257"):
+    with pytest.raises(AppError, match="The vocabulary size must be a whole number from 257 to 16,384; got 100"):
         client.predict(100, "Shakespeare (packaged)", "", None, api_name="/train_bpe")
 
 
 def test_train_handler_message_below_257():
-    with pytest.raises(Exception, match="vocab_size must be a whole number from 257 to 16384"):
+    with pytest.raises(Exception, match="The vocabulary size must be a whole number from 257 to 16,384; got 256"):
         tokenizer_tab.friendly(tokenizer_tab.train_bpe)(256, "The text above", "abc", None, progress=lambda *a, **k: None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -36,20 +37,20 @@ def test_masked_scores_are_nan_in_values_and_drawn_by_a_separate_grey_layer():
     traces = panel_traces(Panel("scores", scores, "scores"), token_labels(TOKENS[:3]))
     values, masked_layer = traces[0], traces[1]
     assert len(traces) == 2
-    # masked cells are NaN (not drawn) in the values, a true 0.0 stays a number
-    assert np.isnan(np.asarray(values.z, dtype=float)).sum() == 3
-    assert np.asarray(values.z)[1, 1] == 0.0
+    # masked cells are null (not drawn) in the values, a true 0.0 stays a number
+    assert np.isnan(np.asarray(values["z"], dtype=float)).sum() == 3
+    assert np.asarray(values["z"], dtype=float)[1, 1] == 0.0
     # the masked layer covers exactly the 3 masked cells and says so on hover
-    assert np.isfinite(np.asarray(masked_layer.z, dtype=float)).sum() == 3
-    assert masked_layer.name == "masked"
-    assert "masked" in masked_layer.hovertemplate
+    assert np.isfinite(np.asarray(masked_layer["z"], dtype=float)).sum() == 3
+    assert masked_layer["name"] == "masked"
+    assert "masked" in masked_layer["hovertemplate"]
 
 
 def test_zero_weights_without_a_mask_are_not_drawn_as_masked():
     weights = np.array([[1.0, 0.0], [0.0, 1.0]])
     traces = panel_traces(Panel("weights", weights), token_labels(TOKENS[:2]))
     assert len(traces) == 1
-    assert np.asarray(traces[0].z).tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert traces[0]["z"] == [[1.0, 0.0], [0.0, 1.0]]
 
 
 def test_explicit_mask_on_weights_and_dropped_layer():
@@ -58,9 +59,9 @@ def test_explicit_mask_on_weights_and_dropped_layer():
     dropped = np.zeros((4, 4), dtype=bool)
     dropped[2, 0] = dropped[3, 3] = True
     traces = panel_traces(Panel("w", weights, masked=masked, dropped=dropped), token_labels(TOKENS[:4]))
-    assert [trace.name for trace in traces] == ["w", "masked", "dropped"]
-    assert np.isfinite(np.asarray(traces[1].z, dtype=float)).sum() == 6  # 4 * 3 / 2 future cells
-    assert np.isfinite(np.asarray(traces[2].z, dtype=float)).sum() == 2
+    assert [trace["name"] for trace in traces] == ["w", "masked", "dropped"]
+    assert np.isfinite(np.asarray(traces[1]["z"], dtype=float)).sum() == 6  # 4 * 3 / 2 future cells
+    assert np.isfinite(np.asarray(traces[2]["z"], dtype=float)).sum() == 2
 
 
 def test_token_labels_are_unique_and_show_spaces():
@@ -118,8 +119,9 @@ def test_attention_grid_json_for_gpt2_small_on_64_tokens_is_under_1_5_mb():
     size = len(figure.to_json())
     print(f"grid JSON: {size:,} bytes")
     assert size < 1_500_000
-    z = figure.data[0].z
-    assert z.shape == (12 * 64 + 11, 12 * 64 + 11)
+    z = figure.data[0].z  # plotly's typed array: 1 byte a cell, base64
+    assert z["shape"] == f"{12 * 64 + 11}, {12 * 64 + 11}"
+    assert len(base64.b64decode(z["bdata"])) == (12 * 64 + 11) ** 2
     assert [t for t in figure.layout.xaxis.ticktext] == [f"head {h}" for h in range(12)]
     assert [t for t in figure.layout.yaxis.ticktext] == [f"layer {layer}" for layer in range(12)]
     assert json.loads(figure.to_json())["data"][0]["z"]["dtype"] == "u1"  # 1 byte per cell on the wire

@@ -1,11 +1,13 @@
 """Attention tab: the ladder of chapter 3 on the student's own sentence.
 
 simple dot products -> trainable queries/keys/values -> causal mask (+ dropout) -> two heads.
+A class repeats the same sentence, so finished ladders are kept in a small ResultCache (see inside_tab).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 
 import gradio as gr
 import torch
@@ -17,14 +19,19 @@ from gpt_core.attention import (
     attention_steps,
     simple_attention,
 )
-from ui.common import cap_text, explain, friendly, show_source
+from ui.common import cap_text, explain, friendly, number_input, show_source
 from ui.models import encode_capped, gpt2_tokenizer, token_strings
+from ui.view_cache import ResultCache, plot_value
 from visualizations.attention import Panel, masked_cells, panels_figure
 
 MAX_TOKENS = 24  # the matrices stay readable up to about this many tokens
-MAX_CHARS = 2_000
+MAX_CHARS = 1_000  # 24 tokens are about 120 characters; longer text is cut before it is encoded
 SEED = 123
 DEFAULT_TEXT = "Your journey starts with one step"
+MAX_DROPOUT = 0.9
+# At most 128 ladders and 32 MB (a 24-token ladder with dropout is about 120 kB of figures).
+LADDERS = ResultCache(128, 32 * 2**20)
+SEEDED = threading.Lock()  # one seeded draw from torch's global random generator at a time
 
 INTRO = """
 ### Attention, one rung at a time
@@ -52,9 +59,14 @@ def shape(tensor: torch.Tensor) -> str:
 
 
 def build_module(cls, *args, **kwargs) -> torch.nn.Module:
-    """Every rung starts from seed 123, so rung 2 and rung 3 share the same W_query, W_key, W_value."""
-    torch.manual_seed(SEED)
-    return cls(*args, **kwargs).eval()
+    """Every rung starts from seed 123, so rung 2 and rung 3 share the same W_query, W_key, W_value.
+
+    torch's random generator is shared by the whole server: the lock keeps two requests from drawing from it
+    in turn (which would give them other weights), and fork_rng gives other code its random state back.
+    """
+    with SEEDED, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return cls(*args, **kwargs).eval()
 
 
 def apply_dropout(weights: torch.Tensor, rate: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,8 +74,9 @@ def apply_dropout(weights: torch.Tensor, rate: float) -> tuple[torch.Tensor, tor
 
     Returns (weights after dropout, True where a non-zero weight was dropped).
     """
-    torch.manual_seed(SEED)
-    dropped_weights = torch.nn.Dropout(rate).train()(weights)
+    with SEEDED, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        dropped_weights = torch.nn.Dropout(rate).train()(weights)
     return dropped_weights, (dropped_weights == 0) & (weights > 0)
 
 
@@ -127,29 +140,62 @@ def rung_multi_head(inputs, tokens, d_out, causal):
     return text, panels_figure(panels, tokens, columns=2)
 
 
-def attention_ladder(text: str, dim: int, d_out: int, causal: bool, use_dropout: bool, dropout_rate: float):
+def flag(value, what: str, default: bool) -> bool:
+    """A checkbox value: True or False (None gives the default); anything else is a plain error.
+
+    >>> flag(None, "The causal mask", True)
+    True
+    """
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} must be true or false; got {str(value)[:40]!r}.")
+    return value
+
+
+def checked_settings(text, dim, d_out, causal, use_dropout, dropout_rate) -> tuple:
+    """The ladder's inputs, each checked, with plain messages for anything an API client may send."""
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"The sentence must be a string of characters, not {type(text).__name__}.")
+    dim = number_input(dim, "The embedding size d_in", minimum=2, maximum=8, whole=True, default=3)
+    d_out = number_input(d_out, "The query/key/value size d_out", minimum=1, maximum=4, whole=True, default=2)
+    causal = flag(causal, "The causal mask switch", True)
+    use_dropout = flag(use_dropout, "The dropout switch", False)
+    rate = number_input(dropout_rate, "The dropout rate", minimum=0, maximum=MAX_DROPOUT, default=0.5)
+    return text, dim, d_out, causal, rate if use_dropout else 0.0
+
+
+def attention_ladder(text: str = DEFAULT_TEXT, dim=3, d_out=2, causal=True, use_dropout=False, dropout_rate=0.5):
     """All four rungs for the text: (note, inputs table, then text + figure per rung)."""
+    text, dim, d_out, causal, rate = checked_settings(text, dim, d_out, causal, use_dropout, dropout_rate)
     text, char_note = cap_text(text, MAX_CHARS)
+    key = (text, dim, d_out, causal, rate)
+    ladder = LADDERS.get(key)
+    if ladder is None:
+        ladder = build_ladder(text, char_note, dim, d_out, causal, rate)
+        LADDERS.put(key, ladder)
+    note, table, rungs = ladder
+    outputs = [note, gr.update(value=table, headers=["token", *[f"dim {i}" for i in range(dim)]])]
+    for rung_text, figure in rungs:
+        outputs += [rung_text, figure]
+    return tuple(outputs)
+
+
+def build_ladder(text: str, char_note: str | None, dim: int, d_out: int, causal: bool, rate: float) -> tuple:
+    """The slow path: encode, run the four rungs and draw them; returns (note, table, [(text, plot), ...])."""
     tokenizer = gpt2_tokenizer()
     ids, token_note = encode_capped(tokenizer, text, MAX_TOKENS)
     tokens = token_strings(tokenizer, ids)
-    dim, d_out = int(dim), int(d_out)
     inputs = embedding_table(dim)[ids]  # (T, dim)
     notes = [note for note in (char_note, token_note) if note]
     note = f"{len(ids)} tokens → inputs {shape(inputs)} (one {dim}-number vector per token)."
     if notes:
         note = " ".join(notes) + " " + note
     table = [[f"{i}: {tok!r}", *[round(float(v), 2) for v in row]] for i, (tok, row) in enumerate(zip(tokens, inputs))]
-    rate = float(dropout_rate) if use_dropout else 0.0
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"The dropout rate must be between 0 and 1 (1 excluded), got {rate}.")
     with torch.inference_mode():
         rungs = [rung_simple(inputs, tokens), rung_self_attention(inputs, tokens, d_out),
                  rung_causal(inputs, tokens, d_out, causal, rate), rung_multi_head(inputs, tokens, d_out, causal)]
-    outputs = [note, gr.update(value=table, headers=["token", *[f"dim {i}" for i in range(dim)]])]
-    for rung_text, figure in rungs:
-        outputs += [rung_text, figure]
-    return tuple(outputs)
+    return note, table, [(rung_text, plot_value(figure)) for rung_text, figure in rungs]
 
 
 def build_tab() -> None:
@@ -162,7 +208,7 @@ def build_tab() -> None:
     with gr.Row():
         causal = gr.Checkbox(True, label="causal mask (hide the future)")
         use_dropout = gr.Checkbox(False, label="dropout (as in training)")
-        dropout_rate = gr.Slider(0.0, 0.9, value=0.5, step=0.1, label="dropout rate")
+        dropout_rate = gr.Slider(0.0, MAX_DROPOUT, value=0.5, step=0.1, label="dropout rate")
         run = gr.Button("Show attention", variant="primary")
     note = gr.Markdown(elem_classes=["lab-note"])
     inputs_table = gr.Dataframe(label="inputs: one vector per token", interactive=False, max_height=260)
@@ -172,12 +218,13 @@ def build_tab() -> None:
         outputs.append(gr.Plot(show_label=False, elem_id=f"attention-rung-{rung}"))
     show_source(simple_attention, SelfAttention, CausalAttention, MultiHeadAttentionWrapper, attention_steps)
 
-    handler = friendly(attention_ladder)
-    controls = [text, dim, d_out, causal, use_dropout, dropout_rate]
-    run.click(handler, controls, outputs, api_name="attention", concurrency_limit=8)
-    text.submit(handler, controls, outputs, api_name=False, concurrency_limit=8)
-    for control in (dim, d_out):
-        control.release(handler, controls, outputs, api_name=False, concurrency_limit=8)
+    # One queue for every trigger of the ladder: a cached ladder costs ~1 ms, a new one ~30 ms. preprocess=False:
+    # the handler checks each value itself, so NaN, infinity or a word from an API client gets a plain message.
+    event = {"fn": friendly(attention_ladder), "inputs": [text, dim, d_out, causal, use_dropout, dropout_rate],
+             "outputs": outputs, "preprocess": False, "concurrency_limit": 4, "concurrency_id": "attention"}
+    run.click(**event, api_name="attention")
+    text.submit(**event, api_name=False)
+    for control in (dim, d_out, dropout_rate):
+        control.release(**event, api_name=False)
     for control in (causal, use_dropout):
-        control.input(handler, controls, outputs, api_name=False, concurrency_limit=8)
-    dropout_rate.release(handler, controls, outputs, api_name=False, concurrency_limit=8)
+        control.input(**event, api_name=False)

@@ -1,15 +1,24 @@
 """Inside GPT tab: every attention head of the chosen model on the student's text, parameter counts,
-memory and the token/position embeddings."""
+memory and the token/position embeddings.
+
+Serving a class: thirty students often look at the same sentence, so a finished view is kept in a small
+ResultCache (keyed by model and text) with its figures already turned into the JSON the browser gets. The
+first student pays for the forward pass and the figures (about 0.1 s); the others get a dictionary look-up.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import gradio as gr
 import numpy as np
 import torch
+from gradio.components.plot import PlotData
 
 from gpt_core.model import GPTModel, estimate_memory, parameter_breakdown
-from ui.common import cap_text, explain, friendly, show_source
+from ui.common import cap_text, explain, friendly, number_input, show_source
 from ui.models import encode_capped, load_choice, token_strings
+from ui.view_cache import ResultCache, plot_value
 from visualizations.attention import head_figure
 from visualizations.model import (
     attention_grid_figure,
@@ -20,9 +29,11 @@ from visualizations.model import (
 )
 
 MAX_TOKENS = 64  # the layer x head grid stays small (under 1 MB) and readable up to here
-MAX_CHARS = 5_000
+MAX_CHARS = 2_000  # 64 tokens are about 300 characters; the from-scratch encoder gets slow on very long words
 EMBEDDING_DIMS = 32
 DEFAULT_TEXT = "Every effort moves you forward, one small step at a time."
+CACHED_VIEWS = 64  # at most this many (model, text) views are kept ...
+CACHED_VIEW_BYTES = 64 * 2**20  # ... and 64 MB (64 tokens: 0.4 MB for the bundled model, 2.5 MB for GPT-2 small)
 
 INTRO = """
 ### Inside GPT
@@ -32,6 +43,39 @@ tokens they look at (keys); the upper-right triangle is empty because a GPT cann
 Pick a layer and a head below to enlarge it. Further down: where the parameters are, how much memory the
 model needs, and the vectors each token starts as (token embedding + position embedding).
 """
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The view
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelFacts:
+    """What the tab shows about a model whatever the text: computed once per model."""
+
+    table: list[list[str]]
+    parameters: PlotData
+    memory: str
+
+
+@dataclass
+class InsideView:
+    """Everything the tab shows for one model and one text, figures ready to send."""
+
+    note: str
+    grid: PlotData
+    n_layers: int
+    n_heads: int
+    head: PlotData
+    facts: ModelFacts
+    embeddings: PlotData
+    positions: PlotData
+    state: dict  # {"attn": (layers, heads, T, T) float16, "tokens": [...]}: what the layer/head sliders read
+
+
+VIEWS = ResultCache(CACHED_VIEWS, CACHED_VIEW_BYTES)
+FACTS = ResultCache(16, 2**20)
 
 
 def capture(model: GPTModel, ids: list[int]) -> np.ndarray:
@@ -52,11 +96,29 @@ def embeddings(model: GPTModel, ids: list[int]) -> tuple[np.ndarray, np.ndarray,
     return tok.numpy(), pos.numpy(), pos_norms.numpy()
 
 
-def look_inside(choice: str, text: str):
-    """Everything the tab shows for one model and one text."""
-    loaded = load_choice(choice)
+def model_facts(loaded) -> ModelFacts:
+    """The parameter table and chart and the memory estimates of a model (cached per model)."""
+    facts = FACTS.get(loaded.label, owner=loaded.model)
+    if facts is not None:
+        return facts
     cfg = loaded.cfg
-    text, char_note = cap_text(text, MAX_CHARS)
+    breakdown = parameter_breakdown(cfg)
+    total = sum(count for _, count in breakdown)
+    table = [[name, f"{count:,}", f"{100 * count / total:.1f}%"] for name, count in breakdown]
+    table.append(["total", f"{total:,}", "100%"])
+    memory = "\n\n".join([
+        memory_markdown(estimate_memory(cfg, torch.float32), "Using the model (float32 weights)"),
+        memory_markdown(estimate_memory(cfg, torch.float32, training=True, batch_size=8),
+                        f"Training it (float32, AdamW, batch 8 × {cfg.context_length} tokens)"),
+    ])
+    facts = ModelFacts(table, plot_value(parameter_figure(breakdown)), memory)
+    FACTS.put(loaded.label, facts, owner=loaded.model)
+    return facts
+
+
+def build_view(loaded, text: str, char_note: str | None) -> InsideView:
+    """Run the model on `text` and draw everything (the slow path: a forward pass and five figures)."""
+    cfg = loaded.cfg
     limit = min(MAX_TOKENS, cfg.context_length)
     ids, token_note = encode_capped(loaded.tokenizer, text, limit)
     if token_note and cfg.context_length < MAX_TOKENS:
@@ -71,44 +133,63 @@ def look_inside(choice: str, text: str):
         f"emb_dim {cfg.emb_dim}, context window {cfg.context_length}",
     ]
     note_lines += [f"⚠ {note}" for note in (char_note, token_note) if note]
-
-    breakdown = parameter_breakdown(cfg)
-    total = sum(count for _, count in breakdown)
-    table = [[name, f"{count:,}", f"{100 * count / total:.1f}%"] for name, count in breakdown]
-    table.append(["total", f"{total:,}", "100%"])
-    memory = "\n\n".join([
-        memory_markdown(estimate_memory(cfg, torch.float32), "Using the model (float32 weights)"),
-        memory_markdown(estimate_memory(cfg, torch.float32, training=True, batch_size=8),
-                        f"Training it (float32, AdamW, batch 8 × {cfg.context_length} tokens)"),
-    ])
     tok, pos, pos_norms = embeddings(loaded.model, ids)
     state = {"attn": attn, "tokens": tokens}
-    layer, head = n_layers - 1, 0
-    return (
-        "\n\n".join(note_lines),
-        attention_grid_figure(attn, tokens, f"Attention weights of all {n_layers * n_heads} heads (rows: layers, columns: heads)"),
-        gr.update(maximum=n_layers - 1, value=layer),
-        gr.update(maximum=n_heads - 1, value=head),
-        enlarged_head(state, layer, head),
-        table,
-        parameter_figure(breakdown),
-        memory,
-        embedding_figure(tok, pos, tokens, EMBEDDING_DIMS,
-                        f"The vectors your tokens start as: first {EMBEDDING_DIMS} of {cfg.emb_dim} dimensions"),
-        position_norm_figure(pos_norms, n_tokens),
-        state,
+    grid_title = f"Attention weights of all {n_layers * n_heads} heads (rows: layers, columns: heads)"
+    embedding_title = f"The vectors your tokens start as: first {EMBEDDING_DIMS} of {cfg.emb_dim} dimensions"
+    return InsideView(
+        note="\n\n".join(note_lines),
+        grid=plot_value(attention_grid_figure(attn, tokens, grid_title)),
+        n_layers=n_layers,
+        n_heads=n_heads,
+        head=plot_value(head_plot(state, n_layers - 1, 0)),
+        facts=model_facts(loaded),
+        embeddings=plot_value(embedding_figure(tok, pos, tokens, EMBEDDING_DIMS, embedding_title)),
+        positions=plot_value(position_norm_figure(pos_norms, n_tokens)),
+        state=state,
     )
 
 
-def enlarged_head(state: dict | None, layer: int, head: int):
-    """One head of the captured weights, with token labels."""
+def look_inside(choice: str, text: str):
+    """Everything the tab shows for one model and one text (from the cache when someone asked before)."""
+    loaded = load_choice(choice)
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"The text must be a string of characters, not {type(text).__name__}.")
+    text, char_note = cap_text(text, MAX_CHARS)
+    key = (loaded.label, text)
+    view = VIEWS.get(key, owner=loaded.model)
+    if view is None:
+        view = build_view(loaded, text, char_note)
+        VIEWS.put(key, view, owner=loaded.model)
+    return (
+        view.note,
+        view.grid,
+        gr.update(maximum=view.n_layers - 1, value=view.n_layers - 1),
+        gr.update(maximum=view.n_heads - 1, value=0),
+        view.head,
+        view.facts.table,
+        view.facts.parameters,
+        view.facts.memory,
+        view.embeddings,
+        view.positions,
+        view.state,
+    )
+
+
+def head_plot(state: dict, layer: int, head: int):
+    """The figure of one head of the captured weights, with token labels."""
+    weights = state["attn"][layer, head].astype(np.float32)  # (T, T)
+    return head_figure(weights, state["tokens"], f"layer {layer}, head {head}: weights {weights.shape}")
+
+
+def enlarged_head(state: dict | None, layer=None, head=None):
+    """One head of the captured weights, chosen with the layer and head sliders."""
     if not state:
         raise ValueError("Press 'Look inside' first: there is no captured attention yet.")
-    attn = state["attn"]
-    layer = min(int(layer), attn.shape[0] - 1)
-    head = min(int(head), attn.shape[1] - 1)
-    weights = attn[layer, head].astype(np.float32)  # (T, T)
-    return head_figure(weights, state["tokens"], f"layer {layer}, head {head}: weights {weights.shape}")
+    n_layers, n_heads = state["attn"].shape[:2]
+    layer = number_input(layer, "The layer", minimum=0, maximum=n_layers - 1, whole=True, default=n_layers - 1)
+    head = number_input(head, "The head", minimum=0, maximum=n_heads - 1, whole=True, default=0)
+    return plot_value(head_plot(state, layer, head))
 
 
 def build_tab(model_choice: gr.Dropdown) -> None:
@@ -121,7 +202,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Row():
         layer = gr.Slider(0, 1, value=0, step=1, label="layer")
         head = gr.Slider(0, 1, value=0, step=1, label="head")
-    head_plot = gr.Plot(show_label=False, elem_id="inside-head")
+    head_plot_view = gr.Plot(show_label=False, elem_id="inside-head")
     with gr.Row():
         with gr.Column():
             params = gr.Dataframe(headers=["component", "parameters", "share"], label="parameters",
@@ -133,11 +214,15 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     state = gr.State(None)
     show_source(GPTModel.forward_with_capture, GPTModel.embed, parameter_breakdown, estimate_memory)
 
-    outputs = [note, grid, layer, head, head_plot, params, params_plot, memory, embed_plot, pos_plot, state]
-    run.click(friendly(look_inside), [model_choice, text], outputs, api_name="inside",
-              concurrency_limit=2, concurrency_id="model_forward")
-    text.submit(friendly(look_inside), [model_choice, text], outputs, api_name=False,
-                concurrency_limit=2, concurrency_id="model_forward")
+    outputs = [note, grid, layer, head, head_plot_view, params, params_plot, memory, embed_plot, pos_plot, state]
+    # Concurrency by cost: a cached view costs ~1 ms, a new one a forward pass (0.05-0.5 s, torch uses both
+    # cores), so 4 at once; the head slider only redraws one small figure, so it has its own queue.
+    inside_event = {"fn": friendly(look_inside), "inputs": [model_choice, text], "outputs": outputs,
+                    "concurrency_limit": 4, "concurrency_id": "inside"}
+    run.click(**inside_event, api_name="inside")
+    text.submit(**inside_event, api_name=False)
     for slider in (layer, head):
-        slider.release(friendly(enlarged_head), [state, layer, head], head_plot, api_name=False,
-                       concurrency_limit=8)
+        # preprocess=False: the handler checks the numbers itself (number_input), so NaN, infinity or a word
+        # from an API client gets a plain message.
+        slider.release(friendly(enlarged_head), [state, layer, head], head_plot_view, api_name=False,
+                       preprocess=False, concurrency_limit=8, concurrency_id="inside_head")

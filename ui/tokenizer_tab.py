@@ -21,7 +21,8 @@ from gpt_core.data import (
     windows,
 )
 from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding, learn_merges
-from ui.common import MAX_INPUT_CHARS, cap_text, explain, friendly, show_source
+from ui import models
+from ui.common import SliderBox, cap_text, explain, friendly, number_input, show_source
 from ui.uploads import read_upload
 from visualizations.tokens import (
     cosine_heatmap,
@@ -44,6 +45,14 @@ DEFAULT_WORD = "understanding"
 DEFAULT_EMBED_TEXT = "the cat sat on the mat, the dog sat on the rug"
 
 MAX_DRAWN_TOKENS = 2_000  # spans drawn in the browser; the counts cover the whole text
+# Text of sections 1 and 3 is cut to this: the from-scratch encoder takes about 2 µs a character on new text.
+MAX_TEXT_CHARS = 100_000
+# BPE merges inside one pre-token, and its merge loop takes time that grows with the square of the pre-token's
+# length: a pre-token (a word, a number, a run of punctuation) is cut at this many characters.
+MAX_PIECE_CHARS = 200
+MAX_WORD_CHARS = 200  # the word replayed merge by merge
+MAX_EMBED_CHARS = 500  # the embeddings need 16 tokens: about 80 characters
+MAX_CONTEXT = 64  # the training-pairs sliders
 TRAIN_MAX_CHARS = 500_000  # training text is cut to this, to keep training a few seconds long
 MAX_UPLOAD_BYTES = 2_000_000
 SHOWN_MERGES = 20  # first and last merges in the table
@@ -73,10 +82,10 @@ table.lab-window td.tok small { color: #4b5563; font-size: 0.75rem; }
 """
 
 
-@functools.cache
 def gpt2_tokenizer() -> BPETokenizer:
-    """GPT-2's tokenizer, loaded once per server (0.4 s) and shared by every visitor (it is read-only)."""
-    return BPETokenizer.gpt2()
+    """GPT-2's tokenizer, loaded once per server (0.4 s, 60 MB) and shared by every visitor and every tab (it is
+    read-only): the same object as ui.models.gpt2_tokenizer(), so the server holds one copy."""
+    return models.gpt2_tokenizer()
 
 
 def _pick_tokenizer(choice: str, trained: BPETokenizer | None) -> BPETokenizer:
@@ -94,6 +103,44 @@ def _reference_encoding(tokenizer: BPETokenizer):
 
 def _note(text: str) -> str:
     return f'<p class="lab-note">{text}</p>'
+
+
+def checked_text(value, what: str) -> str:
+    """Text from a text box ("" for nothing); anything else an API client sends gets a plain message."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string of characters, not {type(value).__name__}.")
+    return value
+
+
+def cut_long_piece(tokenizer: BPETokenizer, text: str) -> tuple[str, str | None]:
+    """`text` cut MAX_PIECE_CHARS characters into its first longer pre-token (with a note), or all of it.
+
+    >>> cut_long_piece(gpt2_tokenizer(), "hi " + "a" * 300)[0] == "hi " + "a" * 199
+    True
+    """
+    position = 0
+    for piece in tokenizer.pretokenize(text):
+        start = text.find(piece, position)
+        if len(piece) > MAX_PIECE_CHARS:
+            end = start + MAX_PIECE_CHARS
+            return text[:end], (
+                f"Stopped at character {end:,}: a run of {len(piece):,} characters with no break (one pre-token) "
+                f"starts at character {start:,}. BPE merges inside a pre-token, and the from-scratch merge loop "
+                f"takes time that grows with the square of its length, so only its first {MAX_PIECE_CHARS} "
+                "characters are used."
+            )
+        position = start + len(piece)
+    return text, None
+
+
+def bounded_text(tokenizer: BPETokenizer, text, limit: int, what: str = "text") -> tuple[str, str | None]:
+    """The text the tab works on: checked, cut to `limit` characters and before any over-long pre-token."""
+    text, length_note = cap_text(checked_text(text, "The text"), limit, what=what)
+    text, piece_note = cut_long_piece(tokenizer, text)
+    notes = [note for note in (length_note, piece_note) if note]
+    return text, " ".join(notes) or None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,9 +164,9 @@ def parity_message(ours: list[int], reference: list[int], tokenizer: BPETokenize
 def tokenize_text(text: str, choice: str, trained: BPETokenizer | None = None) -> tuple[str, str, str]:
     """Section 1: the coloured tokens, the counts and the tiktoken check for `text`."""
     tokenizer = _pick_tokenizer(choice, trained)
+    text, cut_note = bounded_text(tokenizer, text, MAX_TEXT_CHARS)
     if not text:
-        return _note("Type or paste some text above to see its tokens."), "0 tokens", ""
-    text, cut_note = cap_text(text, MAX_INPUT_CHARS)
+        return _note("Type or paste some text above to see its tokens."), "0 tokens", cut_note or ""
     ids = tokenizer.encode(text, allowed_special="all")  # (n_tokens,) from the from-scratch encoder
     reference = _reference_encoding(tokenizer).encode(text, allowed_special="all")
     pieces = [tokenizer.token_bytes(token_id) for token_id in ids[:MAX_DRAWN_TOKENS]]
@@ -166,6 +213,7 @@ def merge_rows(tokenizer: BPETokenizer, shown: int = SHOWN_MERGES) -> list:
 
 def train_bpe(vocab_size, source: str, text: str, upload: str | None, progress=gr.Progress()):  # noqa: B008 (Gradio idiom)
     """Section 2: learn a BPE tokenizer; returns (tokenizer state, status, merges table, tokenizer choice)."""
+    vocab_size = number_input(vocab_size, "The vocabulary size", minimum=257, maximum=MAX_TRAIN_VOCAB, whole=True)
     corpus, where = training_text(source, text, upload)
     corpus, cut_note = cap_text(corpus, TRAIN_MAX_CHARS, what="training text")
 
@@ -188,30 +236,45 @@ def train_bpe(vocab_size, source: str, text: str, upload: str | None, progress=g
     return tokenizer, status, table, gr.update(value=TRAINED_CHOICE)
 
 
-def replay_merge(word: str, step, trained: BPETokenizer | None = None):
-    """Section 2: the merges that turn `word` into tokens, up to `step`; returns (html, step slider)."""
+@functools.lru_cache(maxsize=4)
+def merge_ranks(tokenizer: BPETokenizer) -> dict[int, int]:
+    """{new token id: its merge's rank (1 = learned first)}, built once per tokenizer (GPT-2 has 50,000 merges)."""
+    return {merge.new_id: rank for rank, merge in enumerate(tokenizer.merges, start=1)}
+
+
+def replay_merge(word: str = DEFAULT_WORD, step=None, trained: BPETokenizer | None = None):
+    """Section 2: the merges that turn `word` into tokens, up to `step` (None: all); returns (html, step slider).
+
+    The word is cut to MAX_WORD_CHARS characters, so a replay stays a few milliseconds and at most ~150 kB.
+    """
     tokenizer = trained or gpt2_tokenizer()
     which = "your trained BPE" if trained else "GPT-2 (train your own BPE above to replay its merges)"
-    pieces = tokenizer.pretokenize(word or "")
+    word, cut_note = cap_text(checked_text(word, "The word"), MAX_WORD_CHARS, what="word")
+    # 4 bytes a character at most, so a word has fewer than 4 * MAX_WORD_CHARS merge steps.
+    step = number_input(step, "The merge step", minimum=0, maximum=4 * MAX_WORD_CHARS, whole=True,
+                        default=4 * MAX_WORD_CHARS)
+    pieces = tokenizer.pretokenize(word)
     if not pieces:
         return _note("Type a word to watch BPE merge it."), gr.update(maximum=1, value=0)
     piece = pieces[0]
     trace = tokenizer.trace(piece)
     last_step = len(trace) - 1
-    step = max(0, min(int(step), last_step))
-    rank_of = {merge.new_id: rank for rank, merge in enumerate(tokenizer.merges, start=1)}
+    step = min(step, last_step)
+    rank_of = merge_ranks(tokenizer)
     steps = [(s.tokens, s.merged_pair, s.new_id, rank_of.get(s.new_id)) for s in trace[: step + 1]]
     header = f"Replaying {token_text(piece.encode())!r} with {which}: step {step} of {last_step}."
     if len(pieces) > 1:
         header += f" BPE never merges across pieces, so only the first of {len(pieces)} pieces is shown."
+    if cut_note:
+        header += f" {cut_note}"
     body = merge_steps_html(steps, tokenizer.token_bytes)
     # The slider needs at least two stops to be draggable; a word that is a single byte has only step 0.
     return _note(header) + body, gr.update(maximum=max(last_step, 1), value=step)
 
 
-def replay_word(word: str, trained: BPETokenizer | None = None):
+def replay_word(word: str = DEFAULT_WORD, trained: BPETokenizer | None = None):
     """A new word: replay all of its merges (the slider then goes back through them)."""
-    return replay_merge(word, 10**9, trained)
+    return replay_merge(word, None, trained)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,12 +282,14 @@ def replay_word(word: str, trained: BPETokenizer | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def training_pairs(text: str, context_length, stride) -> tuple[str, str]:
+def training_pairs(text: str = DEFAULT_TEXT, context_length=8, stride=4) -> tuple[str, str]:
     """Section 3: the first (input, target) windows cut from `text` tokenized with GPT-2."""
-    text, _ = cap_text(text, MAX_INPUT_CHARS)
+    context_length = number_input(context_length, "The context length", minimum=1, maximum=MAX_CONTEXT, whole=True,
+                                  default=8)
+    stride = number_input(stride, "The stride", minimum=0, maximum=MAX_CONTEXT, whole=True, default=4)
     tokenizer = gpt2_tokenizer()
+    text, cut_note = bounded_text(tokenizer, text, MAX_TEXT_CHARS)
     ids = tokenizer.encode(text, allowed_special="all")
-    context_length, stride = int(context_length), int(stride)
     n_windows = len(window_starts(len(ids), context_length, stride))  # raises a clear ValueError on bad sizes
     pairs = windows(ids, context_length, stride, limit=SHOWN_WINDOWS)
     if stride < context_length:
@@ -237,6 +302,8 @@ def training_pairs(text: str, context_length, stride) -> tuple[str, str]:
         f"{len(ids):,} tokens → **{n_windows:,} windows** of {context_length} tokens "
         f"(stride {stride}: {overlap}). Showing the first {len(pairs)}."
     )
+    if cut_note:
+        summary += f"  \n{cut_note}"
     return windows_html(pairs, tokenizer.token_bytes), summary
 
 
@@ -260,10 +327,11 @@ def repeated_token_note(ids: list[int], labels: list[str], tok_cos, inp_cos) -> 
     return "No token repeats in this text; repeat a word to see one token get two different input vectors."
 
 
-def embeddings(text: str):
+def embeddings(text: str = DEFAULT_EMBED_TEXT):
     """Section 4: token + positional = input embeddings for the first 16 tokens, and their cosine similarities."""
     tokenizer = gpt2_tokenizer()
-    ids = tokenizer.encode((text or "")[:2_000], allowed_special="all")
+    text, _ = bounded_text(tokenizer, text, MAX_EMBED_CHARS)
+    ids = tokenizer.encode(text, allowed_special="all")
     if not ids:
         raise ValueError("Type a few words to embed, for example: the cat sat on the mat.")
     cut = len(ids) > MAX_EMBED_TOKENS
@@ -287,6 +355,9 @@ def embeddings(text: str):
 # ---------------------------------------------------------------------------------------------------------------
 # Layout and wiring
 # ---------------------------------------------------------------------------------------------------------------
+
+
+SMALL_VIEWS = {"concurrency_limit": 4, "concurrency_id": "token_views"}  # the replay and the embeddings
 
 
 def build_tab() -> None:
@@ -326,7 +397,7 @@ def build_tab() -> None:
         """
     )
     with gr.Row():
-        vocab_size = gr.Slider(257, MAX_TRAIN_VOCAB, value=1000, step=1, label="Vocabulary size", scale=2)
+        vocab_size = SliderBox(257, MAX_TRAIN_VOCAB, value=1000, step=1, label="Vocabulary size", scale=2)
         source = gr.Radio(
             [SHAKESPEARE_SOURCE, TEXT_SOURCE, UPLOAD_SOURCE], value=SHAKESPEARE_SOURCE, label="Train on", scale=2
         )
@@ -393,6 +464,10 @@ def build_tab() -> None:
     show_source(input_embeddings, cosine_similarities, title="The embedding lookup")
 
     # Wiring ------------------------------------------------------------------------------------------------------
+    # Concurrency by cost: encoding the text (sections 1 and 3) takes 1-300 ms and has its own queue; the replay
+    # and the embeddings take a few ms and share another, so they never wait behind long texts or BPE training.
+    # preprocess=False where a handler takes numbers: it checks them itself (number_input), so NaN, infinity or
+    # a word from an API client gets a plain message instead of Gradio's.
     tokenize_event = {
         "fn": friendly(tokenize_text),
         "inputs": [text, choice, trained_state],
@@ -408,6 +483,9 @@ def build_tab() -> None:
         "fn": friendly(training_pairs),
         "inputs": [text, context_length, stride],
         "outputs": [pairs_view, pairs_summary],
+        "preprocess": False,
+        "concurrency_limit": 4,
+        "concurrency_id": "tokenize",
     }
     context_length.release(**pairs_event, api_name="training_pairs")
     stride.release(**pairs_event, api_visibility="undocumented")
@@ -424,12 +502,14 @@ def build_tab() -> None:
         show_progress_on=[train_status],
     ).then(
         friendly(replay_word), [word, trained_state], replay_outputs,
-        api_name="replay_after_training", api_visibility="undocumented",
+        api_name="replay_after_training", api_visibility="undocumented", **SMALL_VIEWS,
     )
     replay_step.release(friendly(replay_merge), [word, replay_step, trained_state], replay_outputs,
-                        api_name="replay_merge")
-    word.submit(friendly(replay_word), [word, trained_state], replay_outputs, api_name="replay_word")
+                        api_name="replay_merge", preprocess=False, **SMALL_VIEWS)
+    word.submit(friendly(replay_word), [word, trained_state], replay_outputs, api_name="replay_word",
+                preprocess=False, **SMALL_VIEWS)
 
-    embed_event = {"fn": friendly(embeddings), "inputs": [embed_text], "outputs": [embed_summary, heatmaps, cosine]}
+    embed_event = {"fn": friendly(embeddings), "inputs": [embed_text], "outputs": [embed_summary, heatmaps, cosine],
+                   **SMALL_VIEWS}
     embed_button.click(**embed_event, api_name="embeddings")
     embed_text.submit(**embed_event, api_visibility="undocumented")

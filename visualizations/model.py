@@ -2,13 +2,18 @@
 
 The layer x head grid is ONE heatmap: each head's (T, T) weights are a tile, tiles are separated by a
 gutter one cell wide. That builds far faster than one subplot per head. Weights are sent as whole
-percents in uint8 (1 byte a cell instead of 8), so gpt2-small on 64 tokens stays under 1 MB of JSON.
+percents in uint8 (1 byte a cell instead of 8, base64 in the JSON), so gpt2-small on 64 tokens stays
+under 1 MB of JSON. Like the attention figures, these are plain dicts wrapped by `fast_figure`.
 """
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import plotly.graph_objects as go
+
+from visualizations.attention import colorscale, fast_figure, grid_layout, rounded, token_labels
 
 GUTTER = 255  # uint8 value of the gutter cells; anything above 100 is drawn in the background colour
 PERCENT_COLORS = [
@@ -41,6 +46,17 @@ def tile_grid(attn: np.ndarray, gutter: int = 1) -> np.ndarray:
     return grid
 
 
+def typed_array(array: np.ndarray) -> dict:
+    """A 2-D uint8 array as plotly's typed-array JSON: 1 byte a cell (base64), instead of a list of numbers.
+
+    >>> typed_array(np.array([[1, 2]], dtype=np.uint8))
+    {'dtype': 'u1', 'bdata': 'AQI=', 'shape': '1, 2'}
+    """
+    rows, cols = array.shape
+    data = base64.b64encode(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).decode("ascii")
+    return {"dtype": "u1", "bdata": data, "shape": f"{rows}, {cols}"}
+
+
 def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, title: str = "") -> go.Figure:
     """All heads of all layers, attn (L, H, T, T): rows of tiles are layers, columns of tiles are heads."""
     n_layers, n_heads, n_tokens, _ = attn.shape
@@ -50,40 +66,43 @@ def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, tit
     row_labels = _tile_labels(n_layers, tokens, "layer", "query")
     col_labels = _tile_labels(n_heads, tokens, "head", "key")
     middle = n_tokens // 2
-    figure = go.Figure(
-        go.Heatmap(
-            z=grid,
-            x=col_labels,
-            y=row_labels,
-            colorscale=PERCENT_COLORS,
-            zmin=0,
-            zmax=101,
-            colorbar={"title": {"text": "weight %"}, "tickvals": [0, 25, 50, 75, 100], "len": 0.6},
-            hovertemplate="%{y}<br>%{x}<br>weight %{z}%<extra></extra>",
-        )
-    )
     step = n_tokens + 1
-    figure.update_xaxes(
-        type="category",
-        tickvals=[col_labels[h * step + middle] for h in range(n_heads)],
-        ticktext=[f"head {h}" for h in range(n_heads)],
-        side="top",
-        showgrid=False,
-        constrain="domain",
-    )
-    figure.update_yaxes(
-        type="category",
-        tickvals=[row_labels[layer * step + middle] for layer in range(n_layers)],
-        ticktext=[f"layer {layer}" for layer in range(n_layers)],
-        autorange="reversed",
-        showgrid=False,
-        scaleanchor="x",
-        constrain="domain",
-    )
+    heatmap = {
+        "type": "heatmap",
+        "z": typed_array(grid),
+        "x": col_labels,
+        "y": row_labels,
+        "colorscale": PERCENT_COLORS,
+        "zmin": 0,
+        "zmax": 101,
+        "colorbar": {"title": {"text": "weight %"}, "tickvals": [0, 25, 50, 75, 100], "len": 0.6},
+        "hovertemplate": "%{y}<br>%{x}<br>weight %{z}%<extra></extra>",
+    }
     side = min(900, max(360, 70 * max(n_layers, n_heads)))
-    figure.update_layout(height=side + 90, margin={"l": 10, "r": 10, "t": 90, "b": 10}, plot_bgcolor="white",
-                         title={"text": title, "font": {"size": 14}, "x": 0.01})
-    return figure
+    layout = {
+        "xaxis": {
+            "type": "category",
+            "tickvals": [col_labels[h * step + middle] for h in range(n_heads)],
+            "ticktext": [f"head {h}" for h in range(n_heads)],
+            "side": "top",
+            "showgrid": False,
+            "constrain": "domain",
+        },
+        "yaxis": {
+            "type": "category",
+            "tickvals": [row_labels[layer * step + middle] for layer in range(n_layers)],
+            "ticktext": [f"layer {layer}" for layer in range(n_layers)],
+            "autorange": "reversed",
+            "showgrid": False,
+            "scaleanchor": "x",
+            "constrain": "domain",
+        },
+        "height": side + 90,
+        "margin": {"l": 10, "r": 10, "t": 90, "b": 10},
+        "plot_bgcolor": "white",
+        "title": {"text": title, "font": {"size": 14}, "x": 0.01},
+    }
+    return fast_figure([heatmap], layout)
 
 
 def _tile_labels(n_tiles: int, tokens: list[str], tile_name: str, token_role: str) -> list[str]:
@@ -103,87 +122,80 @@ def _tile_labels(n_tiles: int, tokens: list[str], tile_name: str, token_role: st
 def parameter_figure(breakdown: list[tuple[str, int]]) -> go.Figure:
     """Horizontal bars: parameters per component, largest at the top."""
     names = [name for name, _ in breakdown]
-    counts = [count for _, count in breakdown]
+    counts = [int(count) for _, count in breakdown]
     total = sum(counts) or 1
-    figure = go.Figure(
-        go.Bar(
-            x=counts,
-            y=names,
-            orientation="h",
-            text=[f"{c / 1e6:,.2f} M ({100 * c / total:.0f}%)" for c in counts],
-            textposition="auto",
-            marker_color="#4292c6",
-            hovertemplate="%{y}: %{x:,} parameters<extra></extra>",
-        )
-    )
-    figure.update_yaxes(autorange="reversed")
-    figure.update_layout(
-        height=80 + 34 * len(names),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        title={"text": f"Parameters per component (total {total:,})", "font": {"size": 14}},
-        xaxis_title="parameters",
-        plot_bgcolor="white",
-    )
-    return figure
+    bars = {
+        "type": "bar",
+        "x": counts,
+        "y": names,
+        "orientation": "h",
+        "text": [f"{c / 1e6:,.2f} M ({100 * c / total:.0f}%)" for c in counts],
+        "textposition": "auto",
+        "marker": {"color": "#4292c6"},
+        "hovertemplate": "%{y}: %{x:,} parameters<extra></extra>",
+    }
+    layout = {
+        "yaxis": {"autorange": "reversed"},
+        "height": 80 + 34 * len(names),
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "title": {"text": f"Parameters per component (total {total:,})", "font": {"size": 14}},
+        "xaxis": {"title": {"text": "parameters"}},
+        "plot_bgcolor": "white",
+    }
+    return fast_figure([bars], layout)
 
 
 def embedding_figure(tok_emb: np.ndarray, pos_emb: np.ndarray, tokens: list[str], n_dims: int = 32,
                      title: str = "") -> go.Figure:
     """The first `n_dims` dimensions of the token embeddings, the position embeddings and their sum, per token."""
-    from plotly.subplots import make_subplots
-
-    from visualizations.attention import token_labels
-
     labels = token_labels(tokens)
     parts = [("token embedding", tok_emb), ("position embedding", pos_emb), ("input = sum", tok_emb + pos_emb)]
-    figure = make_subplots(rows=1, cols=3, subplot_titles=[name for name, _ in parts], shared_yaxes=True,
-                           horizontal_spacing=0.03)
+    layout = grid_layout(1, 3, [name for name, _ in parts], horizontal_spacing=0.03, shared_yaxes=True)
     bound = float(max(np.abs(values[:, :n_dims]).max() for _, values in parts)) or 1.0
+    data = []
     for col, (name, values) in enumerate(parts, start=1):
-        figure.add_trace(
-            go.Heatmap(
-                z=np.asarray(values[:, :n_dims], dtype=np.float32).round(3),
-                y=labels,
-                colorscale="RdBu_r",
-                zmin=-bound,
-                zmax=bound,
-                showscale=col == 3,
-                hovertemplate=f"{name}<br>%{{y}}<br>dim %{{x}}: %{{z:.3f}}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
-        figure.update_xaxes(title_text="dimension", row=1, col=col)
-    figure.update_yaxes(autorange="reversed", tickfont={"size": 10})
-    figure.update_layout(
+        suffix = "" if col == 1 else str(col)
+        data.append({
+            "type": "heatmap",
+            "z": rounded(values[:, :n_dims]),
+            "y": labels,
+            "colorscale": colorscale("RdBu_r"),
+            "zmin": -bound,
+            "zmax": bound,
+            "showscale": col == 3,
+            "hovertemplate": f"{name}<br>%{{y}}<br>dim %{{x}}: %{{z:.3f}}<extra></extra>",
+            "xaxis": f"x{suffix}",
+            "yaxis": f"y{suffix}",
+        })
+        layout[f"xaxis{suffix}"]["title"] = {"text": "dimension"}
+        layout[f"yaxis{suffix}"].update(autorange="reversed", tickfont={"size": 10})
+    layout.update(
         height=min(900, 170 + 16 * len(tokens)),
         margin={"l": 10, "r": 10, "t": 80, "b": 10},
         title={"text": title, "font": {"size": 14}, "x": 0.01},
     )
-    return figure
+    return fast_figure(data, layout)
 
 
 def position_norm_figure(pos_norms: np.ndarray, n_used: int) -> go.Figure:
     """The length (L2 norm) of each position embedding vector; the positions the text uses are highlighted."""
-    positions = np.arange(len(pos_norms))
-    figure = go.Figure(
-        [
-            go.Scatter(x=positions, y=pos_norms, mode="lines", name="all positions", line={"color": "#9ecae1"}),
-            go.Scatter(
-                x=positions[:n_used], y=pos_norms[:n_used], mode="markers", name="your text",
-                marker={"color": "#08306b", "size": 6},
-            ),
-        ]
-    )
-    figure.update_layout(
-        height=300,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        title={"text": "Norm of each position embedding", "font": {"size": 14}},
-        xaxis_title="position",
-        yaxis_title="‖pos_emb[p]‖",
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return figure
+    positions = list(range(len(pos_norms)))
+    norms = rounded(pos_norms)
+    data = [
+        {"type": "scatter", "x": positions, "y": norms, "mode": "lines", "name": "all positions",
+         "line": {"color": "#9ecae1"}},
+        {"type": "scatter", "x": positions[:n_used], "y": norms[:n_used], "mode": "markers", "name": "your text",
+         "marker": {"color": "#08306b", "size": 6}},
+    ]
+    layout = {
+        "height": 300,
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "title": {"text": "Norm of each position embedding", "font": {"size": 14}},
+        "xaxis": {"title": {"text": "position"}},
+        "yaxis": {"title": {"text": "‖pos_emb[p]‖"}},
+        "legend": {"orientation": "h", "y": -0.25},
+    }
+    return fast_figure(data, layout)
 
 
 def memory_markdown(memory: dict[str, int], title: str) -> str:

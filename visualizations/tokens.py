@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+
+from visualizations.attention import colorscale, fast_figure, grid_layout, rounded
 
 # Pastel backgrounds with dark text; neighbours always differ (colour by position).
 TOKEN_COLORS = ("#fde68a", "#bbf7d0", "#bfdbfe", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#d9f99d")
 HIGHLIGHT = "#dc2626"  # outline of the pair merged at a replay step
+MAX_REPLAY_HTML = 150_000  # characters of HTML in one merge replay; the steps beyond are named, not drawn
 
 MergeStep = tuple[list[int], "tuple[int, int] | None", "int | None", "int | None"]  # tokens, pair, new id, rank
 MergeRow = tuple[int, tuple[int, int], int, "int | None"]  # rank, pair, new id, count
@@ -74,26 +76,53 @@ def _pair_text(pair: tuple[int, int], token_bytes: Callable[[int], bytes]) -> st
     return f"<b>{left}</b> + <b>{right}</b>"
 
 
-def merge_steps_html(steps: Sequence[MergeStep], token_bytes: Callable[[int], bytes]) -> str:
+def _step_row(number: int, step: MergeStep, current: bool, token_bytes: Callable[[int], bytes]) -> str:
+    """One replay row: the step number, the tokens as chips (the ones this merge made outlined), the merge."""
+    tokens, pair, new_id, rank = step
+    chips = "".join(_chip(t, token_bytes(t), highlighted=(t == new_id)) for t in tokens)
+    if new_id is None:
+        what = "the raw UTF-8 bytes, one token each"
+    else:
+        new_text = html.escape(token_text(token_bytes(new_id)))
+        what = f"merge #{rank:,}: {_pair_text(pair, token_bytes)} → <b>{new_text}</b> (id {new_id})"
+    count = f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}"
+    return (
+        f'<tr class="step{" current" if current else ""}"><td class="step-no">step {number}</td>'
+        f'<td class="chips">{chips}</td><td>{count}</td><td>{what}</td></tr>'
+    )
+
+
+def merge_steps_html(steps: Sequence[MergeStep], token_bytes: Callable[[int], bytes],
+                     max_html: int = MAX_REPLAY_HTML) -> str:
     """The merge-by-merge replay of one word as rows of chips, one row per step (the last row is the current step).
 
     `steps` holds (tokens, merged_pair, new_id, rank) per step; step 0 is the raw bytes (pair, id, rank None).
-    In each row the tokens that step's merge made are outlined in red.
+    In each row the tokens that step's merge made are outlined in red. A long word makes many long rows, so
+    the rows kept are: the current step, step 0, then the steps just before the current one, while the HTML
+    stays under `max_html` characters; one row says which steps were left out.
     """
-    rows = []
-    for number, (tokens, pair, new_id, rank) in enumerate(steps):
-        chips = "".join(_chip(t, token_bytes(t), highlighted=(t == new_id)) for t in tokens)
-        if new_id is None:
-            what = "the raw UTF-8 bytes, one token each"
-        else:
-            new_text = html.escape(token_text(token_bytes(new_id)))
-            what = f"merge #{rank:,}: {_pair_text(pair, token_bytes)} → <b>{new_text}</b> (id {new_id})"
-        count = f"{len(tokens)} token{'s' if len(tokens) != 1 else ''}"
-        current = " current" if number == len(steps) - 1 else ""
-        rows.append(
-            f'<tr class="step{current}"><td class="step-no">step {number}</td><td class="chips">{chips}</td>'
-            f"<td>{count}</td><td>{what}</td></tr>"
-        )
+    last = len(steps) - 1
+    drawn = {last: _step_row(last, steps[last], True, token_bytes)}
+    used = len(drawn[last])
+    candidates = ([0] if last > 0 else []) + list(range(last - 1, 0, -1))
+    for number in candidates:
+        row = _step_row(number, steps[number], False, token_bytes)
+        if used + len(row) > max_html:
+            if number == 0:
+                continue  # step 0 alone is too long: still try the later, shorter rows
+            break
+        drawn[number] = row
+        used += len(row)
+    rows, previous = [], -1
+    for number in sorted(drawn):
+        if number - previous > 1:
+            rows.append(
+                f'<tr class="skipped"><td class="step-no">steps {previous + 1}–{number - 1}</td>'
+                f'<td colspan="3">{number - previous - 1} steps not drawn (a long word); move the merge step '
+                "slider to see any of them.</td></tr>"
+            )
+        rows.append(drawn[number])
+        previous = number
     return f'<table class="lab-replay">{"".join(rows)}</table>'
 
 
@@ -183,54 +212,59 @@ def embedding_heatmaps(
 ) -> go.Figure:
     """Three heatmaps side by side: token (T, d) + positional (T, d) = input (T, d), tokens down the side."""
     n_tokens, emb_dim = np.shape(input_embeddings)
-    titles = (
+    titles = [
         f"token embeddings ({n_tokens}, {emb_dim})",
         f"+ positional ({n_tokens}, {emb_dim})",
         f"= input embeddings ({n_tokens}, {emb_dim})",
-    )
-    fig = make_subplots(rows=1, cols=3, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.03)
+    ]
+    layout = grid_layout(1, 3, titles, horizontal_spacing=0.03, shared_yaxes=True)
     limit = float(np.abs(np.asarray(input_embeddings)).max() or 1.0)  # one colour scale for all three
+    data = []
     for col, matrix in enumerate((token_embeddings, pos_embeddings, input_embeddings), start=1):
-        fig.add_trace(
-            go.Heatmap(
-                z=np.round(np.asarray(matrix, dtype=np.float32), 3),
-                colorscale="RdBu",
-                zmid=0.0,
-                zmin=-limit,
-                zmax=limit,
-                showscale=col == 3,
-                colorbar={"title": {"text": "value"}, "thickness": 12},
-                hovertemplate="token %{y}, dim %{x}: %{z:.2f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
-        )
-        fig.update_xaxes(title_text="dimension", row=1, col=col, dtick=4)
-    fig.update_yaxes(**_token_axis(labels), row=1, col=1)
-    fig.update_layout(height=HEATMAP_HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 40}, font=FONT)
-    return fig
+        suffix = "" if col == 1 else str(col)
+        data.append({
+            "type": "heatmap",
+            "z": rounded(matrix),
+            "colorscale": colorscale("RdBu"),
+            "zmid": 0.0,
+            "zmin": -limit,
+            "zmax": limit,
+            "showscale": col == 3,
+            "colorbar": {"title": {"text": "value"}, "thickness": 12},
+            "hovertemplate": "token %{y}, dim %{x}: %{z:.2f}<extra></extra>",
+            "xaxis": f"x{suffix}",
+            "yaxis": f"y{suffix}",
+        })
+        layout[f"xaxis{suffix}"].update(title={"text": "dimension"}, dtick=4)
+    layout["yaxis"].update(_token_axis(labels))
+    layout.update(height=HEATMAP_HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 40}, font=FONT)
+    return fast_figure(data, layout)
 
 
 def cosine_heatmap(similarities: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
     """A (T, T) heatmap of cosine similarities with the tokens on both axes and the values written in."""
-    z = np.round(np.asarray(similarities, dtype=np.float32), 2)
     decimals = 2 if len(labels) <= 10 else 1  # keep the numbers inside their cells
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=list(range(len(labels))),
-            y=list(range(len(labels))),
-            zmin=-1.0,
-            zmax=1.0,
-            colorscale="RdBu",
-            text=[[f"{value:.{decimals}f}" for value in row] for row in np.round(z, decimals) + 0.0],  # no "-0.0"
-            texttemplate="%{text}",
-            textfont={"size": 11 if len(labels) <= 10 else 10},
-            colorbar={"title": {"text": "cosine"}, "thickness": 12},
-            hovertemplate="%{y} vs %{x}: %{z:.2f}<extra></extra>",
-        )
-    )
-    fig.update_yaxes(**_token_axis(labels))
-    fig.update_xaxes(**{**_token_axis(labels), "autorange": True, "tickangle": -45})
-    fig.update_layout(title=title, height=HEATMAP_HEIGHT + 70, margin={"l": 10, "r": 10, "t": 50, "b": 10}, font=FONT)
-    return fig
+    z = np.round(np.asarray(similarities, dtype=np.float32), 2)
+    heatmap = {
+        "type": "heatmap",
+        "z": rounded(z, 2),
+        "x": list(range(len(labels))),
+        "y": list(range(len(labels))),
+        "zmin": -1.0,
+        "zmax": 1.0,
+        "colorscale": colorscale("RdBu"),
+        "text": [[f"{value:.{decimals}f}" for value in row] for row in np.round(z, decimals) + 0.0],  # no "-0.0"
+        "texttemplate": "%{text}",
+        "textfont": {"size": 11 if len(labels) <= 10 else 10},
+        "colorbar": {"title": {"text": "cosine"}, "thickness": 12},
+        "hovertemplate": "%{y} vs %{x}: %{z:.2f}<extra></extra>",
+    }
+    layout = {
+        "yaxis": _token_axis(labels),
+        "xaxis": {**_token_axis(labels), "autorange": True, "tickangle": -45},
+        "title": {"text": title},
+        "height": HEATMAP_HEIGHT + 70,
+        "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
+        "font": FONT,
+    }
+    return fast_figure([heatmap], layout)
