@@ -32,8 +32,20 @@ SPEED_LINE = re.compile(r"with the KV cache \*\*[\d,]+ tokens/s\*\*, without \*\
 
 @pytest.fixture(scope="module")
 def greedy_run() -> list[tuple]:
-    """Every update of one greedy /generate of N_TOKENS tokens."""
-    return list(run_generation(BUNDLED, PROMPT, N_TOKENS, 0.0, 0, 1.0, 1))
+    """Every update of one greedy /generate of N_TOKENS tokens, with an update after every token."""
+    every = generate_tab.STREAM_EVERY_S
+    generate_tab.STREAM_EVERY_S = 0.0
+    try:
+        return list(run_generation(BUNDLED, PROMPT, N_TOKENS, 0.0, 0, 1.0, 1))
+    finally:
+        generate_tab.STREAM_EVERY_S = every
+
+
+def test_a_fast_model_sends_its_tokens_in_few_updates(monkeypatch):
+    monkeypatch.setattr(generate_tab, "STREAM_EVERY_S", 60.0)  # far longer than the run
+    updates = list(run_generation(BUNDLED, PROMPT, N_TOKENS, 0.0, 0, 1.0, 1))
+    assert len(updates) == 2  # the first token (it clears the last run), then the final update
+    assert updates[0][0].count('class="tok"') == 1 and updates[-1][0].count('class="tok"') == N_TOKENS
 
 
 def error_message(handler, *args) -> str:
@@ -48,7 +60,8 @@ def error_message(handler, *args) -> str:
 # ---------------------------------------------------------------- the stream
 def test_the_stream_sends_no_chart_before_the_last_update(greedy_run):
     assert len(greedy_run) == N_TOKENS + 1  # one update per token, then the final one
-    figures = [index for index, outputs in enumerate(greedy_run) for value in outputs if isinstance(value, go.Figure)]
+    figures = [index for index, outputs in enumerate(greedy_run) for value in outputs
+               if isinstance(value, go.Figure)]
     assert figures == [N_TOKENS]  # one chart, in the last update
     assert [outputs[0].count('class="tok"') for outputs in greedy_run] == [*range(1, N_TOKENS + 1), N_TOKENS]
 
@@ -224,7 +237,7 @@ def test_each_endpoint_has_a_concurrency_limit_by_its_cost():
     with gr.Blocks() as demo:
         generate_tab.build_tab(models.model_picker())
     events = {fn.api_name: fn for fn in demo.fns.values()}
-    assert events["generate"].concurrency_limit == generate_tab.GENERATE_AT_ONCE >= 4
+    assert events["generate"].concurrency_limit == generate_tab.GENERATE_AT_ONCE == 2  # more thrash the GIL
     assert events["generate_speed"].concurrency_limit == 1
     assert events["generate_speed"].concurrency_id != events["generate"].concurrency_id
     assert not events["generate"].preprocess  # the handlers check the raw values themselves
@@ -277,3 +290,24 @@ def test_api_speed_endpoint_returns_both_speeds(client):
         "parameters"]
     assert all(parameter["parameter_has_default"] for parameter in parameters)
     assert SPEED_LINE.search(client.predict(api_name="/generate_speed"))
+
+
+def test_the_generation_worker_gives_the_same_steps_as_the_server():
+    from gpt_core.generate import stream_generate
+    from ui import decode_worker
+
+    decode_worker.start([BUNDLED])
+    try:
+        ids = models.load_choice(BUNDLED).tokenizer.encode(PROMPT)
+        for temperature, seed in ((0.0, 1), (0.8, 7)):
+            remote = decode_worker.worker_steps(BUNDLED, ids, 12, temperature, 40, None, seed, 10)
+            local = list(stream_generate(models.load_choice(BUNDLED).model, torch.tensor(ids), 12,
+                                         temperature=temperature, top_k=40, seed=seed, top_n=10))
+            assert [step.token_id for step in remote] == [step.token_id for step in local]
+            largest = max(abs(a.prob - b.prob) for a, b in zip(remote, local))
+            print(f"temperature {temperature}: largest probability difference {largest:.2e}")
+            assert largest < 1e-4
+        assert decode_worker.worker_steps("GPT-2 small (124M, download)", ids, 3, 0.0, None, None, 1, 10) is None
+    finally:
+        decode_worker.stop()
+    assert decode_worker.worker_steps(BUNDLED, ids, 3, 0.0, None, None, 1, 10) is None  # stopped: in the server

@@ -27,6 +27,7 @@ class ModelChoice:
     build: Callable[[], GPTModel]  # returns the model (weights loaded or random)
     note: str  # one line shown to the student under the views
     tokenizer: Callable[[], object] | None = None  # None: GPT-2's vocabulary
+    built_in: bool = True  # False: downloaded from the hub, or a student's own model
 
 
 @dataclass
@@ -98,15 +99,20 @@ MODEL_CHOICES: list[ModelChoice] = [
     ModelChoice("Random init · nano (untrained)", lambda: random_init("nano"), UNTRAINED),
     ModelChoice("Random init · micro (untrained)", lambda: random_init("micro"), UNTRAINED),
     ModelChoice("GPT-2 small (124M, download)", lambda: pretrained_gpt2("openai-community/gpt2"),
-                "OpenAI's GPT-2 small (124M parameters), trained on 40 GB of web text."),
+                "OpenAI's GPT-2 small (124M parameters), trained on 40 GB of web text.", built_in=False),
     ModelChoice("GPT-2 medium (355M, download)", lambda: pretrained_gpt2("openai-community/gpt2-medium"),
-                "OpenAI's GPT-2 medium (355M parameters), trained on 40 GB of web text."),
+                "OpenAI's GPT-2 medium (355M parameters), trained on 40 GB of web text.", built_in=False),
 ]
 DEFAULT_CHOICE = MODEL_CHOICES[0].label
 
 _loaded: dict[str, LoadedModel] = {}
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+
+
+def built_in_labels() -> list[str]:
+    """The models this repository builds without the internet (the bundled one and the random presets)."""
+    return [choice.label for choice in MODEL_CHOICES if choice.built_in]
 
 
 def choice_labels() -> list[str]:
@@ -194,7 +200,7 @@ def register_model(label: str, model: GPTModel, tokenizer, note: str) -> str:
     model.eval().requires_grad_(False)
     with _locks_guard:
         if label not in choice_labels():
-            MODEL_CHOICES.append(ModelChoice(label, lambda: _loaded[label].model, note))
+            MODEL_CHOICES.append(ModelChoice(label, lambda: _loaded[label].model, note, built_in=False))
         _loaded[label] = LoadedModel(model, tokenizer, label, note)
     EXPLORER_MODELS.put(EXPLORER, label, label, size_bytes=model_bytes(model))
     return label

@@ -12,6 +12,8 @@ import html
 
 import plotly.graph_objects as go
 
+from visualizations.attention import fast_figure
+
 CHOSEN_COLOR = "#e6550d"
 OTHER_COLOR = "#9ecae1"
 
@@ -32,32 +34,23 @@ def candidates_figure(candidates: list[tuple[str, float]], chosen: str, step: in
     probs = [prob for _, prob in rows] + [0.0] * (n_bars - len(rows))
     colors = [CHOSEN_COLOR if token == chosen else OTHER_COLOR for token, _ in rows] + [OTHER_COLOR] * (
         n_bars - len(rows))
-    figure = go.Figure(
-        go.Bar(
-            x=probs,
-            y=labels,
-            orientation="h",
-            marker_color=colors,
-            text=[f"{p:.1%}" if p > 0 else "" for p in probs],
-            textposition="outside",
-            cliponaxis=False,
-            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
-        )
-    )
-    figure.update_xaxes(range=[0, 1.12], tickformat=".0%", title_text="probability")
-    figure.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels, tickfont={"size": 13})
     title = f"step {step}: the {n_bars} most likely next tokens (orange = chosen)"
     if chosen not in [token for token, _ in rows] and chosen_prob is not None:
         title = f"step {step}: chosen {_visible(chosen)!r} (p = {chosen_prob:.1%}) is not in the top {n_bars}"
-    figure.update_layout(
-        title={"text": title,
-               "font": {"size": 14}},
-        height=420,
-        margin={"l": 10, "r": 30, "t": 50, "b": 10},
-        plot_bgcolor="white",
-        uirevision="candidates",  # keep zoom and layout steady as the step slider redraws it
-    )
-    return figure
+    bars = {"type": "bar", "x": probs, "y": labels, "orientation": "h", "marker": {"color": colors},
+            "text": [f"{p:.1%}" if p > 0 else "" for p in probs], "textposition": "outside", "cliponaxis": False,
+            "hovertemplate": "%{y}: %{x:.4f}<extra></extra>"}
+    layout = {
+        "title": {"text": title, "font": {"size": 14}},
+        "xaxis": {"range": [0, 1.12], "tickformat": ".0%", "title": {"text": "probability"}},
+        "yaxis": {"autorange": "reversed", "categoryorder": "array", "categoryarray": labels,
+                  "tickfont": {"size": 13}},
+        "height": 420,
+        "margin": {"l": 10, "r": 30, "t": 50, "b": 10},
+        "plot_bgcolor": "white",
+        "uirevision": "candidates",  # keep zoom and layout steady as the step slider redraws it
+    }
+    return fast_figure([bars], layout)
 
 
 def prompt_span(prompt: str) -> str:
