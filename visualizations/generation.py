@@ -54,8 +54,8 @@ def candidates_figure(candidates: list[tuple[str, float]], chosen: str, step: in
 
 
 def prompt_span(prompt: str) -> str:
-    """The prompt, in grey, before the generated tokens."""
-    return f'<span class="prompt" style="color:#555">{html.escape(prompt)}</span>'
+    """The prompt, in the theme's muted text colour (readable in light and dark), before the generated tokens."""
+    return f'<span class="prompt" style="color:var(--body-text-color-subdued, #555)">{html.escape(prompt)}</span>'
 
 
 def token_span(step: int, token: str, prob: float, chosen: bool = False) -> str:
