@@ -4,8 +4,8 @@ Shakespeare ships inside a package (see ``gpt_core.data.shakespeare_text``) and 
 short story "The Verdict" (Edith Wharton, 1908, public domain) is fetched from the book's repository the first
 time it is asked for, then read from the cache:
 
-    >>> text = the_verdict_text()          # doctest: +SKIP  (needs the internet once)
-    >>> len(text)                          # doctest: +SKIP
+    >>> text = the_verdict_text()  # the first call needs the internet  # doctest: +SKIP
+    >>> len(text)  # doctest: +SKIP
     20479
 
 Cache folder: ``$LLM_LAB_CACHE`` when set, else ``~/.cache/llm_lab``.
