@@ -33,6 +33,8 @@ class GPTConfig:
     drop_rate: float = 0.0  # dropout on embeddings, attention weights and shortcuts
     qkv_bias: bool = True  # bias in the query/key/value projections (GPT-2 has one)
     tie_weights: bool = True  # output head shares its weights with the token embedding
+    init: str = "gpt2"  # "gpt2": every matrix from normal(0, 0.02), as OpenAI's; "pytorch": the layers' own
+    #                     defaults, as the book's chapters 4-5 model (with its seed, the book's very weights)
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -44,6 +46,8 @@ class GPTConfig:
                              f"so that every head gets the same width.")
         if not 0.0 <= self.drop_rate < 1.0:
             raise ValueError(f"drop_rate must be between 0 and 1 (1 excluded), got {self.drop_rate}.")
+        if self.init not in ("gpt2", "pytorch"):
+            raise ValueError(f"init must be 'gpt2' or 'pytorch', got {self.init!r}.")
 
     @property
     def head_dim(self) -> int:
@@ -78,6 +82,9 @@ def _classroom(n_layers, emb_dim, n_heads, context_length):
 
 
 PRESETS: dict[str, GPTConfig] = {
+    # the book's GPT_CONFIG_124M (chapter 4): dropout 0.1, no qkv bias, an untied head and PyTorch's own
+    # init, so `torch.manual_seed(123); GPTModel(GPTConfig.preset("book"))` holds the book's weights
+    "book": GPTConfig(drop_rate=0.1, qkv_bias=False, tie_weights=False, init="pytorch"),
     # OpenAI's four GPT-2 sizes (124M, 355M, 774M, 1558M parameters)
     "gpt2-small": _gpt2(768, 12, 12),
     "gpt2-medium": _gpt2(1024, 16, 24),
@@ -165,12 +172,18 @@ class GPTModel(nn.Module):
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight  # one matrix, used twice
+        if cfg.init == "gpt2":  # "pytorch": every layer keeps the values it drew when it was built
+            self.use_gpt2_init()
+        self.use_fast_layout()  # memory order only: the values stay the same
+
+    def use_gpt2_init(self) -> GPTModel:
+        """GPT-2's init: every matrix from normal(0, 0.02), biases 0, and the residual projections smaller."""
         self.apply(self._init_weights)
         # GPT-2: residual projections start smaller so the sum over layers keeps a steady scale
         for block in self.trf_blocks:
             for proj in (block.att.out_proj, block.ff.layers[2]):
-                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
-        self.use_fast_layout()
+                nn.init.normal_(proj.weight, mean=0.0, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
+        return self
 
     @staticmethod
     def _init_weights(module: nn.Module):
@@ -178,20 +191,6 @@ class GPTModel(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-    def use_pytorch_default_init(self) -> GPTModel:
-        """Re-initialise the weights with PyTorch's own layer defaults, as the book's chapters 4-5 model has them.
-
-        nn.Embedding: normal(0, 1); nn.Linear: uniform(-1/sqrt(in), 1/sqrt(in)) weights and biases;
-        LayerNorm: scale 1, shift 0. GPT-2's own init (the default here) draws every matrix from
-        normal(0, 0.02). On a few thousand tokens (the book's chapter-5 run) the larger defaults let the
-        model memorise its training text in ~90 steps, as the book shows; GPT-2's init learns that more
-        slowly. Meant for an untied head: with a tied one the last layer reset decides the shared matrix.
-        """
-        for module in self.modules():
-            if module is not self and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        return self
 
     def use_fast_layout(self) -> GPTModel:
         """Store the blocks' weight matrices in the memory order that generates tokens fastest on CPU.

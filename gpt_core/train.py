@@ -941,8 +941,9 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--drop-rate", type=float, default=None)
     parser.add_argument("--qkv-bias", type=_yes_no, default=None)
     parser.add_argument("--tie-weights", type=_yes_no, default=None, help="share the token embedding and output head")
-    parser.add_argument("--init", choices=("gpt2", "pytorch"), default="gpt2",
-                        help="gpt2: normal(0, 0.02) as GPT-2; pytorch: PyTorch's layer defaults, as the book's model")
+    parser.add_argument("--init", choices=("gpt2", "pytorch"), default=None,
+                        help="gpt2: normal(0, 0.02) as GPT-2; pytorch: PyTorch's layer defaults, as the book's model "
+                             "(default: the preset's)")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this; 0: no clipping")
     parser.add_argument("--max-steps", type=int, default=200)
@@ -993,13 +994,12 @@ def main(argv=None) -> int:
         text = load_corpus(args.corpus)[: args.max_chars]
         tokenizer = load_tokenizer(args.tokenizer, text)
         overrides = {"vocab_size": tokenizer.vocab_size}
-        for name in ("context_length", "emb_dim", "n_layers", "n_heads", "drop_rate", "qkv_bias", "tie_weights"):
+        for name in ("context_length", "emb_dim", "n_layers", "n_heads", "drop_rate", "qkv_bias", "tie_weights",
+                     "init"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
         torch.manual_seed(args.seed)  # the same initial weights on every process
         model = GPTModel(GPTConfig.preset(args.preset, **overrides))
-        if args.init == "pytorch":
-            model.use_pytorch_default_init()
         ids = encode_corpus(tokenizer, text)
         split = int(0.9 * len(ids))
         config = TrainConfig(

@@ -1,5 +1,7 @@
 """GPTConfig, presets, the model's shapes, capture API, parameter counts and memory estimates."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -160,14 +162,17 @@ def test_device_helpers():
 
 
 def test_pytorch_default_init_is_the_books_scale():
-    torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=500, context_length=16, emb_dim=64, n_heads=4, n_layers=2, tie_weights=False)
+    torch.manual_seed(0)
     model = GPTModel(cfg)
     assert abs(model.tok_emb.weight.std().item() - 0.02) < 0.002  # GPT-2's init
-    model.use_pytorch_default_init()
+    torch.manual_seed(0)
+    model = GPTModel(replace(cfg, init="pytorch"))
     emb_std = model.tok_emb.weight.std().item()
     print("token embedding std", emb_std)
     assert abs(emb_std - 1.0) < 0.05  # nn.Embedding's normal(0, 1)
     ff_in = model.trf_blocks[0].ff.layers[0].weight  # (4 * 64, 64): uniform(-1/8, 1/8)
     assert ff_in.abs().max().item() <= 1 / 8 and ff_in.abs().max().item() > 0.12
     assert torch.equal(model.final_norm.scale, torch.ones(64))
+    with pytest.raises(ValueError, match="init must be 'gpt2' or 'pytorch', got 'xavier'"):
+        replace(cfg, init="xavier")
