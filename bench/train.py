@@ -204,10 +204,10 @@ def bf16_accuracy(cfg, data, steps: int = 200) -> dict:
 
 def polling_cost(steps: int, rounds: int) -> dict:
     """A Pretrain-tab run through the app's JobManager, with and without a 1 Hz poller calling poll_run."""
-    from ui import pretrain_tab
+    from ui import pretrain_tab, runs
 
     def one_run(poll: bool) -> float:
-        browser = f"bench-{'poll' if poll else 'quiet'}-{time.monotonic_ns()}"
+        browser = runs.new_browser_id()  # an id the server signed, as a page gets on load
         outputs = pretrain_tab.start_run("nano", pretrain_tab.SHAKESPEARE, None, pretrain_tab.BPE_4096, steps,
                                          BATCH, CONTEXT, LR, WARMUP, "ROMEO:", None, browser)
         history = outputs[-2]  # (status, stats, plot, samples, file, note, history, timer)
@@ -222,7 +222,7 @@ def polling_cost(steps: int, rounds: int) -> dict:
         if poll:
             thread.start()
         manager = pretrain_tab.job_manager()
-        view = manager.wait(history["job_id"], browser, timeout=600)
+        view = manager.wait(history["job_id"], runs.verified_browser(browser), timeout=600)
         finished.set()
         if poll:
             thread.join()

@@ -23,7 +23,7 @@ Instruction tuning (chapter 7)::
 
 Both runs share ``finetune_loop``: the same events as pretraining (``gpt_core.train``: StartEvent, StepEvent,
 EvalEvent, SampleEvent, WarningEvent, DoneEvent) plus ``AccuracyEvent``, the same AdamW (``make_optimizer``),
-the same device and autocast choice, and the same ``stop`` flag, so ``gpt_core.jobs`` runs them unchanged.
+the same device and autocast choice, and the same ``stop`` flag, so the server's job manager (``ui.jobs``) runs them unchanged.
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import torch
 from gradio.utils import get_upload_folder
 
 from gpt_core.finetune import DoneEvent
-from gpt_core.jobs import JobManager
 from ui import budgets, classify_tab, pretrain_tab, runs
 from ui.budgets import BudgetStore
 from ui.common import friendly
+from ui.jobs import JobManager
 
 FILE_META = {"_type": "gradio.FileData"}
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gpt_core.jobs import JobManager
+from ui.jobs import JobManager
 
 
 def counting_run(n_steps: int, step_s: float = 0.0, gate: threading.Event | None = None):

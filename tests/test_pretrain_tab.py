@@ -14,9 +14,9 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from gpt_core.jobs import JobManager
 from gpt_core.model import GPTModel
 from ui import models, pretrain_tab, runs
+from ui.jobs import JobManager
 
 SHAKESPEARE, BPE = pretrain_tab.SHAKESPEARE, pretrain_tab.BPE_4096
 FINISHED = ("✅", "❌", "⏹")
@@ -277,8 +277,8 @@ def test_browser_run_grows_the_loss_curve(page, quick_runs, monkeypatch):
 
 
 def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jump():
-    from gpt_core.jobs import JobView
     from gpt_core.train import StepEvent
+    from ui.jobs import JobView
 
     def steps(first: int, speeds: list[float]) -> JobView:
         events = [StepEvent(step=first + i, epoch=0.0, tokens_seen=1024 * (first + i), train_loss=5.0, lr=1e-3,

@@ -252,7 +252,7 @@ def test_lr_at_without_warmup_and_numpy_ids():
 
 
 def test_a_job_runs_training_and_can_be_stopped(tmp_path):
-    from gpt_core.jobs import JobManager
+    from ui.jobs import JobManager
 
     manager = JobManager()
     model = tiny_model()

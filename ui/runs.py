@@ -24,8 +24,8 @@ import gradio as gr
 import torch
 from gradio.context import Context
 
-from gpt_core.jobs import JobManager, JobView
 from ui.budgets import idle_seconds
+from ui.jobs import JobManager, JobView
 
 BROWSER_ID_KEY = "llm_lab_browser_id"
 
