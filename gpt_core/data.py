@@ -137,12 +137,16 @@ def corpus_text(name: str, max_chars: int | None = None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _human_size(n_bytes: int) -> str:
-    """2_500_000 -> '2.5 MB'."""
-    for unit, size in (("MB", 1_000_000), ("kB", 1_000)):
+def human_size(n_bytes: float) -> str:
+    """A size in words a student reads at a glance.
+
+    >>> human_size(2_500_000)
+    '2.5 MB'
+    """
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n_bytes >= size:
             return f"{n_bytes / size:.1f} {unit}"
-    return f"{n_bytes} bytes"
+    return f"{n_bytes:.0f} bytes"
 
 
 def read_user_text(data: bytes, name: str, max_bytes: int) -> str:
@@ -153,7 +157,7 @@ def read_user_text(data: bytes, name: str, max_bytes: int) -> str:
     """
     if len(data) > max_bytes:
         raise ValueError(
-            f"{name} is {_human_size(len(data))}; the limit is {_human_size(max_bytes)} ({max_bytes:,} bytes). "
+            f"{name} is {human_size(len(data))}; the limit is {human_size(max_bytes)} ({max_bytes:,} bytes). "
             "Upload a shorter text."
         )
     try:

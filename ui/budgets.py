@@ -31,20 +31,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ui.uploads import human_bytes
+from gpt_core.data import human_size
 
 log = logging.getLogger("llm_lab")
 
 
-def env_number(name: str, default: float) -> float:
-    """A budget from the environment (see the README's settings table), else its default."""
+def env_number(name: str, default: float, whole: bool = False) -> float:
+    """A setting from the environment (see the README's settings table), else its default; an int if ``whole``."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
+    kind = "a whole number" if whole else "a number"
     try:
-        number = float(value)
+        number = int(value) if whole else float(value)
     except ValueError as err:
-        raise ValueError(f"The environment variable {name} must be a number, got {value!r}.") from err
+        raise ValueError(f"The environment variable {name} must be {kind}, got {value!r}.") from err
     if number < 0:
         raise ValueError(f"The environment variable {name} must be 0 or more, got {value!r}.")
     return number
@@ -116,12 +117,6 @@ class BudgetStore:
                 item.size_bytes = int(size_bytes)
                 self._make_room(keep=(owner, key))
 
-    def remove(self, owner: str, key: str) -> None:
-        with self._lock:
-            item = self._items.pop((owner, key), None)
-        if item is not None and self.on_evict:
-            self.on_evict(item.value)
-
     def evict_idle(self, max_idle_s: float) -> int:
         """Evict finished items unused for more than ``max_idle_s`` seconds; returns how many went."""
         now = time.monotonic()
@@ -141,10 +136,6 @@ class BudgetStore:
         with self._lock:
             return len(self._items)
 
-    def summary(self) -> str:
-        return (f"{len(self)} {self.what}s, {human_bytes(self.total_bytes())} "
-                f"(budget {self.max_items} and {human_bytes(self.max_bytes)})")
-
     # ----- internals --------------------------------------------------------------------------------------
     def _over_budget(self) -> bool:
         return len(self._items) > self.max_items or self.total_bytes() > self.max_bytes
@@ -157,7 +148,7 @@ class BudgetStore:
             if key == keep or self._items[key].busy():
                 continue
             self._evict(key, f"Your {self.what} was cleared to make room for newer ones (this server keeps "
-                             f"{self.max_items} {self.what}s and {human_bytes(self.max_bytes)} of them). "
+                             f"{self.max_items} {self.what}s and {human_size(self.max_bytes)} of them). "
                              f"Make a new one.")
 
     def _evict(self, key: tuple[str, str], reason: str) -> None:

@@ -24,7 +24,6 @@ An exception inside a run marks that job "failed" with the message; the manager 
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 import threading
 import time
@@ -33,20 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ui.budgets import env_number
+
 RunFn = Callable[[threading.Event], Iterator[Any]]
 
 QUEUED, RUNNING, DONE, FAILED, STOPPED = "queued", "running", "done", "failed", "stopped"
 FINISHED = (DONE, FAILED, STOPPED)
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        return int(value)
-    except ValueError as err:
-        raise ValueError(f"The environment variable {name} must be a whole number, got {value!r}.") from err
 
 
 @dataclass
@@ -96,10 +87,10 @@ class JobManager:
         evict_after_s: float = 1800.0,
         max_finished: int = 500,
     ):
-        self.max_running = max_running if max_running is not None else _env_int("LLM_LAB_MAX_RUNS", 2)
-        self.max_steps_cap = max_steps_cap if max_steps_cap is not None else _env_int("LLM_LAB_MAX_STEPS", 2000)
+        self.max_running = max_running if max_running is not None else env_number("LLM_LAB_MAX_RUNS", 2, whole=True)
+        self.max_steps_cap = max_steps_cap if max_steps_cap is not None else env_number("LLM_LAB_MAX_STEPS", 2000, whole=True)
         self.max_minutes_cap = (
-            max_minutes_cap if max_minutes_cap is not None else _env_int("LLM_LAB_MAX_MINUTES", 10)
+            max_minutes_cap if max_minutes_cap is not None else env_number("LLM_LAB_MAX_MINUTES", 10, whole=True)
         )
         if self.max_running < 1:
             raise ValueError(f"max_running must be at least 1, got {self.max_running}.")

@@ -25,7 +25,7 @@ import gradio as gr
 import torch
 
 from gpt_core.checkpoints import load_checkpoint
-from gpt_core.data import read_user_text, shakespeare_text, window_starts
+from gpt_core.data import human_size, read_user_text, shakespeare_text, window_starts
 from gpt_core.device import describe_device, pick_device
 from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
 from gpt_core.train import (
@@ -54,7 +54,7 @@ from ui.runs import (
     run_threads,
     status_line,
 )
-from ui.uploads import human_bytes, read_upload
+from ui.uploads import read_upload
 from visualizations.training import samples_html, stats_markdown, training_figure
 
 JOB_LABEL = "pretrain"
@@ -237,7 +237,7 @@ def _settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, con
     seconds = steps_run * batch_size * context_length / tokens_per_second_guess(cfg, context_length, device)
     minutes = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
     return (f"**{preset}**: {cfg.n_layers} layers × {cfg.emb_dim} wide, {cfg.n_heads} heads · "
-            f"**{n_params:,} parameters** · about **{human_bytes(memory)}** of memory to train · "
+            f"**{n_params:,} parameters** · about **{human_size(memory)}** of memory to train · "
             f"roughly **{minutes}** for {steps_run:,} steps on {device_words(device)} "
             f"({batch_size * context_length:,} tokens per step; a guess from FLOPs, the run shows the real speed)")
 
@@ -380,8 +380,7 @@ def fold_events(history: dict, view) -> None:
             history.update(checkpoint=event.checkpoint_path or history["checkpoint"], reason=event.reason)
 
 
-def run_figure(history: dict, log_scale: bool, owner: str):
-    run = run_of(owner, history["job_id"])
+def run_figure(history: dict, log_scale: bool, run: PretrainRun):
     return training_figure(history["step_losses"], history["evals"], run.schedule, history["step"], bool(log_scale))
 
 
@@ -430,20 +429,20 @@ def poll_run(log_scale: bool, history: dict | None, browser_id: str | None, requ
         status += "\n\nThe checkpoint is ready: download it below, or press **Use this model in the explorer**."
     if not view.events and not view.done:
         return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, timer
-    prompt = run_of(owner, history["job_id"]).config.sample_prompt
+    run = run_of(owner, history["job_id"])
     zip_path = checkpoint_zip(history) if view.done else None
     if view.done:
-        RUNS.resize(owner, history["job_id"], folder_bytes(run_of(owner, history["job_id"]).out_dir))
+        RUNS.resize(owner, run.job_id, folder_bytes(run.out_dir))  # the finished folder's real size
     download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
-    return (status, run_stats(history), run_figure(history, log_scale, owner),
-            samples_html(history["samples"], prompt, N_SAMPLES_SHOWN), download, history, timer)
+    return (status, run_stats(history), run_figure(history, log_scale, run),
+            samples_html(history["samples"], run.config.sample_prompt, N_SAMPLES_SHOWN), download, history, timer)
 
 
 def redraw(log_scale: bool, history: dict | None, browser_id: str | None = None, request: gr.Request = None):
     """Switch between linear and log loss axes without waiting for the next poll."""
     if not history:
         return gr.skip()
-    return run_figure(history, log_scale, owner_of(browser_id, request))
+    return run_figure(history, log_scale, run_of(owner_of(browser_id, request), history["job_id"]))
 
 
 def use_in_explorer(history: dict | None, browser_id: str | None = None, request: gr.Request = None):

@@ -24,7 +24,7 @@ import gradio as gr
 import torch
 from gradio.context import Context
 
-from ui.budgets import idle_seconds
+from ui.budgets import env_number, idle_seconds
 from ui.jobs import JobManager, JobView
 
 BROWSER_ID_KEY = "llm_lab_browser_id"
@@ -151,8 +151,7 @@ def run_threads() -> int:
 
 def run_priority() -> int:
     """The niceness of a run's thread: LLM_LAB_RUN_NICE, default 10 (0 = as important as the views)."""
-    value = os.environ.get("LLM_LAB_RUN_NICE", "").strip()
-    return max(0, min(19, int(value))) if value else 10
+    return min(19, env_number("LLM_LAB_RUN_NICE", 10, whole=True))
 
 
 def lower_thread_priority(nice: int) -> bool:

@@ -21,17 +21,7 @@ from pathlib import Path
 from gradio.context import LocalContext
 from gradio.utils import get_upload_folder, is_in_or_equal
 
-
-def human_bytes(size: float) -> str:
-    """A size in words a student reads at a glance.
-
-    >>> human_bytes(2_500_000)
-    '2.5 MB'
-    """
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size:.0f} bytes"
+from gpt_core.data import human_size
 
 
 def _running_blocks():
@@ -63,7 +53,7 @@ def uploaded_file(value, *, what: str, suffixes: tuple[str, ...], max_bytes: int
         raise ValueError(f"{path.name} is not {what}: the file name must end in {' or '.join(suffixes)}.")
     size = path.stat().st_size
     if size > max_bytes:
-        raise ValueError(f"{path.name} is {human_bytes(size)}; the limit is {human_bytes(max_bytes)}. "
+        raise ValueError(f"{path.name} is {human_size(size)}; the limit is {human_size(max_bytes)}. "
                          f"Upload a smaller file.")
     return path
 
@@ -74,5 +64,5 @@ def read_upload(value, *, what: str, suffixes: tuple[str, ...], max_bytes: int) 
     with path.open("rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:  # the file grew after the check
-        raise ValueError(f"{path.name} is larger than {human_bytes(max_bytes)}. Upload a smaller file.")
+        raise ValueError(f"{path.name} is larger than {human_size(max_bytes)}. Upload a smaller file.")
     return data, path.name
