@@ -24,17 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpt_core.finetune import (  # noqa: E402
-    CLASSIFY_PRESETS,
-    AccuracyEvent,
-    FinetuneRun,
-    classification_collate,
-    classification_datasets,
-    classification_loss,
-    finetune_classifier,
-    prepare_classifier,
-)
+from gpt_core.classify import CLASSIFY_PRESETS, classification_loss, finetune_classifier, prepare_classifier
+from gpt_core.events import AccuracyEvent
+from gpt_core.finetune_loop import FinetuneRun
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
+from gpt_core.spam_data import classification_collate, classification_datasets
 from gpt_core.tokenizer import BPETokenizer  # noqa: E402
 
 

@@ -1,10 +1,14 @@
 """Benchmark gpt_core.tokenizer against tiktoken (encoding) and Hugging Face tokenizers (training).
 
 Prints JSON lines. Each measurement is the minimum over several interleaved runs, with the order of the
-two sides swapped between repetitions. Run: ``python bench/tokenizer.py [--repeats 5]``.
+two sides swapped between repetitions. The goal lines time the fast layer (gpt_core.fast.bpe); the
+``book_layer_*`` lines time the book layer alone (gpt_core.bpe, what ``LLM_LAB_PLAIN=1`` runs), with
+``ratio`` = how many times faster the fast layer is. The book trainer takes about a minute, so it runs
+``--plain-train-repeats`` times (1). Run: ``python bench/tokenizer.py [--repeats 5]``.
 """
 
 import argparse
+import functools
 import importlib.resources
 import json
 import sys
@@ -61,16 +65,18 @@ def timed(function, *args) -> float:
 
 def bench_encode(text: str, repeats: int) -> list[dict]:
     reference = gpt2_encoding()
-    BPETokenizer.gpt2()  # read GPT-2's files once, so building a fresh instance below is cheap
-    ours_fresh, ours_second, theirs = [], [], []
+    book = BPETokenizer.gpt2(plain=True)  # the book layer: no cache, so every pass is like the first
+    ours_fresh, ours_second, theirs, plain = [], [], [], []
     same_ids = True
     for repeat in range(repeats):
-        tokenizer = BPETokenizer.gpt2()  # fresh instance: empty pre-token cache
+        tokenizer = BPETokenizer.gpt2(plain=False)  # fresh instance: empty pre-token cache
         if repeat % 2 == 0:
             theirs.append(timed(reference.encode_ordinary, text))
             ours_fresh.append(timed(tokenizer.encode_ordinary, text))
             ours_second.append(timed(tokenizer.encode_ordinary, text))
+            plain.append(timed(book.encode_ordinary, text))
         else:
+            plain.append(timed(book.encode_ordinary, text))
             ours_fresh.append(timed(tokenizer.encode_ordinary, text))
             ours_second.append(timed(tokenizer.encode_ordinary, text))
             theirs.append(timed(reference.encode_ordinary, text))
@@ -92,6 +98,20 @@ def bench_encode(text: str, repeats: int) -> list[dict]:
                 "repeats": repeats,
             }
         )
+    plain_mbps = num_bytes / min(plain) / 1e6
+    lines.append(
+        {
+            "bench": "book_layer_encode",
+            "bytes": num_bytes,
+            "plain_MBps": round(plain_mbps, 2),
+            "fast_fresh_MBps": lines[0]["ours_MBps"],
+            "tiktoken_MBps": round(tiktoken_mbps, 2),
+            "ratio": round(lines[0]["ours_MBps"] / plain_mbps, 2),
+            "plain_vs_tiktoken": round(plain_mbps / tiktoken_mbps, 3),
+            "same_ids": book.encode_ordinary(text) == reference.encode_ordinary(text),
+            "repeats": repeats,
+        }
+    )
     return lines
 
 
@@ -111,8 +131,9 @@ def train_hf(text: str, vocab_size: int) -> None:
 
 def bench_train(text: str, repeats: int, vocab_size: int = 2000) -> dict:
     ours, theirs = [], []
+    train_fast = functools.partial(BPETokenizer.train, plain=False)
     for repeat in range(repeats):
-        sides = [(ours, BPETokenizer.train), (theirs, train_hf)]
+        sides = [(ours, train_fast), (theirs, train_hf)]
         for times, train in sides if repeat % 2 == 0 else sides[::-1]:
             times.append(timed(train, text, vocab_size))
     return {
@@ -127,13 +148,36 @@ def bench_train(text: str, repeats: int, vocab_size: int = 2000) -> dict:
     }
 
 
+def bench_book_train(text: str, fast_line: dict, repeats: int, vocab_size: int = 2000) -> dict:
+    """The book trainer (it recounts every pair after each merge) on bench_train's text and vocabulary."""
+    plain = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        book = BPETokenizer.train(text, vocab_size, plain=True)
+        plain.append(time.perf_counter() - start)
+    return {
+        "bench": f"book_layer_train_vocab{vocab_size}",
+        "bytes": len(text.encode("utf-8")),
+        "plain_s": round(min(plain), 3),
+        "fast_s": fast_line["ours_s"],
+        "hf_tokenizers_s": fast_line["hf_tokenizers_s"],
+        "ratio": round(min(plain) / fast_line["ours_s"], 1),
+        "same_merges": book.merges == BPETokenizer.train(text, vocab_size, plain=False).merges,
+        "repeats": repeats,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--plain-train-repeats", type=int, default=1)
     args = parser.parse_args()
     for line in bench_encode(mixed_text(), args.repeats):
         print(json.dumps(line), flush=True)
-    print(json.dumps(bench_train(shakespeare_text(TEXT_BYTES), args.repeats)), flush=True)
+    train_text = shakespeare_text(TEXT_BYTES)
+    train_line = bench_train(train_text, args.repeats)
+    print(json.dumps(train_line), flush=True)
+    print(json.dumps(bench_book_train(train_text, train_line, args.plain_train_repeats)), flush=True)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpt_core.batches import as_dataset, fixed_batches
 from gpt_core.checkpoints import export_hf  # noqa: E402
 from gpt_core.data import shakespeare_text  # noqa: E402
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
 from gpt_core.tokenizer import BPETokenizer  # noqa: E402
-from gpt_core.train import TrainConfig, as_dataset, encode_corpus, evaluate, fixed_batches, train  # noqa: E402
+from gpt_core.tokenizer_choice import encode_corpus
+from gpt_core.train import evaluate, train
+from gpt_core.train_config import TrainConfig
 
 THREADS = 2
 BATCH, CONTEXT, LR, WARMUP, SEED = 16, 64, 2e-3, 20, 123  # the Pretrain tab's classroom default

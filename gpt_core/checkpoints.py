@@ -104,7 +104,7 @@ def _model_from_state_dict(cfg: GPTConfig, state_dict: dict[str, torch.Tensor],
     model.load_state_dict(tensors, assign=True)
     if cfg.tie_weights:
         model.out_head.weight = model.tok_emb.weight
-    return model.use_fast_layout().eval()
+    return model.eval()  # the book's model: gpt_core.fast.speed_up(model) for the fast layer
 
 
 # ---------------------------------------------------------------- our own checkpoints

@@ -1,44 +1,36 @@
-"""Corpora that come from the internet, downloaded once and cached on disk.
+"""The texts a run can learn from, by name, and downloads kept in a cache.
 
-Shakespeare ships inside a package (see ``gpt_core.data.shakespeare_text``) and works offline. The book's
-short story "The Verdict" (Edith Wharton, 1908, public domain) is fetched from the book's repository the first
-time it is asked for, then read from the cache:
+Two texts come with the lab and work offline:
 
-    >>> text = the_verdict_text()  # the first call needs the internet  # doctest: +SKIP
-    >>> len(text)  # doctest: +SKIP
+- ``shakespeare``: Shakespeare's plays, from a Python package (``gpt_core.data.shakespeare_text``);
+- ``verdict``: the book's chapter 2-5 story "The Verdict" (Edith Wharton, 1908, public domain), bundled in
+  ``assets/texts/the-verdict.txt`` and checked against its sha256:
+
+    >>> len(the_verdict_text())   # the book prints len(raw_text) == 20479
     20479
+    >>> load_corpus("verdict")[:20]
+    'I HAD always thought'
 
-Cache folder: ``$LLM_LAB_CACHE`` when set, else ``~/.cache/llm_lab``.
-
-Integrity check for The Verdict. No published sha256 of the file could be confirmed while this module was
-written (it was written without internet access), so the check is:
-
-1. the size must be ``VERDICT_SIZE`` bytes (20,479: the length the book prints), and
-2. on the first successful download the file's sha256 is recorded in a sidecar file
-   (``the-verdict.txt.sha256``); every later read of the cache must match it ("trust on first use").
-
-If you know the true hash, set ``VERDICT_SHA256`` below and the download is checked against it instead.
+``download_cached`` fetches anything else once (the book's instruction data) into ``$LLM_LAB_CACHE`` or
+``~/.cache/llm_lab``, checked by size and sha256 and written atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-VERDICT_URL = (
-    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt"
-)
-VERDICT_FILENAME = "the-verdict.txt"
+from gpt_core.files import write_bytes_atomically
+
+VERDICT_PATH = Path(__file__).resolve().parent.parent / "assets" / "texts" / "the-verdict.txt"
 VERDICT_SIZE = 20479  # bytes; the book prints len(raw_text) == 20479 (plain ASCII, no trailing newline)
-VERDICT_SHA256: str | None = None  # unknown when written; see the module docstring (recorded on first download)
+VERDICT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"  # the book repository's file
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024  # a downloaded corpus larger than 50 MB is refused
 TIMEOUT_S = 20.0
-OFFLINE_MESSAGE = "The Verdict needs the internet once; Shakespeare works offline."
 
 
 def cache_dir() -> Path:
@@ -51,20 +43,6 @@ def cache_dir() -> Path:
 def sha256_of(data: bytes) -> str:
     """Hex sha256 of some bytes, e.g. ``sha256_of(b"")`` -> ``'e3b0c442...b855'``."""
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp_file:
-            tmp_file.write(data)
-            tmp_file.flush()
-            os.fsync(tmp_file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _fetch(url: str, max_bytes: int, offline_message: str) -> bytes:
@@ -108,7 +86,7 @@ def download_cached(
             f"The download from {url} does not match its expected sha256 checksum "
             f"(got {sha256_of(data)}, expected {sha256.lower()}). Nothing was saved."
         )
-    _atomic_write_bytes(path, data)
+    write_bytes_atomically(path, data)
     return path
 
 
@@ -118,18 +96,29 @@ def _matches(data: bytes, sha256: str | None, size: int | None) -> bool:
     return sha256 is None or sha256_of(data) == sha256.lower()
 
 
-def the_verdict_path(url: str = VERDICT_URL) -> Path:
-    """Download (once) and return the cached path of the-verdict.txt, checked as described in the module docstring."""
-    sidecar = cache_dir() / (VERDICT_FILENAME + ".sha256")
-    expected = VERDICT_SHA256
-    if expected is None and sidecar.exists():
-        expected = sidecar.read_text().strip() or None
-    path = download_cached(url, VERDICT_FILENAME, sha256=expected, size=VERDICT_SIZE, offline_message=OFFLINE_MESSAGE)
-    if expected is None:  # first successful download: remember what we got (trust on first use)
-        _atomic_write_bytes(sidecar, (sha256_of(path.read_bytes()) + "\n").encode())
-    return path
-
-
-def the_verdict_text(url: str = VERDICT_URL) -> str:
+def the_verdict_text() -> str:
     """The text of "The Verdict" (20,479 characters), the book's chapter 2-5 training story."""
-    return the_verdict_path(url).read_text(encoding="utf-8")
+    data = VERDICT_PATH.read_bytes()
+    if len(data) != VERDICT_SIZE or sha256_of(data) != VERDICT_SHA256:
+        raise ValueError(f"{VERDICT_PATH} is damaged (its size or sha256 is not the book's file's). "
+                         "Restore it from the repository.")
+    return data.decode("utf-8")
+
+
+def _shakespeare() -> str:
+    from gpt_core.data import shakespeare_text
+
+    return shakespeare_text()
+
+
+CORPORA = {"shakespeare": _shakespeare, "verdict": the_verdict_text}  # name -> a function giving the text
+
+
+def load_corpus(name_or_path: str) -> str:
+    """A text by name (``CORPORA``: shakespeare, verdict) or the path of a UTF-8 text file."""
+    if name_or_path in CORPORA:
+        return CORPORA[name_or_path]()
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"Unknown corpus {name_or_path!r}: use {', '.join(CORPORA)} or the path of a text file.")
+    return path.read_text(encoding="utf-8")

@@ -236,17 +236,18 @@ def windows(
     return [(ids[s : s + context_length], ids[s + 1 : s + context_length + 1]) for s in starts]
 
 
-def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 123, drop_last: bool = True
-) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int | None = 123,
+                drop_last: bool = True, collate_fn=None) -> DataLoader:
     """A DataLoader whose shuffled order is the same on every run with the same seed.
 
-    Each batch is (inputs, targets), both of shape (batch_size, context_length).
+    Each batch is (inputs, targets), both of shape (batch_size, context_length), or what ``collate_fn``
+    makes of a list of items. ``seed=None``: the shuffle draws on torch's global random numbers, as the book's.
     """
     if batch_size < 1:
         raise ValueError(f"The batch size must be at least 1, got {batch_size}.")
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=generator,
+                      collate_fn=collate_fn)
 
 
 def split_by_position(ids_or_text, train_fraction: float = 0.9):
@@ -302,3 +303,19 @@ def cosine_similarities(vectors: torch.Tensor) -> torch.Tensor:
     """
     unit = torch.nn.functional.normalize(vectors.float(), dim=-1)  # (T, d), each row of length 1
     return unit @ unit.T  # (T, T)
+
+
+def split_list(items: Sequence, fractions: Sequence[float]) -> list[list]:
+    """Cut ``items`` in order into ``len(fractions) + 1`` parts; part i has ``int(n * fractions[i])`` items and
+    the last part gets the rest (the book's way of splitting).
+
+    >>> [len(part) for part in split_list(range(1100), (0.85, 0.10))]   # the book's train, test, val
+    [935, 110, 55]
+    """
+    parts, start = [], 0
+    for fraction in fractions:
+        end = start + int(len(items) * fraction)
+        parts.append(list(items[start:end]))
+        start = end
+    parts.append(list(items[start:]))
+    return parts

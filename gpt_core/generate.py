@@ -1,9 +1,10 @@
-"""Text generation: pick the next token, append it, repeat (chapter 5's decoding strategies).
+"""Text generation: pick the next token, append it, repeat (chapter 4's loop, chapter 5's decoding strategies).
 
 The model gives logits for the next token. Temperature rescales them (0 = always the most likely
 token, "greedy"), top-k keeps the k most likely tokens, top-p keeps the smallest set whose
-probabilities add up to p. By default a KV cache keeps every layer's keys and values so each new
-token costs one position of work instead of re-reading the whole text.
+probabilities add up to p. The book's loop runs the whole text (cropped to the model's context) through
+the model for every new token; a model sped up by gpt_core.fast brings its own way to get those logits
+(a KV cache keeps every layer's keys and values, so each new token costs one position of work).
 
     >>> probs = next_token_probs(torch.tensor([[2.0, 1.0, 0.0, -1.0]]), temperature=1.0, top_k=2)
     >>> probs.round(decimals=3)
@@ -13,16 +14,14 @@ token costs one position of work instead of re-reading the whole text.
 from __future__ import annotations
 
 import contextlib
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from gpt_core.attention import KVCache, one_token_linear, use_one_token_linear
 from gpt_core.model import GPTModel
 
-__all__ = ["KVCache", "GenerationStep", "filter_logits", "next_token_probs", "sample_next_token",
+__all__ = ["GenerationStep", "filter_logits", "next_token_probs", "sample_next_token", "generation_loop",
            "generate", "stream_generate"]
 
 
@@ -81,63 +80,38 @@ def _eval_mode(model: GPTModel):
         model.train(was_training)
 
 
-def _head_for_decoding(model: GPTModel) -> torch.Tensor:
-    """The output head's weight as (emb_dim, vocab), for one token's logits: hidden @ head_t.
+def start_decoding(model: GPTModel, max_new_tokens: int, use_cache: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function: the cropped text so far (B, T) -> the logits after its last token (B, vocab_size).
 
-    The head (tied to the token embedding, stored (vocab, emb_dim)) is the largest matrix of GPT-2 small
-    (50257 x 768, 154 MB in float32). On CPU in float32 a transposed copy, read in memory order, gives one
-    token's logits ~40% faster (and `one_token_linear` can share it out between threads). One copy per
-    model is kept (while the model lives) and made again when the weight changes: another tensor, or the
-    same one updated in place (its version counter moves with every in-place update: an optimizer step).
-    Elsewhere (GPU; bfloat16, whose CPU kernels prefer the (vocab, emb_dim) order) it is a view, no copy.
+    The book's runs the model on the whole window each step and keeps the last position. A model sped up
+    by gpt_core.fast has ``start_decoding`` and brings its own, tested equal (with use_cache: a KV cache).
     """
-    weight = model.out_head.weight  # (vocab, emb_dim)
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
-        return weight.t()
-    key = (weight.data_ptr(), weight._version)
-    cached = _decode_heads.get(model)  # (weak reference to the weight, key, head_t)
-    if cached is None or cached[0]() is not weight or cached[1] != key:
-        with torch.no_grad():
-            cached = (weakref.ref(weight), key, weight.t().contiguous())  # (emb_dim, vocab)
-        _decode_heads[model] = cached
-    return cached[2]
+    if hasattr(model, "start_decoding"):
+        return model.start_decoding(max_new_tokens, use_cache)
+    return lambda window: model(window)[:, -1, :]  # (B, T, vocab_size) -> the last position (B, vocab_size)
 
 
-_decode_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its head copy, while it lives
+def generation_loop(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+                    top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
+                    use_cache: bool = True, generator: torch.Generator | None = None,
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The generation loop. idx (B, T); yields (logits (B, vocab_size), next ids (B, 1)) for each new token.
 
-
-def _next_logits(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, use_cache: bool,
-                 choose) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shared loop: yields (logits (B, vocab), next_ids (B, 1)) with next_ids = choose(logits).
-
-    Cached: the prompt goes in once (prefill), then one token at a time; stops when the cache is full.
-    Uncached: the whole window, cropped to the last context_length tokens, every step.
+    Stops after max_new_tokens, or once every sequence has produced eos_id (that token is yielded too).
     """
     context_length = model.cfg.context_length
-    window = idx[:, -context_length:]
-    caches = model.new_kv_caches(idx.shape[0], window.shape[1] + max_new_tokens) if use_cache else None
-    head_t, head_bias = _head_for_decoding(model), model.out_head.bias  # (emb_dim, vocab), (vocab,) or None
-
-    def last_logits(ids):
-        hidden = model.transformer(ids, kv_caches=caches)[:, -1]  # (B, emb_dim)
-        if use_one_token_linear(hidden, head_t):
-            return one_token_linear(hidden, head_t, head_bias)  # (1, vocab)
-        logits = hidden @ head_t  # (B, vocab)
-        return logits if head_bias is None else logits + head_bias
-
-    logits = last_logits(window)
-    for step in range(max_new_tokens):
-        next_ids = choose(logits)  # (B, 1)
-        yield logits, next_ids
-        if step == max_new_tokens - 1:
-            return
-        if use_cache:
-            if caches[0].length >= context_length:
-                return  # every position is used
-            logits = last_logits(next_ids)
-        else:
-            window = torch.cat([window, next_ids], dim=1)[:, -context_length:]
-            logits = last_logits(window)
+    next_token_logits = start_decoding(model, max_new_tokens, use_cache)
+    finished = torch.zeros(idx.shape[0], 1, dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_length:]  # 1. crop to the last context_length tokens (B, <= context)
+        logits = next_token_logits(idx_cond)  # 2. the logits after the last token (B, vocab_size)
+        idx_next = sample_next_token(logits, temperature, top_k, top_p, generator)  # 3. pick one (B, 1)
+        yield logits, idx_next
+        idx = torch.cat((idx, idx_next), dim=1)  # 4. append it: (B, T + 1)
+        if eos_id is not None:  # 5. stop once every sequence has said "end of text"
+            finished |= idx_next == eos_id
+            if bool(finished.all()):
+                return
 
 
 def _as_batch(idx) -> torch.Tensor:
@@ -156,25 +130,17 @@ def generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, tempera
     """Return idx (B, T) with up to max_new_tokens new ids appended (1-D in, 1-D out).
 
     Stops early once every sequence has produced eos_id (kept in the output; in a batch, sequences that
-    finished earlier keep getting tokens until the last one finishes).
+    finished earlier keep getting tokens until the last one finishes). use_cache lets a model sped up by
+    gpt_core.fast keep a KV cache (same ids); the book's model always runs the whole window.
     """
     _check_sampling_args(top_k, top_p)
     batch = _as_batch(idx).to(model.tok_emb.weight.device)
     if max_new_tokens <= 0:
         return idx
-
-    def choose(logits):
-        return sample_next_token(logits, temperature, top_k, top_p, generator)
-
-    new_ids = []
-    finished = torch.zeros(batch.shape[0], 1, dtype=torch.bool, device=batch.device)
     with _eval_mode(model), torch.inference_mode():
-        for _, next_ids in _next_logits(model, batch, max_new_tokens, use_cache, choose):
-            new_ids.append(next_ids)
-            if eos_id is not None:
-                finished |= next_ids == eos_id
-                if bool(finished.all()):
-                    break
+        steps = generation_loop(model, batch, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                eos_id=eos_id, use_cache=use_cache, generator=generator)
+        new_ids = [idx_next for _, idx_next in steps]  # (B, 1) each
     out = torch.cat([batch, *new_ids], dim=1)
     return out[0] if torch.as_tensor(idx).dim() == 1 else out
 
@@ -197,29 +163,19 @@ def stream_generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, 
     generator = None
     if seed is not None:
         generator = torch.Generator(device=batch.device).manual_seed(seed)
-    step_probs = {}
-
-    def choose(logits):
-        probs = next_token_probs(logits, temperature, top_k, top_p)  # (1, vocab)
-        step_probs["probs"] = probs
-        if temperature <= 0:
-            return probs.argmax(dim=-1, keepdim=True)
-        return torch.multinomial(probs, num_samples=1, generator=generator)
-
-    steps = _next_logits(model, batch, max_new_tokens, use_cache, choose)
+    steps = generation_loop(model, batch, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            eos_id=eos_id, use_cache=use_cache, generator=generator)
     with _eval_mode(model):
         while True:
             # Inference mode belongs to a thread, and a web server may resume this generator on another
             # thread: so enter it for each step's work, never across a `yield`.
             with torch.inference_mode():
-                next_ids = next(steps, (None, None))[1]
+                logits, next_ids = next(steps, (None, None))
                 if next_ids is None:
                     return
-                probs = step_probs["probs"][0]
+                probs = next_token_probs(logits, temperature, top_k, top_p)[0]  # (vocab,) what it drew from
                 token_id = int(next_ids[0, 0])
                 top = torch.topk(probs, min(top_n, probs.shape[0]))
                 candidates = [(int(i), float(p)) for p, i in zip(top.values, top.indices) if p > 0]
                 step = GenerationStep(token_id=token_id, prob=float(probs[token_id]), candidates=candidates)
             yield step
-            if eos_id is not None and token_id == eos_id:
-                return

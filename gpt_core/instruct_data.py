@@ -19,7 +19,7 @@ One record is a dict of three strings (``input`` may be empty)::
 
 Where the records come from (all offline except the last):
 
-- ``generated_tasks(n, seed)``: tasks whose answers the code computes (arithmetic, word order, case, letter
+- ``gpt_core.instruct_tasks.generated_tasks(n, seed)``: tasks whose answers the code computes (arithmetic, word order, case, letter
   counts, spam or ham, ...), so exact-match scores before and after tuning are meaningful;
 - ``load_user_json(data, max_bytes)``: a user's JSON file, validated with messages naming the record and field;
 - ``book_instruction_data()``: the book's 1,100 records, downloaded once when online.
@@ -28,15 +28,15 @@ Where the records come from (all offline except the last):
 from __future__ import annotations
 
 import json
-import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset
 
 from gpt_core.corpora import download_cached
+from gpt_core.data import split_list
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (F.cross_entropy's default ignore_index)
 GPT2_EOT_ID = 50256  # <|endoftext|> in GPT-2's vocabulary
@@ -162,22 +162,6 @@ def instruction_collate(batch, pad_id: int = GPT2_EOT_ID, ignore_index: int = IG
     return torch.stack(inputs_list).to(device), torch.stack(targets_list).to(device)  # (B, T), (B, T)
 
 
-def split_list(items: Sequence, fractions: Sequence[float]) -> list[list]:
-    """Cut ``items`` in order into ``len(fractions) + 1`` parts; part i has ``int(n * fractions[i])`` items and
-    the last part gets the rest (the book's way of splitting).
-
-    >>> [len(part) for part in split_list(range(1100), (0.85, 0.10))]   # the book's train, test, val
-    [935, 110, 55]
-    """
-    parts, start = [], 0
-    for fraction in fractions:
-        end = start + int(len(items) * fraction)
-        parts.append(list(items[start:end]))
-        start = end
-    parts.append(list(items[start:]))
-    return parts
-
-
 def split_records(records: Sequence[dict]) -> dict[str, list[dict]]:
     """The book's chapter-7 split: the first 85% to train, the next 10% to test, the last 5% to validate.
 
@@ -186,134 +170,6 @@ def split_records(records: Sequence[dict]) -> dict[str, list[dict]]:
     """
     train, test, val = split_list(records, (0.85, 0.10))
     return {"train": train, "val": val, "test": test}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Generated tasks: the code knows every answer
-# ---------------------------------------------------------------------------------------------------------------
-
-WORDS = [
-    "apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "window", "garden", "rocket", "silver",
-    "forest", "candle", "mirror", "ocean", "pencil", "yellow", "castle", "bridge", "dragon", "winter", "summer",
-    "basket", "planet", "violin", "orange", "button", "spider", "rabbit", "jacket", "mountain", "island",
-    "coffee", "marble", "thunder", "feather", "harbor", "meadow", "lantern", "compass",
-]
-
-Task = Callable[[random.Random], dict]
-
-
-def _record(instruction: str, input_text: str, output) -> dict:
-    return {"instruction": instruction, "input": input_text, "output": str(output)}
-
-
-def _some_words(rng: random.Random, low: int = 3, high: int = 5) -> list[str]:
-    return rng.sample(WORDS, rng.randint(low, high))
-
-
-def task_add(rng: random.Random) -> dict:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    instruction = rng.choice(["What is {a} plus {b}?", "Add {a} and {b}.", "Compute {a} + {b}.",
-                              "Find the sum of {a} and {b}."]).format(a=a, b=b)
-    return _record(instruction, "", a + b)
-
-
-def task_subtract(rng: random.Random) -> dict:
-    a, b = rng.randint(0, 99), rng.randint(0, 99)
-    instruction = rng.choice(["What is {a} minus {b}?", "Subtract {b} from {a}.", "Compute {a} - {b}."])
-    return _record(instruction.format(a=a, b=b), "", a - b)
-
-
-def task_multiply(rng: random.Random) -> dict:
-    a, b = rng.randint(2, 12), rng.randint(2, 12)
-    instruction = rng.choice(["What is {a} times {b}?", "Multiply {a} by {b}.", "Compute {a} * {b}."])
-    return _record(instruction.format(a=a, b=b), "", a * b)
-
-
-def task_reverse_words(rng: random.Random) -> dict:
-    words = _some_words(rng)
-    instruction = rng.choice(["Reverse the order of the words.", "Write these words in reverse order.",
-                              "List the words from last to first."])
-    return _record(instruction, " ".join(words), " ".join(reversed(words)))
-
-
-def task_sort_words(rng: random.Random) -> dict:
-    words = _some_words(rng)
-    instruction = rng.choice(["Sort these words alphabetically.", "Put the words in alphabetical order.",
-                              "Arrange the words from A to Z."])
-    return _record(instruction, " ".join(words), " ".join(sorted(words)))
-
-
-def task_change_case(rng: random.Random) -> dict:
-    words = " ".join(_some_words(rng, 2, 4))
-    case = rng.choice(["upper", "title"])
-    if case == "upper":
-        instruction = rng.choice(["Convert the text to uppercase.", "Write the text in capital letters."])
-        return _record(instruction, words, words.upper())
-    instruction = rng.choice(["Capitalize the first letter of each word.", "Convert the text to title case."])
-    return _record(instruction, words, words.title())
-
-
-def task_count_letter(rng: random.Random) -> dict:
-    word = rng.choice(WORDS)
-    letter = rng.choice(sorted(set(word)) if rng.random() < 0.8 else "aeiou")
-    instruction = rng.choice(["How many times does the letter '{c}' appear in the word?",
-                              "Count the letter '{c}' in the word."]).format(c=letter)
-    return _record(instruction, word, word.count(letter))
-
-
-def task_word_length(rng: random.Random) -> dict:
-    word = rng.choice(WORDS)
-    instruction = rng.choice(["How many letters are in the word '{w}'?", "Count the letters of '{w}'."])
-    return _record(instruction.format(w=word), "", len(word))
-
-
-def task_largest_number(rng: random.Random) -> dict:
-    numbers = rng.sample(range(1, 100), rng.randint(3, 5))
-    instruction = rng.choice(["Which number is the largest?", "Find the biggest number in the list.",
-                              "Name the largest of these numbers."])
-    return _record(instruction, ", ".join(map(str, numbers)), max(numbers))
-
-
-def task_first_letters(rng: random.Random) -> dict:
-    words = _some_words(rng)
-    instruction = rng.choice(["Write the first letter of each word.", "Make an acronym from the words."])
-    return _record(instruction, " ".join(words), "".join(w[0] for w in words).upper())
-
-
-def task_spam_or_ham(rng: random.Random) -> dict:
-    from gpt_core.finetune import load_sms_spam  # the packaged SMS messages, labelled "spam" or "ham"
-
-    label = rng.choice(["spam", "ham"])  # half and half, although ham is 6.6x more common in the data
-    text = rng.choice([text for row_label, text in load_sms_spam() if row_label == label])
-    instruction = rng.choice(["Is this text message spam or ham? Answer with one word.",
-                              "Label the SMS as 'spam' or 'ham'.", "Classify this message as spam or ham."])
-    return _record(instruction, text, label)
-
-
-TASKS: dict[str, Task] = {
-    "add": task_add, "subtract": task_subtract, "multiply": task_multiply,
-    "reverse_words": task_reverse_words, "sort_words": task_sort_words, "change_case": task_change_case,
-    "count_letter": task_count_letter, "word_length": task_word_length, "largest_number": task_largest_number,
-    "first_letters": task_first_letters, "spam_or_ham": task_spam_or_ham,
-}
-
-
-def generated_tasks(n: int, seed: int = 123, tasks: Sequence[str] | None = None) -> list[dict]:
-    """``n`` Alpaca-format records drawn from ``TASKS`` (all of them, or the names in ``tasks``).
-
-    The same ``n`` and ``seed`` always give the same records; every answer is computed by the code.
-
-    >>> generated_tasks(1, seed=0, tasks=["add"])
-    [{'instruction': 'What is 97 plus 53?', 'input': '', 'output': '150'}]
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"The number of generated records must be a whole number of at least 1, got {n!r}.")
-    names = list(tasks) if tasks is not None else list(TASKS)
-    unknown = [name for name in names if name not in TASKS]
-    if unknown or not names:
-        raise ValueError(f"Unknown task(s) {unknown}; choose from {', '.join(TASKS)}.")
-    rng = random.Random(seed)
-    return [TASKS[rng.choice(names)](rng) for _ in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ Each TransformerBlock is pre-norm:  x = x + attention(norm1(x));  x = x + feed_f
     >>> model = GPTModel(cfg)
     >>> model(torch.tensor([[15496, 11, 314, 716]])).shape   # (batch, tokens, vocab)
     torch.Size([1, 4, 50257])
+
+This is the book layer: plain modules, written as the maths. gpt_core.fast speeds a model up from outside
+(fused kernels, memory layouts, a KV cache) without touching its parameters, and tests/test_fast_equal.py
+checks every speed-up against the module here.
 """
 
 from __future__ import annotations
@@ -16,10 +20,9 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from gpt_core.attention import KVCache, Linear, MultiHeadAttention
+from gpt_core.attention import MultiHeadAttention
 
 
 # ---------------------------------------------------------------- configuration
@@ -99,24 +102,34 @@ PRESETS: dict[str, GPTConfig] = {
 
 # ---------------------------------------------------------------- building blocks
 class LayerNorm(nn.Module):
-    """Normalise each token vector to mean 0, variance 1, then rescale: scale * (x - mean) / sqrt(var + eps) + shift."""
+    """Normalise each token vector to mean 0 and variance 1, then scale and shift it (learned, per feature).
+
+        >>> LayerNorm(4)(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+        tensor([[-1.3416, -0.4472,  0.4472,  1.3416]], grad_fn=<AddBackward0>)
+    """
 
     def __init__(self, emb_dim: int, eps: float = 1e-5):
         super().__init__()
-        self.eps = eps
+        self.eps = eps  # keeps the division safe when every value is the same (variance 0)
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # same as: (x - mean) / sqrt(var + eps) * scale + shift, with var the biased variance; one fused kernel
-        return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
+        mean = x.mean(dim=-1, keepdim=True)  # (B, T, 1)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # (B, T, 1): divided by n, as GPT-2 does
+        norm_x = (x - mean) / torch.sqrt(var + self.eps)  # (B, T, emb_dim)
+        return self.scale * norm_x + self.shift
 
 
 class GELU(nn.Module):
-    """GELU, tanh approximation (GPT-2's): 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))."""
+    """GELU, the tanh approximation GPT-2 uses: a smooth ReLU that lets a little through below 0.
+
+        >>> GELU()(torch.tensor([-1.0, 0.0, 1.0, 2.0]))
+        tensor([-0.1588,  0.0000,  0.8412,  1.9546])
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.gelu(x, approximate="tanh")  # the formula above, as one fused kernel
+        return 0.5 * x * (1 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
 
 class FeedForward(nn.Module):
@@ -125,9 +138,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.layers = nn.Sequential(
-            Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (B, T, 4 * emb_dim); nn.Linear + one-token fast path
+            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (B, T, 4 * emb_dim)
             GELU(),
-            Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (B, T, emb_dim)
+            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (B, T, emb_dim)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +148,8 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
+    """Attention then feed-forward, each after a LayerNorm and with a shortcut around it (pre-norm)."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.att = MultiHeadAttention(d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
@@ -144,8 +159,9 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False, kv_cache: KVCache | None = None):
-        attn_out = self.att(self.norm1(x), return_weights=return_weights, kv_cache=kv_cache)
+    def forward(self, x: torch.Tensor, return_weights: bool = False):
+        """x (B, T, emb_dim) -> (B, T, emb_dim); with return_weights, also attention's (B, n_heads, T, T)."""
+        attn_out = self.att(self.norm1(x), return_weights=return_weights)
         if return_weights:
             attn_out, attn_weights = attn_out
         x = x + self.drop_shortcut(attn_out)  # shortcut around attention
@@ -161,6 +177,8 @@ class ForwardCapture:
 
 
 class GPTModel(nn.Module):
+    """Token ids (B, T) -> logits (B, T, vocab_size): a score for every possible next token, at every position."""
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
@@ -174,7 +192,6 @@ class GPTModel(nn.Module):
             self.out_head.weight = self.tok_emb.weight  # one matrix, used twice
         if cfg.init == "gpt2":  # "pytorch": every layer keeps the values it drew when it was built
             self.use_gpt2_init()
-        self.use_fast_layout()  # memory order only: the values stay the same
 
     def use_gpt2_init(self) -> GPTModel:
         """GPT-2's init: every matrix from normal(0, 0.02), biases 0, and the residual projections smaller."""
@@ -192,93 +209,35 @@ class GPTModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def use_fast_layout(self) -> GPTModel:
-        """Store the blocks' weight matrices in the memory order that generates tokens fastest on CPU.
-
-        Shapes and values do not change (nn.Linear's weight stays (out, in); only the order of the numbers
-        in memory moves). Generating one token runs a matrix-vector product per layer, whose speed depends
-        on reading memory in order:
-        - float32: (in, out), as Hugging Face's Conv1D does; `Linear`'s one-token path needs it.
-        - bfloat16 / float16: (out, in), nn.Linear's own order: the CPU's reduced-precision kernels read
-          it faster (GPT-2 small: ~15% more tokens per second).
-        The tied token embedding keeps its (vocab, emb_dim) order. Called after init and after loading
-        weights; call it again after changing the dtype (`model.to(torch.bfloat16)`). Training wants the
-        other order: see `use_training_layout`.
-        """
-        for weight in self._block_weights():
-            if weight.dtype in (torch.bfloat16, torch.float16):
-                weight.data = weight.data.contiguous()  # (out, in) in memory
-            elif weight.is_contiguous():
-                weight.data = weight.data.t().contiguous().t()  # (in, out) in memory
-        return self
-
-    def use_training_layout(self) -> GPTModel:
-        """Store every weight matrix in nn.Linear's own (out, in) order, the one training is fastest with.
-
-        Each gradient is created in its weight's memory order, and the (in, out) order of `use_fast_layout`
-        makes the backward pass and AdamW copy and stride through memory: GPT-2 small trains ~20% slower
-        with it on CPU. gpt_core.train and gpt_core.finetune call this before they build the optimizer.
-        """
-        for weight in self._block_weights():
-            weight.data = weight.data.contiguous()  # (out, in) in memory
-        return self
-
-    def _block_weights(self) -> list[nn.Parameter]:
-        """The nn.Linear weights whose memory order can change (not the tied embedding, not on 'meta')."""
-        return [module.weight for module in self.modules()
-                if isinstance(module, nn.Linear) and module.weight is not self.tok_emb.weight
-                and module.weight.device.type != "meta"]
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared (tied) weights counted once
 
-    def embed(self, idx: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+    def check_length(self, num_tokens: int) -> None:
+        """Refuse a text longer than the model's context (it has no position embedding for the rest)."""
+        if num_tokens > self.cfg.context_length:
+            raise ValueError(f"The model reads at most {self.cfg.context_length} tokens (its context_length), "
+                             f"got {num_tokens}. Use a shorter text or keep only the last "
+                             f"{self.cfg.context_length} tokens.")
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
         """Token ids (B, T) -> token + position embeddings (B, T, emb_dim), after dropout."""
         num_tokens = idx.shape[1]
-        if start_pos + num_tokens > self.cfg.context_length:
-            raise ValueError(f"The model reads at most {self.cfg.context_length} tokens (its context_length), "
-                             f"got {start_pos + num_tokens}. Use a shorter text or keep only the last "
-                             f"{self.cfg.context_length} tokens.")
-        positions = torch.arange(start_pos, start_pos + num_tokens, device=idx.device)
-        token_vectors = F.embedding(idx, self.tok_emb.weight, sparse=self.sparse_embedding_grad(idx))
-        return self.drop_emb(token_vectors + self.pos_emb(positions))  # (B, T, emb_dim)
+        self.check_length(num_tokens)
+        tok_embeds = self.tok_emb(idx)  # (B, T, emb_dim): one learned vector per token id
+        pos_embeds = self.pos_emb(torch.arange(num_tokens, device=idx.device))  # (T, emb_dim): one per position
+        return self.drop_emb(tok_embeds + pos_embeds)  # (B, T, emb_dim)
 
-    def sparse_embedding_grad(self, idx: torch.Tensor) -> bool:
-        """True when the token embedding should send its gradient as rows (sparse): CPU training, tied head.
-
-        The gradient of a lookup table is zero except in the rows of the tokens that were looked up. As a
-        dense matrix it is mostly zeros (50,257 x 768 for GPT-2: 154 MB to fill, then to add to the head's
-        gradient). With a tied head the shared matrix gets the head's dense gradient anyway, so sending only
-        the looked-up rows gives the same sum with two fewer passes over that memory (on 2 CPU cores ~20%
-        of a GPT-2 small training step). Untied (e.g. a classifier's new head), the embedding's gradient
-        must stay dense, because AdamW takes no sparse gradients. On a GPU those passes cost little.
-        """
-        return (self.out_head.weight is self.tok_emb.weight and idx.device.type == "cpu"
-                and torch.is_grad_enabled() and self.tok_emb.weight.requires_grad)
-
-    def forward(self, idx: torch.Tensor, *, kv_caches: list[KVCache] | None = None,
-                last_token_only: bool = False) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab_size).
-
-        kv_caches: one KVCache per layer (generation); idx then holds only the new tokens.
-        last_token_only: compute logits for the last position only (B, 1, vocab_size), as generation needs.
-        """
-        x = self.transformer(idx, kv_caches=kv_caches)
-        if last_token_only:
-            x = x[:, -1:, :]
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab_size)."""
+        x = self.embed(idx)  # (B, T, emb_dim)
+        for block in self.trf_blocks:
+            x = block(x)  # (B, T, emb_dim)
+        x = self.final_norm(x)
         return self.out_head(x)  # (B, T, vocab_size)
-
-    def transformer(self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
-        """Everything before the output head: idx (B, T) -> final-normed hidden states (B, T, emb_dim)."""
-        start_pos = kv_caches[0].length if kv_caches else 0
-        x = self.embed(idx, start_pos)
-        for i, block in enumerate(self.trf_blocks):
-            x = block(x, kv_cache=kv_caches[i] if kv_caches else None)
-        return self.final_norm(x)
 
     @torch.no_grad()
     def forward_with_capture(self, idx: torch.Tensor, hidden_states: bool = False) -> ForwardCapture:
-        """One forward pass that also keeps every layer's attention weights (and hidden states if asked)."""
+        """The forward pass, also keeping every layer's attention weights (and hidden states if asked)."""
         x = self.embed(idx)
         states = [x] if hidden_states else None
         attn_weights = []
@@ -289,14 +248,6 @@ class GPTModel(nn.Module):
                 states.append(x)
         logits = self.out_head(self.final_norm(x))
         return ForwardCapture(logits=logits, attn_weights=attn_weights, hidden_states=states)
-
-    def new_kv_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
-        """One empty, pre-allocated KVCache per layer, on the model's device and dtype."""
-        cfg = self.cfg
-        weight = self.tok_emb.weight
-        max_len = min(max_len or cfg.context_length, cfg.context_length)
-        return [KVCache.allocate(batch_size, cfg.n_heads, max_len, cfg.head_dim, weight.dtype, weight.device)
-                for _ in range(cfg.n_layers)]
 
 
 # ---------------------------------------------------------------- size and memory

@@ -18,6 +18,8 @@ from gpt_core.attention import (
     SelfAttention,
     simple_attention,
 )
+from gpt_core.fast import speed_up
+from gpt_core.fast.settings import use_plain
 from gpt_core.generate import generate
 from gpt_core.model import GPTConfig, GPTModel
 
@@ -112,3 +114,6 @@ def test_seed_123_gives_the_books_model_and_its_six_tokens():
     prompt = torch.tensor([BOOK_IDS[:4]])
     assert generate(model, prompt, 6).tolist() == [BOOK_IDS]
     assert generate(model, prompt, 6, use_cache=False).tolist() == [BOOK_IDS]
+    with use_plain(False):
+        speed_up(model)  # the fast layer (KV cache, fused kernels, one-token path) continues the same way
+    assert generate(model, prompt, 6).tolist() == [BOOK_IDS]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from gradio.utils import get_upload_folder
 
-from gpt_core.finetune import DoneEvent
+from gpt_core.events import DoneEvent
 from ui import budgets, classify_tab, pretrain_tab, runs
 from ui.budgets import BudgetStore
 from ui.common import friendly

@@ -80,26 +80,27 @@ def test_too_large_download_is_refused(cache, server):
 
 
 def test_offline_gives_a_clear_connection_error(cache):
-    url = f"http://127.0.0.1:{unused_port()}/the-verdict.txt"
-    with pytest.raises(ConnectionError, match="The Verdict needs the internet once; Shakespeare works offline"):
-        corpora.the_verdict_path(url)
+    url = f"http://127.0.0.1:{unused_port()}/instruction-data.json"
+    with pytest.raises(ConnectionError, match="Could not download .* Check the internet connection"):
+        corpora.download_cached(url, "instruction-data.json")
 
 
-def test_verdict_size_check_and_trust_on_first_use(cache, server, monkeypatch):
-    base, hits, www = server
-    story = b"x" * corpora.VERDICT_SIZE
-    (www / "the-verdict.txt").write_bytes(story)
-    (www / "short.txt").write_bytes(b"too short")
-    with pytest.raises(ValueError, match="has 9 bytes, expected 20,479"):
-        corpora.the_verdict_path(f"{base}/short.txt")
+def test_the_verdict_is_bundled_and_checked(monkeypatch, tmp_path):
+    text = corpora.the_verdict_text()
+    assert (len(text), text[:20], corpora.sha256_of(text.encode())) == (
+        20479, "I HAD always thought", corpora.VERDICT_SHA256)
+    assert corpora.load_corpus("verdict") == text
+    damaged = tmp_path / "the-verdict.txt"
+    damaged.write_bytes(b"x" * corpora.VERDICT_SIZE)
+    monkeypatch.setattr(corpora, "VERDICT_PATH", damaged)
+    with pytest.raises(ValueError, match="is damaged"):
+        corpora.the_verdict_text()
 
-    monkeypatch.setattr(corpora, "VERDICT_SHA256", None)
-    text = corpora.the_verdict_text(f"{base}/the-verdict.txt")
-    assert len(text) == 20479
-    sidecar = cache / "the-verdict.txt.sha256"
-    assert sidecar.read_text().strip() == corpora.sha256_of(story)
 
-    # A corrupted cache no longer matches the recorded hash, so it is fetched again.
-    (cache / "the-verdict.txt").write_bytes(b"y" * corpora.VERDICT_SIZE)
-    assert corpora.the_verdict_text(f"{base}/the-verdict.txt") == story.decode()
-    assert hits["count"] == 3  # short.txt, first download, re-download
+def test_load_corpus_by_name_or_path(tmp_path):
+    story = tmp_path / "story.txt"
+    story.write_text("Once upon a time", encoding="utf-8")
+    assert corpora.load_corpus(str(story)) == "Once upon a time"
+    assert corpora.load_corpus("shakespeare").startswith("A Mid")
+    with pytest.raises(ValueError, match="Unknown corpus 'nope': use shakespeare, verdict or the path"):
+        corpora.load_corpus("nope")

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from gpt_core.data import (
     SlidingWindowDataset,
     clean_play_markdown,
-    corpus_text,
     cosine_similarities,
     input_embeddings,
     make_loader,
@@ -226,9 +225,6 @@ def test_shakespeare_text_is_clean_and_large():
 
 def test_shakespeare_max_chars():
     assert shakespeare_text(20) == "A Midsummer Night's "
-    assert corpus_text("Shakespeare (packaged)", 5) == "A Mid"
-    with pytest.raises(ValueError, match="Unknown corpus 'nope'"):
-        corpus_text("nope")
 
 
 # ----- uploaded text ---------------------------------------------------------------------------------------------

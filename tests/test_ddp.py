@@ -13,8 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from gpt_core.events import StepEvent
 from gpt_core.model import GPTConfig, GPTModel
-from gpt_core.train import ByteTokenizer, StepEvent, TrainConfig, train
+from gpt_core.tokenizer_choice import ByteTokenizer
+from gpt_core.train import train
+from gpt_core.train_config import TrainConfig
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

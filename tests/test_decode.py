@@ -1,11 +1,13 @@
-"""Proposed tests for the one-token fast path (gpt_core.attention.one_token_linear, generate's head copy)."""
+"""The one-token fast path (gpt_core.fast.layers.one_token_linear) and the decoding head copy (gpt_core.fast.model)."""
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt_core.attention import Linear, one_token_linear, use_one_token_linear
+from gpt_core.fast import speed_up
+from gpt_core.fast.layers import OneTokenLinear, one_token_linear, use_one_token_linear
+from gpt_core.fast.settings import use_plain
 from gpt_core.generate import generate
 from gpt_core.model import GPTConfig, GPTModel
 
@@ -28,7 +30,7 @@ def test_one_token_linear_matches_f_linear(threads):
 
 
 def test_linear_uses_fast_path_only_for_one_token():
-    layer = Linear(24, 8)
+    layer = OneTokenLinear(24, 8)
     assert not use_one_token_linear(torch.zeros(1, 2, 24), layer.weight.t())  # two tokens
     assert not use_one_token_linear(torch.zeros(1, 1, 24), layer.weight.t())  # (out, in) layout
     layer.weight.data = layer.weight.data.t().contiguous().t()
@@ -39,7 +41,8 @@ def test_linear_uses_fast_path_only_for_one_token():
 
 def test_head_copy_follows_weight_updates():
     torch.manual_seed(0)
-    model = GPTModel(TINY).eval()
+    with use_plain(False):
+        model = speed_up(GPTModel(TINY).eval())
     prompt = torch.tensor([[1, 2, 3]])
     generate(model, prompt, 4)  # makes the head copy
     with torch.no_grad():

@@ -7,33 +7,29 @@ import threading
 import pytest
 import torch
 
-from gpt_core.finetune import (
+from gpt_core.classify import (
     CLASSIFY_PRESETS,
-    AccuracyEvent,
     ClassifyConfig,
-    SpamDataset,
     accuracy,
     add_classification_head,
-    balance_by_undersampling,
-    classification_collate,
     classify,
     confusion_matrix,
     finetune_classifier,
     last_token_logits,
+)
+from gpt_core.data import make_loader
+from gpt_core.events import AccuracyEvent, DoneEvent, EvalEvent, StartEvent, StepEvent
+from gpt_core.finetune_loop import set_trainable
+from gpt_core.model import GPTConfig, GPTModel
+from gpt_core.spam_data import (
+    SpamDataset,
+    balance_by_undersampling,
+    classification_collate,
     load_sms_spam,
-    make_loader,
-    set_trainable,
     spam_splits,
 )
-from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer import BPETokenizer
-from gpt_core.train import (
-    ByteTokenizer,  # one id per UTF-8 byte, id 0 is end-of-text
-    DoneEvent,
-    EvalEvent,
-    StartEvent,
-    StepEvent,
-)
+from gpt_core.tokenizer_choice import ByteTokenizer
 
 EMB, LAYERS = 32, 2
 
@@ -167,7 +163,8 @@ class FixedClassifier(torch.nn.Module):
 def test_accuracy_and_confusion_matrix():
     texts = ["aS", "bS", "ab", "cc", "dS", "xx"]  # predicted: spam spam ham ham spam ham
     labels = [1, 0, 0, 1, 1, 0]
-    loader = make_loader(SpamDataset(texts, labels, ByteTokenizer()), 4, classification_collate)
+    loader = make_loader(SpamDataset(texts, labels, ByteTokenizer()), 4, shuffle=False, drop_last=False,
+                         collate_fn=classification_collate)
     model = FixedClassifier()
     assert accuracy(model, loader) == pytest.approx(4 / 6)
     assert accuracy(model, loader, max_batches=1) == pytest.approx(2 / 4)
@@ -212,7 +209,9 @@ def test_short_run_learns_a_separable_task():
     evals = [e for e in events if isinstance(e, EvalEvent)]
     assert [e.step for e in evals] == [8, 16, 24]
     accuracies = [e for e in events if isinstance(e, AccuracyEvent)]
-    assert [(e.step, e.final) for e in accuracies] == [(0, False), (8, False), (16, False), (24, False), (24, True)]
+    # every message before training (the random head) and at the end; the first batches after each epoch
+    assert [(e.step, e.final) for e in accuracies] == [(0, True), (8, False), (16, False), (24, False), (24, True)]
+    assert kinds[-2] == "confusion" and sum(map(sum, events[-2].matrix)) == 16  # the test split, last before done
     before, final = accuracies[0], accuracies[-1]
     print("val accuracy before/after:", before.val_accuracy, final.val_accuracy,
           "val loss first/last eval:", evals[0].val_loss, evals[-1].val_loss)

@@ -12,7 +12,8 @@ import torch
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
-from gpt_core.instruct_data import InstructionDataset, generated_tasks, split_records
+from gpt_core.instruct_data import InstructionDataset, split_records
+from gpt_core.instruct_tasks import generated_tasks
 from ui import classify_tab, instruct_tab, models, runs
 from ui.budgets import BudgetStore
 

@@ -1,10 +1,15 @@
-"""Sampling, the KV cache, streaming with probabilities, and a golden greedy sequence."""
+"""Sampling, the KV cache, streaming with probabilities, and a golden greedy sequence.
+
+Every test that takes `model` runs twice: on the book's model, and on the same model sped up by gpt_core.fast
+(KV cache, decoding head, one-token path): the loop in gpt_core.generate is the same for both."""
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gpt_core.fast import speed_up
+from gpt_core.fast.settings import use_plain
 from gpt_core.generate import (
     GenerationStep,
     filter_logits,
@@ -19,10 +24,14 @@ TINY = GPTConfig(vocab_size=101, context_length=24, emb_dim=32, n_heads=4, n_lay
 PROMPT = torch.tensor([[15496, 11, 314, 716]])
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["book", "fast"])
+def model(request):
     torch.manual_seed(7)
-    return GPTModel(TINY).eval()
+    model = GPTModel(TINY).eval()
+    if request.param == "fast":
+        with use_plain(False):
+            speed_up(model)
+    return model
 
 
 def test_golden_greedy_nano():
@@ -41,11 +50,14 @@ def test_cached_and_uncached_greedy_identical(model):
     assert cached.tolist() == uncached.tolist()
 
 
-def test_uncached_crops_window_and_cached_stops_at_context(model):
+def test_generation_past_the_context_slides_the_window(model):
     idx = torch.randint(0, 101, (1, 20))
-    assert generate(model, idx, 10, use_cache=False).shape == (1, 30)  # sliding window of 24
-    assert generate(model, idx, 10, use_cache=True).shape == (1, 25)  # 24 positions, + the last prediction
-    assert generate(model, torch.randint(0, 101, (1, 30)), 3, use_cache=False).shape == (1, 33)
+    uncached = generate(model, idx, 10, use_cache=False)  # the last 24 tokens each step
+    assert uncached.shape == (1, 30)
+    assert generate(model, idx, 10, use_cache=True).tolist() == uncached.tolist()  # the cache gives way
+    long_prompt = torch.randint(0, 101, (1, 30))
+    assert generate(model, long_prompt, 3).tolist() == generate(model, long_prompt, 3, use_cache=False).tolist()
+    assert generate(model, long_prompt, 3).shape == (1, 33)
 
 
 def test_one_dimensional_prompt_and_zero_tokens(model):
@@ -137,15 +149,16 @@ def test_sampled_token_is_always_allowed(vocab, top_k, top_p, temperature, seed)
     assert (probs.argmax(-1) == logits.argmax(-1)).all()  # the best token always survives filtering
 
 
-def test_stream_generate_can_be_resumed_on_another_thread():
+@pytest.mark.parametrize("fast", [False, True])
+def test_stream_generate_can_be_resumed_on_another_thread(fast):
     """Gradio resumes generator handlers on whichever worker thread is free."""
     import threading
 
-    from gpt_core.generate import stream_generate
-    from gpt_core.model import GPTConfig, GPTModel
-
     torch.manual_seed(0)
     model = GPTModel(GPTConfig.preset("nano", vocab_size=64, emb_dim=32, n_layers=1, n_heads=2)).eval()
+    if fast:
+        with use_plain(False):
+            speed_up(model)
     stream = stream_generate(model, torch.tensor([1, 2, 3]), max_new_tokens=4)
     first = next(stream)
     rest = []

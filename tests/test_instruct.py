@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt_core import instruct_data
-from gpt_core.finetune import (
+from gpt_core import instruct_data, instruct_tasks
+from gpt_core.events import DoneEvent, EvalEvent, SampleEvent, StepEvent
+from gpt_core.instruct import (
     INSTRUCT_PRESETS,
     InstructConfig,
     exact_match_score,
@@ -24,20 +25,14 @@ from gpt_core.instruct_data import (
     extract_response,
     format_input,
     format_response,
-    generated_tasks,
     instruction_collate,
     load_user_json,
     split_records,
 )
+from gpt_core.instruct_tasks import generated_tasks
 from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer import BPETokenizer
-from gpt_core.train import (
-    ByteTokenizer,  # one id per UTF-8 byte, id 0 is end-of-text
-    DoneEvent,
-    EvalEvent,
-    SampleEvent,
-    StepEvent,
-)
+from gpt_core.tokenizer_choice import ByteTokenizer
 
 PREAMBLE = ("Below is an instruction that describes a task. Write a response that appropriately completes "
             "the request.")
@@ -152,13 +147,13 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("task", sorted(instruct_data.TASKS))
+@pytest.mark.parametrize("task", sorted(instruct_tasks.TASKS))
 def test_generated_tasks_answers_are_correct(task):
     records = generated_tasks(40, seed=11, tasks=[task])
     assert records == generated_tasks(40, seed=11, tasks=[task])
     assert len({(r["instruction"], r["input"]) for r in records}) > 10  # varied phrasings and values
     if task == "spam_or_ham":
-        from gpt_core.finetune import load_sms_spam
+        from gpt_core.spam_data import load_sms_spam
 
         labelled = set(load_sms_spam())
         assert all((r["output"], r["input"]) in labelled for r in records)
@@ -171,7 +166,7 @@ def test_generated_tasks_are_deterministic_and_mixed():
     records = generated_tasks(300, seed=11)
     assert records == generated_tasks(300, seed=11)
     assert records != generated_tasks(300, seed=12)
-    assert len(instruct_data.TASKS) == 11
+    assert len(instruct_tasks.TASKS) == 11
     assert all(set(r) == {"instruction", "input", "output"} for r in records)
     assert all(isinstance(v, str) for r in records for v in r.values())
     assert len({r["instruction"] for r in records}) > 100
@@ -279,14 +274,14 @@ def test_short_instruction_run_lowers_val_loss():
 
 
 def test_exact_match_score_counts_right_answers(monkeypatch):
-    import gpt_core.finetune as finetune
+    import gpt_core.instruct as instruct
 
     def always_five(model, idx, max_new_tokens, **kwargs):
         """A stand-in for generate: every answer is ' 5', end-of-text (id 0), then junk."""
         assert kwargs["temperature"] == 0.0 and kwargs["eos_id"] == 0
         return torch.cat([idx, torch.tensor([32, 53, 0, 65])])
 
-    monkeypatch.setattr(finetune, "generate", always_five)
+    monkeypatch.setattr(instruct, "generate", always_five)
     records = [{"instruction": "Add 2 and 3.", "input": "", "output": "5"},
                {"instruction": "Add 1 and 1.", "input": "", "output": "2"},
                {"instruction": "Add 0 and 5.", "input": "", "output": " 5 "}]

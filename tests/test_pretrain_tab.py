@@ -277,7 +277,7 @@ def test_browser_run_grows_the_loss_curve(page, quick_runs, monkeypatch):
 
 
 def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jump():
-    from gpt_core.train import StepEvent
+    from gpt_core.events import StepEvent
     from ui.jobs import JobView
 
     def steps(first: int, speeds: list[float]) -> JobView:

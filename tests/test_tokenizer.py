@@ -7,19 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpt_core.tokenizer import (
-    ENDOFTEXT,
-    GPT2_PATTERN,
-    MAX_TRAIN_VOCAB,
-    BPETokenizer,
-    Merge,
-    TraceStep,
-    bytes_to_unicode,
-    get_pair_counts,
-    gpt2_encoding,
-    learn_merges,
-    merge_pair,
-)
+from gpt_core.bpe import Merge, TraceStep, get_pair_counts, merge_pair, train_merges
+from gpt_core.fast.bpe import train_merges_with_heap
+from gpt_core.gpt2_vocab import bytes_to_unicode
+from gpt_core.tokenizer import ENDOFTEXT, GPT2_PATTERN, MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 
 PARITY_CORPUS = [
     "Hello, world! This is GPT-2's tokenizer.",
@@ -318,9 +309,10 @@ def test_train_tokens_spell_unique_bytes(trained):
     assert len(set(spelled)) == trained.vocab_size - 1
 
 
-def test_learn_merges_skips_a_pair_that_would_duplicate_a_token():
+@pytest.mark.parametrize("train", [train_merges, train_merges_with_heap])
+def test_training_skips_a_pair_that_would_duplicate_a_token(train):
     token_bytes = {b: bytes([b]) for b in range(256)} | {256: b"ab"}  # pretend "ab" already exists
-    merges = learn_merges([[97, 98, 99]], [5], 2, token_bytes)
+    merges = train([[97, 98, 99]], [5], 2, token_bytes)
     assert merges == [Merge((98, 99), 257, 5), Merge((97, 257), 258, 5)]  # (97, 98) = "ab" is skipped
     assert token_bytes[258] == b"abc"
 

@@ -11,23 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpt_core import train as train_module
+from gpt_core import train_config as train_config_module
+from gpt_core import train_state as train_state_module
+from gpt_core.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
 from gpt_core.model import GPTConfig, GPTModel
-from gpt_core.train import (
-    ByteTokenizer,
-    CheckpointEvent,
-    DoneEvent,
-    EvalEvent,
-    SampleEvent,
-    StepEvent,
-    TrainConfig,
-    flops_per_token,
-    latest_checkpoint,
-    lr_at,
-    lr_schedule,
-    make_optimizer,
-    train,
-)
+from gpt_core.tokenizer_choice import ByteTokenizer
+from gpt_core.train import make_optimizer, train
+from gpt_core.train_config import TrainConfig, flops_per_token, lr_at, lr_schedule
+from gpt_core.train_state import latest_checkpoint
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 16  # 720 bytes
 IDS = ByteTokenizer().encode(TEXT)
@@ -159,7 +150,7 @@ def test_huge_learning_rate_ends_with_reason_nan():
 
 
 def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    real_save_file = train_module.save_file
+    real_save_file = train_state_module.save_file
     calls = {"n": 0}
 
     def crash_on_second_checkpoint(tensors, path, *args, **kwargs):
@@ -169,13 +160,13 @@ def test_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch
             raise OSError("disk full (simulated)")
         return real_save_file(tensors, path, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_file", crash_on_second_checkpoint)
+    monkeypatch.setattr(train_state_module, "save_file", crash_on_second_checkpoint)
     with pytest.raises(OSError, match="simulated"):
         run(tiny_model(), tiny_config(max_steps=6, checkpoint_every=2, out_dir=str(tmp_path)))
     assert latest_checkpoint(tmp_path) == tmp_path / "step-000002"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.txt", "step-000002"]
 
-    monkeypatch.setattr(train_module, "save_file", real_save_file)
+    monkeypatch.setattr(train_state_module, "save_file", real_save_file)
     (tmp_path / ".tmp-step-000004").mkdir()  # what a killed process leaves behind
     events = run(tiny_model(seed=5), tiny_config(max_steps=4, out_dir=str(tmp_path)), resume_from=str(tmp_path))
     assert [e.step for e in of_kind(events, StepEvent)] == [3, 4]
@@ -277,19 +268,20 @@ def test_cuda_bf16_run_reports_mfu():
     assert events[0].autocast == "bfloat16" and events[-1].reason == "max_steps"
     assert all(math.isfinite(e.train_loss) for e in steps)
     name = torch.cuda.get_device_name()
-    known = any(key in name for key in train_module.PEAK_FLOPS)
+    known = any(key in name for key in train_config_module.PEAK_FLOPS)
     assert (steps[-1].mfu is not None) == known
 
 
 def test_book_recipe_sets_the_chapter_5_settings_and_options_still_override():
-    from gpt_core.train import _parse_args
+    from gpt_core.train_cli import _parse_args
 
     args = _parse_args(["--recipe", "book-ch5"])
     assert (args.preset, args.corpus, args.context_length, args.lr, args.min_lr, args.weight_decay) == (
-        "gpt2-small", "verdict", 256, 4e-4, 4e-4, 0.1)
-    assert (args.batch_size, args.max_steps, args.warmup, args.drop_rate, args.qkv_bias) == (2, 90, 0, 0.1, False)
+        "book", "verdict", 256, 4e-4, 4e-4, 0.1)  # the book's GPT_CONFIG_124M at context 256
+    assert (args.batch_size, args.max_steps, args.warmup, args.betas) == (2, 90, 0, (0.9, 0.999))
     assert args.grad_clip == 0.0 and _parse_args([]).grad_clip == 1.0  # the book does not clip
-    assert (args.tie_weights, args.init) == (False, "pytorch")  # the book's model: 163M parameters
+    assert (args.optimizer, args.no_reseed, args.plain, args.eval_from_first_step, args.eval_batches) == (
+        "book", True, True, True, 5)
     assert _parse_args(["--recipe", "book-ch5", "--max-steps", "3"]).max_steps == 3
     assert _parse_args([]).weight_decay == 0.1
 

@@ -1,18 +1,31 @@
-"""The CPU training fast paths: kept freed memory, the training weight layout, fused AdamW, fp32 short attention."""
+"""The fast layer's training rules: kept freed memory, the weight layouts, fused AdamW, fp32 short attention,
+and when the embedding's gradient is sparse. Their results equal the book layer's: tests/test_fast_equal.py."""
 from __future__ import annotations
 
+import math
 import platform
 import resource
 
 import pytest
 import torch
 
-from gpt_core.attention import MultiHeadAttention, use_fp32_attention
-from gpt_core.device import keep_freed_memory
+from gpt_core.attention import MultiHeadAttention, causal_mask
+from gpt_core.fast import speed_up, speed_up_for_training
+from gpt_core.fast.attention import fused_attention, use_fp32_attention
+from gpt_core.fast.memory import keep_freed_memory
+from gpt_core.fast.model import sparse_embedding_grad
+from gpt_core.fast.settings import use_plain
 from gpt_core.model import GPTConfig, GPTModel
-from gpt_core.train import TrainConfig, make_optimizer, train
+from gpt_core.train import make_optimizer, train
+from gpt_core.train_config import TrainConfig
 
 TINY = GPTConfig(vocab_size=61, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+
+
+@pytest.fixture(autouse=True)
+def fast_layer_on():
+    with use_plain(False):
+        yield
 
 
 def linear_weights(model: GPTModel) -> list[torch.Tensor]:
@@ -33,21 +46,23 @@ def test_kept_freed_memory_is_reused_without_page_faults():
     assert faults < 2_000  # handing the blocks back to Linux would cost 20 x 4,096 = 81,920
 
 
-def test_training_layout_stores_weights_out_in_and_keeps_values():
+def test_layouts_move_memory_order_and_keep_values():
     torch.manual_seed(0)
-    model = GPTModel(TINY)  # starts in the generation layout: float32 weights stored (in, out)
-    assert all(w.t().is_contiguous() and not w.is_contiguous() for w in linear_weights(model))
+    model = GPTModel(TINY)  # the book's model: nn.Linear's own (out, in) order
+    assert all(w.is_contiguous() for w in linear_weights(model))
     values = [w.detach().clone() for w in linear_weights(model)]
-    model.use_training_layout()
+    speed_up(model)  # generation: float32 weights stored (in, out)
+    assert all(w.t().is_contiguous() and not w.is_contiguous() for w in linear_weights(model))
+    speed_up_for_training(model, "cpu")  # training: (out, in) again
     assert all(w.is_contiguous() for w in linear_weights(model))
     assert all(torch.equal(w, v) for w, v in zip(linear_weights(model), values))
-    model.use_fast_layout()
-    assert all(w.t().is_contiguous() for w in linear_weights(model))
+    speed_up(model.to(torch.bfloat16))  # bf16 generation: (out, in), what the CPU's bf16 kernels read fastest
+    assert all(w.is_contiguous() for w in linear_weights(model))
 
 
-def test_train_uses_the_training_layout_and_fused_adamw():
+def test_train_keeps_the_training_layout_and_uses_fused_adamw():
     torch.manual_seed(0)
-    model = GPTModel(TINY)
+    model = speed_up_for_training(speed_up(GPTModel(TINY)), "cpu")
     ids = torch.randint(0, TINY.vocab_size, (400,)).tolist()
     config = TrainConfig(max_steps=3, batch_size=4, context_length=8, eval_every=0, autocast="off", device="cpu")
     events = list(train(model, ids, ids, config))
@@ -66,6 +81,13 @@ def test_short_bf16_attention_runs_in_fp32_on_cpu():
     assert not use_fp32_attention(queries(64, dtype=torch.float32))  # already float32
 
 
+def explicit_attention(queries, keys, values):
+    """The book's maths (MultiHeadAttention.forward's middle): scores, mask, softmax, weighted sum."""
+    scores = queries @ keys.transpose(2, 3)
+    scores = scores.masked_fill(causal_mask(queries.shape[2], keys.shape[2]), -torch.inf)
+    return torch.softmax(scores / math.sqrt(queries.shape[-1]), dim=-1) @ values
+
+
 def test_fp32_attention_under_autocast_matches_the_explicit_maths():
     torch.manual_seed(0)
     attention = MultiHeadAttention(d_in=32, d_out=32, context_length=16, dropout=0.0, num_heads=4)
@@ -73,9 +95,9 @@ def test_fp32_attention_under_autocast_matches_the_explicit_maths():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         queries, keys, values = (attention.split_heads(layer(x)) for layer in
                                  (attention.W_query, attention.W_key, attention.W_value))
-        fused = attention.fused_attention(queries, keys, values)
+        fused = fused_attention(queries, keys, values)
     assert queries.dtype == torch.bfloat16 and fused.dtype == torch.float32  # bf16 in, computed in float32
-    explicit, _ = attention.explicit_attention(queries.float(), keys.float(), values.float())
+    explicit = explicit_attention(queries.float(), keys.float(), values.float())
     diff = (fused - explicit).abs().max().item()
     print("largest difference", diff)
     assert diff < 1e-5
@@ -83,33 +105,14 @@ def test_fp32_attention_under_autocast_matches_the_explicit_maths():
     assert x.grad is not None and x.grad.shape == (2, 16, 32)
 
 
-def test_tied_embedding_gets_a_dense_gradient_equal_to_the_dense_path(monkeypatch):
+def test_embedding_gradient_is_sparse_only_for_a_tied_head_in_training():
     torch.manual_seed(0)
-    model = GPTModel(TINY)
-    ids = torch.randint(0, TINY.vocab_size, (3, 10))
-    assert model.sparse_embedding_grad(ids)
-
-    def tok_emb_grad() -> torch.Tensor:
-        model.zero_grad(set_to_none=True)
-        model(ids).square().mean().backward()
-        return model.tok_emb.weight.grad
-
-    sparse_path = tok_emb_grad()
-    assert sparse_path.layout == torch.strided  # the head's dense gradient plus the looked-up rows
-    monkeypatch.setattr(GPTModel, "sparse_embedding_grad", lambda self, idx: False)
-    dense_path = tok_emb_grad()
-    diff = (sparse_path - dense_path).abs().max().item()
-    print("largest difference", diff)
-    assert diff < 1e-7
-
-
-def test_embedding_gradient_stays_dense_when_untied_or_not_training():
-    torch.manual_seed(0)
-    model = GPTModel(TINY)
+    model = speed_up_for_training(GPTModel(TINY), "cpu")
     ids = torch.tensor([[1, 2, 3]])
+    assert sparse_embedding_grad(model, ids)
     with torch.no_grad():
-        assert not model.sparse_embedding_grad(ids)
+        assert not sparse_embedding_grad(model, ids)
     model.out_head = torch.nn.Linear(TINY.emb_dim, 2)  # a classifier's head: the tie is broken
-    assert not model.sparse_embedding_grad(ids)
+    assert not sparse_embedding_grad(model, ids)
     model(ids)[:, -1].sum().backward()
     assert model.tok_emb.weight.grad.layout == torch.strided

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gpt_core.train import TrainConfig, lr_schedule
+from gpt_core.train_config import TrainConfig, lr_schedule
 from visualizations.training import (
     MAX_POINTS,
     loss_range,

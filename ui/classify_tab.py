@@ -12,29 +12,22 @@ import random
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 import gradio as gr
 
-from gpt_core.device import pick_device
-from gpt_core.finetune import (
-    CLASS_NAMES,
+from gpt_core.classify import (
     CLASSIFY_PRESETS,
     ClassifyConfig,
-    SpamDataset,
-    accuracy,
-    classification_collate,
-    classification_datasets,
+    classification_loss,
     classify,
-    confusion_matrix,
     finetune_classifier,
     last_token_logits,
-    load_sms_spam,
-    make_loader,
     prepare_classifier,
-    set_trainable,
-    spam_splits,
 )
+from gpt_core.device import pick_device
+from gpt_core.fast import speed_up_for_training
+from gpt_core.finetune_loop import FinetuneRun, set_trainable
+from gpt_core.spam_data import CLASS_NAMES, load_sms_spam, spam_splits
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import (
     NumberBox,
@@ -130,20 +123,6 @@ def data_preview(examples_seed: float = 0) -> tuple[str, list[list[str]]]:
 
 
 @dataclass
-class BaselineEvent:
-    """Accuracy on every message of each split before training (the new head is random: about 50%)."""
-
-    kind: ClassVar[str] = "baseline"
-    accuracies: dict[str, float]
-
-
-@dataclass
-class ConfusionEvent:
-    kind: ClassVar[str] = "confusion"
-    matrix: list[list[int]]  # matrix[true][predicted] on the test split
-
-
-@dataclass
 class TrainedClassifier:
     model: object  # GPTModel with a 2-way head, eval mode
     tokenizer: object
@@ -186,28 +165,14 @@ def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
     def run(stop: threading.Event) -> Iterator:
         pin_torch_threads()
         model = copy.deepcopy(loaded.model)  # the shared, cached model is never modified
-        model.to(pick_device(config.device))
+        speed_up_for_training(model, pick_device(config.device))
         context_length = model.cfg.context_length
         max_length = min(config.max_length or context_length, context_length)
-        datasets = classification_datasets(loaded.tokenizer, max_length, config.seed)
-        prepare_classifier(model, config.trainable, len(CLASS_NAMES), config.seed)
-        loaders = {name: make_loader(datasets[name], config.batch_size, classification_collate)
-                   for name in SPLIT_NAMES}
-        yield BaselineEvent({name: accuracy(model, loader) for name, loader in loaders.items()})
-        done = None
-        for event in finetune_classifier(model, loaded.tokenizer, config, stop, datasets=datasets):
-            if event.kind == "done":
-                done = event  # sent last, after the confusion matrix
-                continue
+        for event in finetune_classifier(model, loaded.tokenizer, config, stop):
+            if event.kind == "done" and event.reason != "nan":  # diverged weights would answer nonsense
+                model.eval()
+                keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label))
             yield event
-        if done is not None and done.reason == "nan":
-            yield done  # diverged weights are not kept: every message would get the same nonsense answer
-            return
-        model.eval()
-        yield ConfusionEvent(confusion_matrix(model, loaders["test"]))
-        keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label))
-        if done is not None:
-            yield done
 
     return run
 
@@ -267,8 +232,9 @@ def poll_run(history: dict | None, browser_id: str | None, request: gr.Request =
         history.update(baseline=None, final=None, accuracy=[], confusion=None, start_note=None)
     view = job_manager().poll(history["job_id"], owner, history["since"])
     for event in add_events(history, view):
-        if event.kind == "baseline":
-            history["baseline"] = event.accuracies
+        if event.kind == "accuracy" and event.final and history["baseline"] is None:
+            history["baseline"] = {"train": event.train_accuracy, "val": event.val_accuracy,
+                                   "test": event.test_accuracy}
         elif event.kind == "accuracy" and event.final:
             history["final"] = {"train": event.train_accuracy, "val": event.val_accuracy,
                                 "test": event.test_accuracy}
@@ -366,7 +332,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         probs_plot = gr.Plot(show_label=False, scale=2, elem_id="classify-probs")
     history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
-    show_source(finetune_classifier, prepare_classifier, set_trainable, last_token_logits, SpamDataset, classify)
+    show_source(FinetuneRun.train_step, classification_loss, last_token_logits, finetune_classifier, prepare_classifier,
+                set_trainable, classify)
 
     more.click(lambda seed: seed + 1, examples_seed, examples_seed, api_name=False, queue=False).then(
         friendly(data_preview), examples_seed, [data_md, examples_table], api_name="classify_data")

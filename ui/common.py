@@ -38,10 +38,20 @@ def source_of(*objects: object) -> str:
     return "\n\n\n".join(parts)
 
 
+FAST_LAYER_NOTE = ("# The book layer below is what computes this view. The app also applies the fast layer\n"
+                   "# (gpt_core.fast: fused kernels, memory layouts, caches): same maths, tested equal.\n\n")
+
+
 def show_source(*objects: object, title: str = "The gpt_core code this tab runs") -> gr.Code:
-    """A collapsed accordion that shows the engine code behind a view, so students can read what runs."""
+    """A collapsed accordion that shows the engine code behind a view, so students can read what runs.
+
+    When the fast layer is on (the default; ``LLM_LAB_PLAIN=1`` turns it off), a first comment says so.
+    """
+    from gpt_core.fast.settings import plain_mode
+
+    note = "" if plain_mode() else FAST_LAYER_NOTE
     with gr.Accordion(title, open=False):
-        return gr.Code(value=source_of(*objects), language="python", interactive=False, max_lines=60)
+        return gr.Code(value=note + source_of(*objects), language="python", interactive=False, max_lines=60)
 
 
 # Errors that mean "your input cannot be used": their message is written for the student.

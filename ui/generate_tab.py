@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 import gradio as gr
 import torch
 
-from gpt_core.generate import filter_logits, generate, next_token_probs, stream_generate
+from gpt_core.fast import is_fast
+from gpt_core.generate import (
+    filter_logits,
+    generate,
+    generation_loop,
+    next_token_probs,
+    sample_next_token,
+    start_decoding,
+    stream_generate,
+)
 from gpt_core.tokenizer import ENDOFTEXT
 from ui.common import cap_text, explain, friendly, number_input, show_source
 from ui.decode_worker import worker_steps
@@ -271,7 +280,10 @@ def measure_speed(model, idx: torch.Tensor, n_tokens: int, model_name: str = "")
     text = (f"**KV-cache speed** ({on_model}{n_tokens} greedy tokens after your {idx.shape[-1]}-token prompt, "
             f"best of 3): with the KV cache **{fast:,.0f} tokens/s**, without **{slow:,.0f} tokens/s** "
             f"(the cache runs at {fast / slow:.2f}× the speed).")
-    if fast < 1.3 * slow:
+    if not is_fast(model):
+        text += (" This server runs the book layer alone (LLM_LAB_PLAIN=1): its model keeps no KV cache, so "
+                 "both runs read the whole text for every token.")
+    elif fast < 1.3 * slow:
         text += (" With a short text, most of the work is the output layer (emb_dim × vocabulary), so the cache "
                  "saves little; its gain grows with the length of the text and the size of the model.")
     return text
@@ -319,7 +331,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                 generated_text = gr.Textbox(label="generated text", interactive=False, lines=3, buttons=["copy"])
         candidates_plot = gr.Plot(show_label=False, scale=2, elem_id="generate-candidates")
     steps_state = gr.State(None)  # {"prompt": text, "steps": [(token, prob, candidates), ...]}
-    show_source(stream_generate, next_token_probs, filter_logits, generate)
+    show_source(generate, generation_loop, start_decoding, sample_next_token, next_token_probs, filter_logits,
+                stream_generate)
 
     inputs = [model_choice, prompt, max_new, temperature, top_k, top_p, seed]
     outputs = [text_html, candidates_plot, status, step, steps_state, generated_text]

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from gradio.components.plot import PlotData
 
-from gpt_core.model import GPTModel, estimate_memory, parameter_breakdown
+from gpt_core.attention import MultiHeadAttention
+from gpt_core.model import GPTModel, TransformerBlock, estimate_memory, parameter_breakdown
 from ui.common import cap_text, explain, friendly, number_input, show_source
 from ui.models import encode_capped, load_choice, token_strings
 from ui.view_cache import ResultCache, plot_value
@@ -212,7 +213,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     embed_plot = gr.Plot(show_label=False)
     pos_plot = gr.Plot(show_label=False)
     state = gr.State(None)
-    show_source(GPTModel.forward_with_capture, GPTModel.embed, parameter_breakdown, estimate_memory)
+    show_source(GPTModel.forward, GPTModel.embed, TransformerBlock.forward, MultiHeadAttention.forward,
+                GPTModel.forward_with_capture, parameter_breakdown, estimate_memory)
 
     outputs = [note, grid, layer, head, head_plot_view, params, params_plot, memory, embed_plot, pos_plot, state]
     # Concurrency by cost: a cached view costs ~1 ms, a new one a forward pass (0.05-0.5 s, torch uses both

@@ -12,14 +12,15 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import ClassVar
 
 import gradio as gr
 
 from gpt_core.device import pick_device
-from gpt_core.finetune import (
+from gpt_core.events import ExactMatchEvent
+from gpt_core.fast import speed_up_for_training
+from gpt_core.finetune_loop import FinetuneRun
+from gpt_core.instruct import (
     INSTRUCT_PRESETS,
-    ExactMatch,
     InstructConfig,
     answer,
     exact_match_score,
@@ -35,11 +36,11 @@ from gpt_core.instruct_data import (
     book_instruction_data,
     format_input,
     format_response,
-    generated_tasks,
     instruction_collate,
     load_user_json,
     split_records,
 )
+from gpt_core.instruct_tasks import generated_tasks
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, number_input, show_source
 from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
@@ -224,15 +225,6 @@ def mask_outputs(records: list[dict], index: float, mask_instruction: bool):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ScoreEvent:
-    """Exact-match score on the held-out records, "before" or "after" tuning."""
-
-    kind: ClassVar[str] = "exact_match"
-    when: str
-    result: ExactMatch
-
-
 def instruct_config(preset: str, epochs: float, lr: float, mask_instruction: bool,
                     n_train: int) -> tuple[InstructConfig, str | None]:
     if preset not in INSTRUCT_PRESETS:
@@ -254,21 +246,10 @@ def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, 
     def run(stop: threading.Event) -> Iterator:
         pin_torch_threads()
         model = copy.deepcopy(loaded.model)  # the shared, cached model is never modified
-        model.to(pick_device(config.device))
-        if eval_records:
-            yield ScoreEvent("before", exact_match_score(model, loaded.tokenizer, eval_records, ANSWER_TOKENS))
-        done = None
-        for event in finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
-                                       val_records=splits["val"] or None):
-            if event.kind == "done":
-                done = event  # sent last, after the second score
-                continue
-            yield event
-        model.eval()
-        if eval_records and (done is None or done.reason != "nan"):  # diverged weights answer nothing
-            yield ScoreEvent("after", exact_match_score(model, loaded.tokenizer, eval_records, ANSWER_TOKENS))
-        if done is not None:
-            yield done
+        speed_up_for_training(model, pick_device(config.device))
+        yield from finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
+                                     val_records=splits["val"] or None, score_records=eval_records,
+                                     score_tokens=ANSWER_TOKENS)
 
     return run
 
@@ -313,8 +294,8 @@ def stop_run(history: dict | None, browser_id: str | None, request: gr.Request =
     return "Stopping after the current step…"
 
 
-def score_markdown(before: ExactMatch | None, after: ExactMatch | None) -> str:
-    def cell(result: ExactMatch | None) -> str:
+def score_markdown(before: ExactMatchEvent | None, after: ExactMatchEvent | None) -> str:
+    def cell(result: ExactMatchEvent | None) -> str:
         return f"**{result.correct}/{result.total} ({result.score:.0%})**" if result else "…"
 
     total = (before or after).total if (before or after) else EVAL_RECORDS
@@ -327,7 +308,7 @@ def _shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def compare_rows(before: ExactMatch | None, after: ExactMatch | None) -> list[list[str]]:
+def compare_rows(before: ExactMatchEvent | None, after: ExactMatchEvent | None) -> list[list[str]]:
     """The same held-out prompts answered before and after tuning, side by side (✓ marks an exact match)."""
     rows = []
     base = before or after
@@ -356,7 +337,7 @@ def poll_run(history: dict | None, browser_id: str | None, request: gr.Request =
     view = job_manager().poll(history["job_id"], owner, history["since"])
     for event in add_events(history, view):
         if event.kind == "exact_match":
-            history[event.when] = event.result
+            history[event.when] = event
     timer = gr.Timer(active=not view.done)
     lines = [status_line(history, view)]
     if history["start_note"]:
@@ -438,7 +419,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     records = gr.State(None)
     history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
-    show_source(format_input, instruction_collate, instruction_loss, finetune_instruct, answer, exact_match_score)
+    show_source(FinetuneRun.train_step, instruction_loss, format_input, instruction_collate, finetune_instruct, answer,
+                exact_match_score)
 
     mask_outputs = [mask_html, mask_note, record_index, example_text]
     data_inputs = [source, n_records, upload, record_index, mask_toggle, browser_id]

@@ -2,6 +2,7 @@
 
 Every choice is one row of MODEL_CHOICES. A model is built (or downloaded) the first time someone picks
 it, then kept in memory: one copy per choice for the whole server, whatever the number of students.
+Each is the book's GPTModel sped up in place by gpt_core.fast (nothing changes with LLM_LAB_PLAIN=1).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 import torch
 
+from gpt_core.fast import speed_up
 from gpt_core.model import GPTConfig, GPTModel
 from ui.budgets import BudgetStore, env_number, register_store
 
@@ -156,7 +158,7 @@ def load_choice(label: str) -> LoadedModel:
         raise ValueError(still_loading_message(label))
     try:
         if label not in _loaded:  # another request may have built it while we waited
-            model = choice.build().eval()
+            model = speed_up(choice.build().eval())
             model.requires_grad_(False)
             tokenizer = (choice.tokenizer or gpt2_tokenizer)()
             _loaded[label] = LoadedModel(model, tokenizer, label, choice.note)
@@ -197,7 +199,7 @@ def register_model(label: str, model: GPTModel, tokenizer, note: str) -> str:
     It is kept in memory under the explorer-models budget (least recently added go first when it is full);
     registering a label again replaces its model.
     """
-    model.eval().requires_grad_(False)
+    speed_up(model.eval()).requires_grad_(False)
     with _locks_guard:
         if label not in choice_labels():
             MODEL_CHOICES.append(ModelChoice(label, lambda: _loaded[label].model, note, built_in=False))

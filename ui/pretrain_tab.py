@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import statistics
 import tempfile
@@ -27,18 +26,12 @@ import torch
 from gpt_core.checkpoints import load_checkpoint
 from gpt_core.data import human_size, read_user_text, shakespeare_text, window_starts
 from gpt_core.device import describe_device, pick_device
+from gpt_core.fast import speed_up_for_training
 from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
-from gpt_core.train import (
-    PEAK_FLOPS,
-    TrainConfig,
-    batch_loss,
-    encode_corpus,
-    flops_per_token,
-    lr_at,
-    lr_schedule,
-    make_optimizer,
-    train,
-)
+from gpt_core.tokenizer_choice import encode_corpus
+from gpt_core.tokenizer_choice import make_tokenizer as tokenizer_spec
+from gpt_core.train import batch_loss, make_optimizer, train, training_loop
+from gpt_core.train_config import TrainConfig, flops_per_token, lr_at, lr_schedule, peak_flops
 from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, explain, friendly, learning_rate, number_input, show_source
@@ -130,13 +123,10 @@ def read_corpus(corpus: str, upload: str | None) -> tuple[str, str]:
 
 def make_tokenizer(choice: str, text: str):
     """GPT-2's vocabulary, or a 4,096-token BPE trained on the text itself (about a second for 5 MB)."""
-    from gpt_core.tokenizer import BPETokenizer
-
-    if choice == GPT2_VOCAB:
-        return BPETokenizer.gpt2()
-    if choice == BPE_4096:
-        return BPETokenizer.train(text, 4096, name="bpe-4096")
-    raise ValueError(f"Unknown tokenizer {choice!r}; choose one of: {', '.join(TOKENIZER_CHOICES)}.")
+    specs = {GPT2_VOCAB: "gpt2", BPE_4096: "bpe:4096"}
+    if choice not in specs:
+        raise ValueError(f"Unknown tokenizer {choice!r}; choose one of: {', '.join(TOKENIZER_CHOICES)}.")
+    return tokenizer_spec(specs[choice], text)
 
 
 def prepare_corpus(corpus: str, upload: str | None, tokenizer_choice: str) -> Corpus:
@@ -198,9 +188,7 @@ def model_config(preset: str, vocab_size: int, context_length: int) -> GPTConfig
 def tokens_per_second_guess(cfg: GPTConfig, context_length: int, device: torch.device) -> float:
     """A rough training speed from the FLOPs per token and what the device typically reaches."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak = next((p for key, p in PEAK_FLOPS.items() if key in name), 50e12)
-        reached = peak * GPU_SHARE_OF_PEAK
+        reached = (peak_flops(device) or 50e12) * GPU_SHARE_OF_PEAK  # an unknown GPU: guess 50 TFLOP/s
     elif device.type == "mps":
         reached = MPS_FLOPS
     else:
@@ -293,7 +281,7 @@ def pretrain_job(run: PretrainRun):
     def job(stop: threading.Event) -> Iterator:
         pin_torch_threads()
         torch.manual_seed(run.config.seed)
-        model = GPTModel(run.model_cfg)
+        model = speed_up_for_training(GPTModel(run.model_cfg), pick_device(run.config.device))
         yield from train(model, run.corpus.train_ids, run.corpus.val_ids, run.config, stop=stop)
 
     return job
@@ -420,7 +408,7 @@ def poll_run(log_scale: bool, history: dict | None, browser_id: str | None, requ
     view = job_manager().poll(history["job_id"], owner, history["since"])
     fold_events(history, view)
     timer = gr.Timer(active=not view.done)
-    status = re.sub(r" · about \d+ s left", "", status_line(history, view))  # the stats line shows the time left
+    status = status_line(history, view, show_eta=False)  # the stats line shows the time left
     if view.status == "running" and history["device"] is None:
         status = "⏳ Starting: building a fresh model with random weights…"
     if history["start_note"]:
@@ -520,7 +508,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             use_note = gr.Markdown(elem_classes=["lab-note"])
     history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
-    show_source(lr_at, make_optimizer, batch_loss, train)
+    show_source(training_loop, batch_loss, lr_at, make_optimizer, train)
 
     settings = [preset, tokenizer, steps, batch_size, context_length]
     for control in settings:

@@ -199,7 +199,7 @@ def new_history(job_id: str) -> dict:
 def add_events(history: dict, view: JobView) -> list:
     """Fold a poll's new events into ``history``; return the events this function does not know about.
 
-    Known kinds: start, step, eval, warning, sample, done (the events of gpt_core.train and gpt_core.finetune).
+    Known kinds: start, step, eval, warning, sample, done (``gpt_core.events``, from pretraining and fine-tuning).
     """
     others = []
     for event in view.events:
@@ -223,7 +223,7 @@ def add_events(history: dict, view: JobView) -> list:
     return others
 
 
-def status_line(history: dict, view: JobView | None = None) -> str:
+def status_line(history: dict, view: JobView | None = None, show_eta: bool = True) -> str:
     """One Markdown paragraph on where the run is: queued, running (step, epoch, time left), finished or failed."""
     waiting = queue_status(view) if view is not None else None
     if waiting:
@@ -239,7 +239,8 @@ def status_line(history: dict, view: JobView | None = None) -> str:
     elif history["device"] is None:
         lines.append("⏳ Getting ready: copying the model and measuring it before training…")
     else:
-        eta = f" · about {history['eta_s']:.0f} s left" if history["eta_s"] is not None and history["step"] else ""
+        eta = (f" · about {history['eta_s']:.0f} s left"
+               if show_eta and history["eta_s"] is not None and history["step"] else "")
         params = f" · {history['n_params']:,} trainable parameters" if history["n_params"] else ""
         lines.append(f"⏳ Running on {history['device'] or '…'} · step {history['step']} / {history['max_steps']} "
                      f"· epoch {history['epoch']:.2f}{params}{eta}")

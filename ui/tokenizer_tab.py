@@ -11,6 +11,7 @@ import time
 
 import gradio as gr
 
+from gpt_core.bpe import apply_merges, merge_steps, train_merges
 from gpt_core.data import (
     SlidingWindowDataset,
     cosine_similarities,
@@ -20,7 +21,7 @@ from gpt_core.data import (
     window_starts,
     windows,
 )
-from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding, learn_merges
+from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 from ui import models
 from ui.common import SliderBox, cap_text, explain, friendly, number_input, show_source
 from ui.uploads import read_upload
@@ -384,7 +385,7 @@ def build_tab() -> None:
     token_view = gr.HTML(first_spans, elem_id="tok-spans", css_template=TABLE_CSS)
     stats = gr.Markdown(first_stats)
     parity = gr.Markdown(first_parity, elem_id="tok-parity")
-    show_source(BPETokenizer.encode, BPETokenizer.encode_ordinary, BPETokenizer.apply_merges, title="The encoder")
+    show_source(BPETokenizer.encode, BPETokenizer.encode_ordinary, apply_merges, merge_steps, title="The encoder")
 
     # 2. Train your own BPE --------------------------------------------------------------------------------------
     gr.Markdown("## 2. Train your own BPE")
@@ -413,7 +414,7 @@ def build_tab() -> None:
         replay_step = gr.Slider(0, last_step, value=last_step, step=1, label="Merge step", scale=3)
     first_replay, _ = replay_word(DEFAULT_WORD)
     replay_view = gr.HTML(first_replay, css_template=TABLE_CSS, elem_id="tok-replay")
-    show_source(BPETokenizer.train, learn_merges, BPETokenizer.trace, title="Training and the merge trace")
+    show_source(BPETokenizer.train, train_merges, BPETokenizer.trace, title="Training and the merge trace")
 
     # 3. From tokens to training pairs ---------------------------------------------------------------------------
     gr.Markdown("## 3. From tokens to training pairs")
