@@ -1,9 +1,13 @@
 """Speed of gpt_core's model against transformers' GPT2LMHeadModel: same config, same weights, same ids.
 
 Prints one JSON line per measurement:
-    {"bench": "train_step_fp32", "config": "gpt2-small", "ours_tok_s": ..., "hf_tok_s": ..., "ratio": ..., "goal": 1.0}
+    {"bench": "train_step_fp32", "config": "gpt2-small", "ours_tok_s": ..., "hf_tok_s": ..., "ratio": ..., "goal": 1.0,
+     "book_tok_s": ..., "book_ratio": ..., "fast_vs_book": ...}
 
-The two sides run interleaved (order swapped every round) and each side keeps its best (minimum) time.
+"ours" is the model with gpt_core.fast applied (what the app and the CLI run); "book" is the same model and
+weights with the book layer alone (LLM_LAB_PLAIN=1), so "fast_vs_book" is what the fast layer gains. The goals
+("ratio" against transformers) are for "ours". The sides run interleaved (the order turned every round) and
+each keeps its best (minimum) time.
     python bench/model.py            # about 3 minutes on 2 CPU cores
     python bench/model.py --quick    # fewer rounds and configs
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import sys
 import tempfile
@@ -25,9 +30,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt_core.checkpoints import export_hf  # noqa: E402
+from gpt_core.fast import speed_up, speed_up_for_training  # noqa: E402
+from gpt_core.fast.settings import use_plain  # noqa: E402
 from gpt_core.generate import generate  # noqa: E402
 from gpt_core.model import GPTConfig, GPTModel  # noqa: E402
-from gpt_core.train import prepare_for_training  # noqa: E402
 
 
 def hf_copy(model: GPTModel):
@@ -42,33 +48,35 @@ def hf_copy(model: GPTModel):
     return hf
 
 
-def race(ours, theirs, rounds: int) -> tuple[float, float]:
-    """Best wall time of each callable, run alternately, the order swapped every round."""
-    best = {"ours": float("inf"), "hf": float("inf")}
-    sides = [("ours", ours), ("hf", theirs)]
+def race(sides: dict, rounds: int) -> dict[str, float]:
+    """Best wall time of each callable ({name: fn}), run in turn, the order turned every round."""
+    best = dict.fromkeys(sides, float("inf"))
+    names = list(sides)
     for r in range(rounds):
-        for name, fn in sides if r % 2 == 0 else sides[::-1]:
+        for name in names[r % len(names):] + names[:r % len(names)]:
             start = time.perf_counter()
-            fn()
+            sides[name]()
             best[name] = min(best[name], time.perf_counter() - start)
-    return best["ours"], best["hf"]
+    return best
 
 
-def report(bench: str, config: str, tokens: int, t_ours: float, t_hf: float, goal: float, **more):
-    ours_tok_s, hf_tok_s = tokens / t_ours, tokens / t_hf
-    line = {"bench": bench, "config": config, "ours_tok_s": round(ours_tok_s, 2), "hf_tok_s": round(hf_tok_s, 2),
-            "ratio": round(ours_tok_s / hf_tok_s, 3), "goal": goal, **more}
-    print(json.dumps(line), flush=True)
+def report(bench: str, config: str, tokens: int, times: dict[str, float], goal: float, **more):
+    """One JSON line: tokens/s of each side, ours against transformers (the goal) and against the book layer."""
+    tok_s = {name: tokens / t for name, t in times.items()}
+    line = {"bench": bench, "config": config, "ours_tok_s": round(tok_s["ours"], 2),
+            "hf_tok_s": round(tok_s["hf"], 2), "ratio": round(tok_s["ours"] / tok_s["hf"], 3), "goal": goal}
+    if "book" in tok_s:
+        line.update(book_tok_s=round(tok_s["book"], 2), book_ratio=round(tok_s["book"] / tok_s["hf"], 3),
+                    fast_vs_book=round(tok_s["ours"] / tok_s["book"], 2))
+    print(json.dumps({**line, **more}), flush=True)
 
 
 def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
     """One optimizer step as each side's own training code takes it.
 
     Both use fused AdamW: gpt_core.train.make_optimizer's choice, and the default of transformers' Trainer
-    (``adamw_torch_fused``). Our model is first set up by ``prepare_for_training``, as gpt_core.train does.
+    (``adamw_torch_fused``). The fast side is sped up by ``speed_up_for_training`` before (the book side is not).
     """
-    if not is_hf:
-        prepare_for_training(model, torch.device("cpu"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=True)
     model.train()
 
@@ -85,20 +93,23 @@ def train_step_fn(model, batch, targets, is_hf: bool, autocast_dtype):
 
 
 def bench_train(name: str, batch_size: int, context: int, rounds: int, **overrides):
-    """Our training step against transformers'. ``prepare_for_training`` also tells glibc to keep freed
-    memory (``keep_freed_memory``), which is process-wide: transformers' side gets that speed-up as well."""
+    """Our training step (fast layer, and book layer alone) against transformers'. ``speed_up_for_training``
+    also tells glibc to keep freed memory (``keep_freed_memory``), which is process-wide: transformers' side
+    and the book side get that speed-up as well."""
     cfg = GPTConfig.preset(name, drop_rate=0.0, **overrides)
     torch.manual_seed(0)
-    ours = GPTModel(cfg)
-    hf = hf_copy(ours)
+    book = GPTModel(cfg)
+    hf = hf_copy(book)
+    ours = speed_up_for_training(copy.deepcopy(book), torch.device("cpu"))
     ids = torch.randint(0, cfg.vocab_size, (batch_size, context + 1))
     batch, targets = ids[:, :-1], ids[:, 1:]
     for label, dtype in (("fp32", None), ("bf16_autocast", torch.bfloat16)):
-        ours_step = train_step_fn(ours, batch, targets, False, dtype)
-        hf_step = train_step_fn(hf, batch, targets, True, dtype)
-        ours_step(), hf_step()  # warm-up (allocates AdamW state)
-        t_ours, t_hf = race(ours_step, hf_step, rounds)
-        report(f"train_step_{label}", name, batch_size * context, t_ours, t_hf, 1.0,
+        steps = {"ours": train_step_fn(ours, batch, targets, False, dtype),
+                 "hf": train_step_fn(hf, batch, targets, True, dtype),
+                 "book": train_step_fn(book, batch, targets, False, dtype)}
+        for step in steps.values():
+            step()  # warm-up (allocates AdamW state)
+        report(f"train_step_{label}", name, batch_size * context, race(steps, rounds), 1.0,
                batch=batch_size, context=context, vocab=cfg.vocab_size)
 
 
@@ -117,54 +128,58 @@ def _timed(fn) -> float:
 
 
 def bench_generate(new_tokens: int, rounds: int):
+    """Greedy generation: ours (KV cache, decoding head, one-token path) against transformers' generate, and
+    the book's loop, which runs the whole text through the model for every new token."""
     cfg = GPTConfig.preset("gpt2-small")
     torch.manual_seed(0)
-    ours = GPTModel(cfg).eval()
-    hf = hf_copy(ours).eval()
+    book = GPTModel(cfg).eval()
+    hf = hf_copy(book).eval()
+    ours = copy.deepcopy(book)
     prompt = torch.randint(0, cfg.vocab_size, (1, 16))
+
+    def hf_generate(n: int) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n, do_sample=False,
+                               eos_token_id=None, pad_token_id=0)
+
     for label, dtype, goal in (("fp32", torch.float32, 1.25), ("bf16_weights", torch.bfloat16, 1.0)):
-        ours.to(dtype).use_fast_layout(), hf.to(dtype)  # our weights' memory order depends on the dtype
-
-        def run_ours():
-            out = generate(ours, prompt, new_tokens)
-            assert out.shape[1] == prompt.shape[1] + new_tokens
-
-        def run_hf():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                                  do_sample=False, eos_token_id=None, pad_token_id=0)
-            assert out.shape[1] == prompt.shape[1] + new_tokens
-
-        generate(ours, prompt, 4), hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4,
-                                                do_sample=False, pad_token_id=0)  # warm-up
-        same = bool(torch.equal(generate(ours, prompt, 16), hf.generate(
-            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
-            eos_token_id=None, pad_token_id=0)))
-        t_ours, t_hf = race(run_ours, run_hf, rounds)
+        speed_up(ours.to(dtype)), hf.to(dtype), book.to(dtype)  # speed_up again: the memory order follows the dtype
+        sides = {"ours": lambda: generate(ours, prompt, new_tokens), "hf": lambda: hf_generate(new_tokens),
+                 "book": lambda: generate(book, prompt, new_tokens)}
+        for run in sides.values():
+            assert run().shape[1] == prompt.shape[1] + new_tokens  # also the warm-up
+        first_16 = hf_generate(16)
+        same = bool(torch.equal(generate(ours, prompt, 16), first_16))
+        book_same = bool(torch.equal(generate(book, prompt, 16), first_16))
+        times = race(sides, rounds)
         # each new token reads every weight once (the tied head counted once: 124M values)
         weight_gb = sum(p.numel() * p.element_size() for p in ours.parameters()) / 1e9
-        report(f"generate_greedy_{label}", "gpt2-small", new_tokens, t_ours, t_hf, goal,
-               same_first_16_ids=same, threads=torch.get_num_threads(),
-               ours_read_GB_s=round(weight_gb * new_tokens / t_ours, 1),
-               hf_read_GB_s=round(weight_gb * new_tokens / t_hf, 1), machine_read_GB_s=round(read_bandwidth_gb_s(), 1))
-    ours.float().use_fast_layout()
+        report(f"generate_greedy_{label}", "gpt2-small", new_tokens, times, goal,
+               same_first_16_ids=same, book_same_first_16_ids=book_same, threads=torch.get_num_threads(),
+               ours_read_GB_s=round(weight_gb * new_tokens / times["ours"], 1),
+               hf_read_GB_s=round(weight_gb * new_tokens / times["hf"], 1),
+               machine_read_GB_s=round(read_bandwidth_gb_s(), 1))
 
 
 def bench_capture(rounds: int):
+    """The Inside GPT view's pass (every layer's attention weights kept) against transformers' plain forward."""
     cfg = GPTConfig.preset("gpt2-small")
     torch.manual_seed(0)
-    ours = GPTModel(cfg).eval()
-    hf = hf_copy(ours).eval()
+    book = GPTModel(cfg).eval()
+    hf = hf_copy(book).eval()
+    ours = speed_up(copy.deepcopy(book))
     ids = torch.randint(0, cfg.vocab_size, (1, 64))
 
     def run_hf():
         with torch.no_grad():
             hf(ids, use_cache=False)
 
-    ours.forward_with_capture(ids), run_hf()
-    t_ours, t_hf = race(lambda: ours.forward_with_capture(ids), run_hf, rounds)
-    report("forward_with_capture_vs_hf_forward", "gpt2-small", 64, t_ours, t_hf, 1.0)
+    sides = {"ours": lambda: ours.forward_with_capture(ids), "hf": run_hf,
+             "book": lambda: book.forward_with_capture(ids)}
+    for run in sides.values():
+        run()
+    report("forward_with_capture_vs_hf_forward", "gpt2-small", 64, race(sides, rounds), 1.0)
 
 
 def main():
@@ -174,6 +189,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(2)
     rounds = 3 if args.quick else 5
+    with use_plain(False):  # "ours" is the fast layer whatever LLM_LAB_PLAIN says; "book" is measured beside it
+        run_benches(args, rounds)
+
+
+def run_benches(args, rounds: int):
     if args.only in (None, "capture"):
         bench_capture(rounds * 2)
     if args.only in (None, "train"):

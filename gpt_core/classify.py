@@ -128,9 +128,9 @@ def finetune_classifier(model: GPTModel, tokenizer, config: ClassifyConfig, stop
     """Turn ``model`` into a spam classifier and train it; yields events (see ``FinetuneRun``).
 
     ``datasets``: {"train", "val", "test"} SpamDatasets; default the packaged SMS data (``spam_splits``).
-    Before training and at the end (``config.final_accuracy``): an AccuracyEvent on every message of each split
-    (otherwise, before training, on the first ``eval_batches`` batches). After each epoch: an AccuracyEvent on
-    those batches. Last before Done: the ConfusionEvent of the test split.
+    AccuracyEvents on the first ``eval_batches`` batches before training and after each epoch, and (with
+    ``config.final_accuracy``) on every message of each split before and after training. Last before Done:
+    the ConfusionEvent of the test split.
     """
     max_length = min(config.max_length or model.cfg.context_length, model.cfg.context_length)
     datasets = datasets or classification_datasets(tokenizer, max_length, config.seed)
@@ -160,7 +160,9 @@ def finetune_classifier(model: GPTModel, tokenizer, config: ClassifyConfig, stop
             if dataset.n_truncated:
                 yield WarningEvent(f"{dataset.n_truncated} {name} messages were longer than {max_length} "
                                    f"tokens; only their first {max_length} tokens are read.")
-        yield full_accuracy() if config.final_accuracy else quick_accuracy(0, 0.0)  # the random head: ~50%
+        yield quick_accuracy(0, 0.0)  # the random head: about 50%
+        if config.final_accuracy:
+            yield full_accuracy()
 
     def epoch_end(step: int, epoch: int) -> Iterator[Event]:
         yield quick_accuracy(step, run.epoch)

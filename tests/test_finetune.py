@@ -210,7 +210,8 @@ def test_short_run_learns_a_separable_task():
     assert [e.step for e in evals] == [8, 16, 24]
     accuracies = [e for e in events if isinstance(e, AccuracyEvent)]
     # every message before training (the random head) and at the end; the first batches after each epoch
-    assert [(e.step, e.final) for e in accuracies] == [(0, True), (8, False), (16, False), (24, False), (24, True)]
+    assert [(e.step, e.final) for e in accuracies] == [(0, False), (0, True), (8, False), (16, False), (24, False),
+                                                       (24, True)]
     assert kinds[-2] == "confusion" and sum(map(sum, events[-2].matrix)) == 16  # the test split, last before done
     before, final = accuracies[0], accuracies[-1]
     print("val accuracy before/after:", before.val_accuracy, final.val_accuracy,

@@ -94,7 +94,8 @@ def test_unknown_model_label_is_a_clear_error():
 def test_attention_api_shapes_and_masks(client):
     result = client.predict(BOOK_SENTENCE, 3, 2, True, False, 0.5, api_name="/attention")
     note, table, *rungs = result
-    assert note == "6 tokens → inputs (6, 3) (one 3-number vector per token)."
+    assert note.startswith("6 tokens → inputs (6, 3) (one 3-number vector per token). These are the book's own")
+    assert table["value"]["data"][1] == ["1: ' journey'", 0.55, 0.87, 0.66]  # chapter 3's inputs, row "journey"
     assert len(table["value"]["data"]) == 6
     assert table["value"]["headers"] == ["token", "dim 0", "dim 1", "dim 2"]
     simple, self_attn, causal, multi = rungs[0::2]

@@ -28,6 +28,11 @@ MAX_TOKENS = 24  # the matrices stay readable up to about this many tokens
 MAX_CHARS = 1_000  # 24 tokens are about 120 characters; longer text is cut before it is encoded
 SEED = 123
 DEFAULT_TEXT = "Your journey starts with one step"
+# Chapter 3's inputs for DEFAULT_TEXT (6 tokens x 3 numbers) and the seed of its SelfAttention_v2 example: with
+# them, every number on this tab is one the book prints (the other rungs use seed 123, as the book does).
+BOOK_INPUTS = torch.tensor([[0.43, 0.15, 0.89], [0.55, 0.87, 0.66], [0.57, 0.85, 0.64],
+                            [0.22, 0.58, 0.33], [0.77, 0.25, 0.10], [0.05, 0.80, 0.55]])
+BOOK_SELF_ATTENTION_SEED = 789
 MAX_DROPOUT = 0.9
 # At most 128 ladders and 32 MB (a 24-token ladder with dropout is about 120 kB of figures).
 LADDERS = ResultCache(128, 32 * 2**20)
@@ -58,14 +63,15 @@ def shape(tensor: torch.Tensor) -> str:
     return "(" + ", ".join(str(size) for size in tensor.shape) + ")"
 
 
-def build_module(cls, *args, **kwargs) -> torch.nn.Module:
-    """Every rung starts from seed 123, so rung 2 and rung 3 share the same W_query, W_key, W_value.
+def build_module(cls, *args, seed: int = SEED, **kwargs) -> torch.nn.Module:
+    """Every rung starts from seed 123, so rung 2 and rung 3 share the same W_query, W_key, W_value
+    (except on the book's sentence, whose rung 2 uses the book's seed 789).
 
     torch's random generator is shared by the whole server: the lock keeps two requests from drawing from it
     in turn (which would give them other weights), and fork_rng gives other code its random state back.
     """
     with SEEDED, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
+        torch.manual_seed(seed)
         return cls(*args, **kwargs).eval()
 
 
@@ -91,8 +97,8 @@ def rung_simple(inputs, tokens):
     return text, figure
 
 
-def rung_self_attention(inputs, tokens, d_out):
-    module = build_module(SelfAttention, inputs.shape[-1], d_out)
+def rung_self_attention(inputs, tokens, d_out, seed: int = SEED):
+    module = build_module(SelfAttention, inputs.shape[-1], d_out, seed=seed)
     steps = attention_steps(module, inputs, causal=False)
     text = (f"**2 · Self-attention with Q, K, V**: W_query {shape(module.W_query.weight.T)} turns inputs "
             f"{shape(inputs)} into queries {shape(steps.queries)}; queries {shape(steps.queries)} · keysᵀ "
@@ -103,14 +109,15 @@ def rung_self_attention(inputs, tokens, d_out):
     return text, figure
 
 
-def rung_causal(inputs, tokens, d_out, causal, dropout_rate):
+def rung_causal(inputs, tokens, d_out, causal, dropout_rate, same_weights_as_rung_2: bool = True):
     module = build_module(CausalAttention, inputs.shape[-1], d_out, len(tokens), dropout_rate)
     steps = attention_steps(module, inputs, causal=causal)
     masked = masked_cells(steps.masked_scores.numpy())  # True above the diagonal when causal
     panels = [Panel("scores, future masked (-∞)" if causal else "scores (mask off)", steps.masked_scores.numpy(),
                     "scores"),
               Panel("weights", steps.weights.numpy(), masked=masked)]
-    text = (f"**3 · Causal attention** (same W matrices as rung 2): scores {shape(steps.scores)} with the "
+    weights_note = "same W matrices as rung 2" if same_weights_as_rung_2 else "W matrices from seed 123, as the book"
+    text = (f"**3 · Causal attention** ({weights_note}): scores {shape(steps.scores)} with the "
             f"{(len(tokens) * (len(tokens) - 1)) // 2} cells above the diagonal set to -∞, so softmax gives them "
             f"weight 0 and each row still sums to 1." if causal else
             "**3 · Causal attention, mask switched off**: every token sees the future too (what a GPT must not do).")
@@ -186,15 +193,21 @@ def build_ladder(text: str, char_note: str | None, dim: int, d_out: int, causal:
     tokenizer = gpt2_tokenizer()
     ids, token_note = encode_capped(tokenizer, text, MAX_TOKENS)
     tokens = token_strings(tokenizer, ids)
-    inputs = embedding_table(dim)[ids]  # (T, dim)
+    book = text.strip() == DEFAULT_TEXT and dim == 3 and len(ids) == len(BOOK_INPUTS)
+    inputs = BOOK_INPUTS if book else embedding_table(dim)[ids]  # (T, dim)
     notes = [note for note in (char_note, token_note) if note]
     note = f"{len(ids)} tokens → inputs {shape(inputs)} (one {dim}-number vector per token)."
+    if book:
+        note += (" These are the book's own inputs and seeds (chapter 3; rung 2 uses seed 789), so every number "
+                 "here is one the book prints.")
     if notes:
         note = " ".join(notes) + " " + note
     table = [[f"{i}: {tok!r}", *[round(float(v), 2) for v in row]] for i, (tok, row) in enumerate(zip(tokens, inputs))]
     with torch.inference_mode():
-        rungs = [rung_simple(inputs, tokens), rung_self_attention(inputs, tokens, d_out),
-                 rung_causal(inputs, tokens, d_out, causal, rate), rung_multi_head(inputs, tokens, d_out, causal)]
+        seed_2 = BOOK_SELF_ATTENTION_SEED if book else SEED
+        rungs = [rung_simple(inputs, tokens), rung_self_attention(inputs, tokens, d_out, seed_2),
+                 rung_causal(inputs, tokens, d_out, causal, rate, same_weights_as_rung_2=not book),
+                 rung_multi_head(inputs, tokens, d_out, causal)]
     return note, table, [(rung_text, plot_value(figure)) for rung_text, figure in rungs]
 
 
