@@ -50,7 +50,22 @@ def collate(dataset, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor
     return inputs, targets
 
 
-class BatchStream:
+class BatchOrder:
+    """Where a run is in its data: ``epoch`` passes done and ``batch_index`` batches into the current one."""
+
+    epoch: int
+    batch_index: int
+    batches_per_epoch: int
+
+    @property
+    def epochs_done(self) -> float:
+        return self.epoch + self.batch_index / self.batches_per_epoch
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "batch_index": self.batch_index}
+
+
+class BatchStream(BatchOrder):
     """Batches in a seeded order that can be resumed from ``(epoch, batch_index)``.
 
     Epoch e visits the windows in the order ``randperm(n, seed + e)``. Under DDP each global batch holds
@@ -87,13 +102,6 @@ class BatchStream:
         self.batch_index += 1
         return collate(self.dataset, indices.tolist())
 
-    @property
-    def epochs_done(self) -> float:
-        return self.epoch + self.batch_index / self.batches_per_epoch
-
-    def position(self) -> dict:
-        return {"epoch": self.epoch, "batch_index": self.batch_index}
-
     def eval_batches(self, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The same first batches of the split at every evaluation, so that the curves compare fairly."""
         return self._fixed[split]
@@ -108,7 +116,7 @@ def fixed_batches(dataset, batch_size: int, n_batches: int) -> list[tuple[torch.
             for start in range(0, n_items, batch_size)]
 
 
-class BookBatches:
+class BookBatches(BatchOrder):
     """The book's ``train_model_simple`` batches: ``for input_batch, target_batch in train_loader`` per epoch.
 
     The training loader shuffles (``shuffle=True, drop_last=True``) and the validation loader does not, as
@@ -134,13 +142,6 @@ class BookBatches:
             self.epoch, self.batch_index, self._this_epoch = self.epoch + 1, 0, iter(self.train_loader)
         self.batch_index += 1
         return next(self._this_epoch)
-
-    @property
-    def epochs_done(self) -> float:
-        return self.epoch + self.batch_index / self.batches_per_epoch
-
-    def position(self) -> dict:
-        return {"epoch": self.epoch, "batch_index": self.batch_index}
 
     def eval_batches(self, split: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``n_eval`` batches of a fresh pass over the split (the training split reshuffles)."""

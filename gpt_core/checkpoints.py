@@ -12,17 +12,15 @@ is split into W_query, W_key and W_value:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from gpt_core.files import write_atomically, write_text_atomically
 from gpt_core.model import GPTConfig, GPTModel
 
 HUB_NAMES = {
@@ -38,24 +36,8 @@ PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
 
 
 # ---------------------------------------------------------------- small file helpers
-def _atomic_write(path: Path, write) -> None:
-    """write(tmp_path) into a temporary file next to `path`, then rename it into place (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def _write_json(path: Path, data: dict) -> None:
-    def write(tmp):
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
-
-    _atomic_write(path, write)
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -118,9 +100,9 @@ def save_checkpoint(model: GPTModel, out_dir, *, tokenizer_path=None, extra: dic
     meta = {"format": "llm-lab-gpt", "gpt_config": model.cfg.to_dict(), "extra": extra or {}}
     if tokenizer_path is not None:
         tokenizer_path = Path(tokenizer_path)
-        _atomic_write(out_dir / tokenizer_path.name, lambda tmp: shutil.copyfile(tokenizer_path, tmp))
+        write_atomically(out_dir / tokenizer_path.name, lambda tmp: shutil.copyfile(tokenizer_path, tmp))
         meta["tokenizer"] = tokenizer_path.name
-    _atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state_dict, tmp, metadata={"format": "pt"}))
+    write_atomically(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state_dict, tmp, metadata={"format": "pt"}))
     _write_json(out_dir / CONFIG_FILE, meta)
     return out_dir
 
@@ -239,7 +221,7 @@ def export_hf(model: GPTModel, out_dir) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = state_dict_to_hf(model)
-    _atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    write_atomically(out_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     _write_json(out_dir / CONFIG_FILE, config_to_hf(model.cfg))
     return out_dir
 

@@ -24,9 +24,8 @@ from torch import nn
 from gpt_core.data import make_loader
 from gpt_core.events import AccuracyEvent, ConfusionEvent, Event, WarningEvent
 from gpt_core.finetune_loop import FinetuneConfig, FinetuneRun, model_device, set_trainable
-from gpt_core.model import GPTModel
+from gpt_core.model import GPTModel, eval_mode
 from gpt_core.spam_data import CLASS_NAMES, SpamDataset, classification_collate, classification_datasets
-from gpt_core.train import eval_mode
 
 
 @dataclass

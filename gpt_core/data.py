@@ -23,6 +23,8 @@ from importlib import resources
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gpt_core.files import human_size
+
 # ---------------------------------------------------------------------------------------------------------------
 # Corpora packaged with the lab (work offline)
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,18 +137,6 @@ def corpus_text(name: str, max_chars: int | None = None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Text a student uploads
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def human_size(n_bytes: float) -> str:
-    """A size in words a student reads at a glance.
-
-    >>> human_size(2_500_000)
-    '2.5 MB'
-    """
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:.1f} {unit}"
-    return f"{n_bytes:.0f} bytes"
 
 
 def read_user_text(data: bytes, name: str, max_bytes: int) -> str:

@@ -1,4 +1,4 @@
-"""Writing files so that a reader (or a run killed mid-write) never sees half of one.
+"""Writing files so that a reader (or a run killed mid-write) never sees half of one, and sizes in words.
 
 Everything is first written to a temporary file in the same folder, then renamed into place: on one file
 system a rename is atomic, so the old file or the new one is there, never a mix.
@@ -47,3 +47,15 @@ def write_bytes_atomically(path: str | Path, data: bytes) -> None:
 def write_text_atomically(path: str | Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def human_size(n_bytes: float) -> str:
+    """A size in words a student reads at a glance.
+
+    >>> human_size(2_500_000)
+    '2.5 MB'
+    """
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{n_bytes:.0f} bytes"

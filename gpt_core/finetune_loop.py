@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from gpt_core.data import make_loader
 from gpt_core.device import pick_device
 from gpt_core.events import DoneEvent, EvalEvent, Event, StartEvent, StepEvent
-from gpt_core.model import GPTModel
-from gpt_core.train import eval_mode, make_optimizer
+from gpt_core.model import GPTModel, eval_mode
+from gpt_core.train import make_optimizer
 from gpt_core.train_config import AUTOCAST_CHOICES, OPTIMIZER_CHOICES, training_autocast_dtype
 
 TRAINABLE_CHOICES = ("head", "last_block", "all")

@@ -13,13 +13,12 @@ the model for every new token; a model sped up by gpt_core.fast brings its own w
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from gpt_core.model import GPTModel
+from gpt_core.model import GPTModel, eval_mode
 
 __all__ = ["GenerationStep", "filter_logits", "next_token_probs", "sample_next_token", "generation_loop",
            "generate", "stream_generate"]
@@ -69,17 +68,6 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k: int
 
 
 # ---------------------------------------------------------------- the loop
-@contextlib.contextmanager
-def _eval_mode(model: GPTModel):
-    """Dropout off while generating; the model's train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def start_decoding(model: GPTModel, max_new_tokens: int, use_cache: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function: the cropped text so far (B, T) -> the logits after its last token (B, vocab_size).
 
@@ -137,7 +125,7 @@ def generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, tempera
     batch = _as_batch(idx).to(model.tok_emb.weight.device)
     if max_new_tokens <= 0:
         return idx
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         steps = generation_loop(model, batch, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 eos_id=eos_id, use_cache=use_cache, generator=generator)
         new_ids = [idx_next for _, idx_next in steps]  # (B, 1) each
@@ -165,7 +153,7 @@ def stream_generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, 
         generator = torch.Generator(device=batch.device).manual_seed(seed)
     steps = generation_loop(model, batch, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             eos_id=eos_id, use_cache=use_cache, generator=generator)
-    with _eval_mode(model):
+    with eval_mode(model):
         while True:
             # Inference mode belongs to a thread, and a web server may resume this generator on another
             # thread: so enter it for each step's work, never across a `yield`.

@@ -16,6 +16,7 @@ checks every speed-up against the module here.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -291,3 +292,22 @@ def estimate_memory(cfg: GPTConfig, dtype: torch.dtype = torch.float32, training
         memory["activations"] = batch_size * (cfg.n_layers * layer_bytes_16bit * bytes_per_value // 2 + logits_bytes)
     memory["total"] = sum(memory.values())
     return memory
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Dropout off inside the block (``model.eval()``); the model's train/eval mode is restored afterwards.
+
+    >>> model = GPTModel(GPTConfig.preset("nano")).train()
+    >>> with eval_mode(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

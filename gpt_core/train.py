@@ -29,7 +29,6 @@ line (``train_cli``: ``python -m gpt_core.train --help``). Speed-ups are applied
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import threading
@@ -60,7 +59,7 @@ from gpt_core.events import (
     StepEvent,
     WarningEvent,
 )
-from gpt_core.model import GPTModel
+from gpt_core.model import GPTModel, eval_mode
 from gpt_core.train_config import (
     TrainConfig,
     check,
@@ -73,17 +72,6 @@ from gpt_core.train_state import all_finite, resume_training, save_training_chec
 
 
 # ---------------------------------------------------------------- loss, evaluation, optimizer
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Dropout off inside the block; the model's train/eval mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, amp_dtype=None) -> torch.Tensor:
     """Mean cross-entropy of next-token predictions; logits (B, T, V) are compared in fp32."""
     with torch.autocast(device_type=inputs.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

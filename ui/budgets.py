@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpt_core.data import human_size
+from gpt_core.files import human_size
 
 log = logging.getLogger("llm_lab")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from gradio.context import LocalContext
 from gradio.utils import get_upload_folder, is_in_or_equal
 
-from gpt_core.data import human_size
+from gpt_core.files import human_size
 
 
 def _running_blocks():

@@ -13,6 +13,7 @@ import base64
 import numpy as np
 import plotly.graph_objects as go
 
+from gpt_core.files import human_size
 from visualizations.attention import colorscale, fast_figure, grid_layout, rounded, token_labels
 
 GUTTER = 255  # uint8 value of the gutter cells; anything above 100 is drawn in the background colour
@@ -200,18 +201,5 @@ def position_norm_figure(pos_norms: np.ndarray, n_used: int) -> go.Figure:
 
 def memory_markdown(memory: dict[str, int], title: str) -> str:
     """A small Markdown table of an estimate_memory(...) result, in MB/GB."""
-    rows = [f"| {name.replace('_', ' ')} | {_human_bytes(size)} |" for name, size in memory.items()]
+    rows = [f"| {name.replace('_', ' ')} | {human_size(size)} |" for name, size in memory.items()]
     return "\n".join([f"**{title}**", "", "| part | memory |", "|---|---|", *rows])
-
-
-def _human_bytes(size: int) -> str:
-    """
-    >>> _human_bytes(1536 * 1024)
-    '1.5 MB'
-    """
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:,.1f} {unit}" if unit != "B" else f"{int(value)} B"
-        value /= 1024
-    return f"{value:,.1f} GB"
