@@ -356,7 +356,7 @@ class Run:
                          checkpoint_path=self.last_checkpoint)
 
 
-if __name__ == "__main__":  # python -m gpt_core.train: the command line lives in gpt_core.train_cli
-    from gpt_core.train_cli import main
+if __name__ == "__main__":  # python -m gpt_core.train: the command line lives in gpt_core/train_cli.py
+    import runpy
 
-    raise SystemExit(main())
+    runpy.run_module("gpt_core.train_cli", run_name="__main__", alter_sys=True)

@@ -30,6 +30,7 @@ def restore_plain_setting():
         yield
 
 
+@pytest.mark.slow
 def test_book_recipe_prints_the_books_chapter_5_losses(capsys, restore_plain_setting):
     assert train_cli.main(["--recipe", "book-ch5", "--max-steps", "6", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
