@@ -320,7 +320,7 @@ class Lesson:
 
 
 def run_outcome(status: str) -> str:
-    """How a finished run ended, from the mark its status line starts with (ui.runs.status_line)."""
+    """How a finished run ended, from the mark its status line starts with (ui.run_tab.RunHistory.status_line)."""
     return "finished" if status.startswith("✅") else "failed" if status.startswith("❌") else "stopped"
 
 

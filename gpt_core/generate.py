@@ -120,6 +120,12 @@ def generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, *, tempera
     Stops early once every sequence has produced eos_id (kept in the output; in a batch, sequences that
     finished earlier keep getting tokens until the last one finishes). use_cache lets a model sped up by
     gpt_core.fast keep a KV cache (same ids); the book's model always runs the whole window.
+
+        >>> from gpt_core.model import GPTConfig
+        >>> _ = torch.manual_seed(0)
+        >>> model = GPTModel(GPTConfig(vocab_size=10, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+        >>> generate(model, torch.tensor([1, 2, 3]), max_new_tokens=4).shape   # 3 + 4 tokens
+        torch.Size([7])
     """
     _check_sampling_args(top_k, top_p)
     batch = _as_batch(idx).to(model.tok_emb.weight.device)

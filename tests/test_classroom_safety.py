@@ -18,7 +18,8 @@ from gpt_core.events import DoneEvent
 from ui import budgets, classify_tab, pretrain_tab, runs
 from ui.budgets import BudgetStore
 from ui.common import friendly
-from ui.jobs import JobManager
+from ui.jobs import JobManager, JobView
+from ui.run_tab import RunHistory
 
 FILE_META = {"_type": "gradio.FileData"}
 
@@ -128,21 +129,22 @@ def test_24_students_start_runs_and_every_run_stays_until_its_own_session_stops_
     histories = [pretrain_tab.start_run("nano", pretrain_tab.SHAKESPEARE, None, pretrain_tab.BPE_4096, 10, 2, 16,
                                         1e-3, 0, "ROMEO:", None, browser)[6] for browser in browsers]
     owners = [runs.verified_browser(browser) for browser in browsers]
-    views = [manager.poll(history["job_id"], owner) for history, owner in zip(histories, owners)]
+    views = [manager.poll(history.job_id, owner) for history, owner in zip(histories, owners)]
     assert [view.status for view in views].count("running") == 2
     assert sorted(view.position for view in views if view.status == "queued") == list(range(1, 23))
     assert len(pretrain_tab.RUNS) == 24  # over the budget of 16, because no run was finished
-    assert all(Path(pretrain_tab.run_of(owner, h["job_id"]).out_dir).is_dir() for owner, h in zip(owners, histories))
+    assert all(Path(pretrain_tab.run_of(owner, h.job_id).out_dir).is_dir() for owner, h in zip(owners, histories))
+    assert [h.max_steps for h in histories] == [10] * 24 and histories[0].job_id.startswith("job-")
     with pytest.raises(PermissionError, match="belongs to another session"):
-        manager.stop(histories[0]["job_id"], owners[1])
+        manager.stop(histories[0].job_id, owners[1])
     assert pretrain_tab.stop_run(histories[0], browsers[0]).startswith("Stopping")
     gate.set()
     for history, owner in zip(histories, owners):
-        assert manager.wait(history["job_id"], owner, timeout=30).done
-    pretrain_tab.RUNS.put(owners[0], "one-more", pretrain_tab.run_of(owners[0], histories[0]["job_id"]))
+        assert manager.wait(history.job_id, owner, timeout=30).done
+    pretrain_tab.RUNS.put(owners[0], "one-more", pretrain_tab.run_of(owners[0], histories[0].job_id))
     assert len(pretrain_tab.RUNS) == 16  # finished now, so the least recently used made room
     with pytest.raises(ValueError, match="Your pretraining run was cleared to make room for newer ones"):
-        pretrain_tab.run_of(owners[1], histories[1]["job_id"])
+        pretrain_tab.run_of(owners[1], histories[1].job_id)
 
 
 # ---------------------------------------------------------------- budgets
@@ -193,11 +195,11 @@ def test_a_classifier_whose_loss_turns_nan_is_not_kept(monkeypatch):
     assert [event.kind for event in events] == ["done"]  # the engine's events, passed on; nothing kept
     with pytest.raises(ValueError, match="There is no classifier yet"):
         classify_tab.classifier_of("alice")
-    history = runs.new_history("job")
-    history.update(status="done")
-    runs.add_events(history, type("View", (), {"events": events, "next_since": 1, "status": "done",
-                                               "error": None, "note": None})())
-    assert runs.status_line(history) == "⏹ The loss became NaN at step 3."
+    history = RunHistory("job")
+    history.fold(JobView(job_id="job", label="classify", status="done", position=None, events=events,
+                         next_since=1, done=True, error=None))
+    assert (history.status, history.reason, history.since) == ("done", "nan", 1)
+    assert history.status_line() == "⏹ The loss became NaN at step 3."
 
 
 def test_error_popups_show_html_from_data_as_text():

@@ -3,19 +3,36 @@ one browser run per tab."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import threading
 import time
 
+import gradio as gr
 import pytest
 import torch
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
+from gpt_core.events import (
+    AccuracyEvent,
+    CheckpointEvent,
+    ConfusionEvent,
+    DoneEvent,
+    EvalEvent,
+    ExactMatchEvent,
+    SampleEvent,
+    StartEvent,
+    StepEvent,
+    WarningEvent,
+)
 from gpt_core.instruct_data import InstructionDataset, split_records
 from gpt_core.instruct_tasks import generated_tasks
-from ui import classify_tab, instruct_tab, models, runs
+from ui import classify_tab, instruct_tab, models, run_tab, runs
 from ui.budgets import BudgetStore
+from ui.jobs import JobManager, JobView
+from ui.run_tab import RunHistory
 
 NANO = "Random init · nano (untrained)"
 FINISHED = ("✅", "❌", "⏹")
@@ -94,6 +111,143 @@ def test_classifier_is_kept_per_browser_and_evicted_oldest_first(monkeypatch):
         classify_tab.classifier_of("a")
     with pytest.raises(ValueError, match="There is no classifier yet"):
         classify_tab.classifier_of("never-trained")
+
+
+# ---------------------------------------------------------------- the run history and the shared skeleton
+def view_of(events: list, status: str = "running", since: int = 0, **extra) -> JobView:
+    """A poll's answer with these events, as the job manager gives it."""
+    return JobView(job_id="job-1-ab", label="classify · nano", status=status, position=extra.pop("position", None),
+                   events=events, next_since=since + len(events), done=status in ("done", "failed", "stopped"),
+                   error=extra.pop("error", None), note=extra.pop("note", None))
+
+
+def step_event(step: int, loss: float) -> StepEvent:
+    return StepEvent(step=step, epoch=step / 8, tokens_seen=512 * step, train_loss=loss, lr=1e-4, grad_norm=1.0,
+                     tokens_per_s=2000.0, elapsed_s=0.5 * step, eta_s=0.5 * (6 - step), mfu=None)
+
+
+def answers(correct: list[bool]) -> list[dict]:
+    return [{"instruction": f"Add {n} and 1.", "input": "", "expected": str(n + 1), "answer": str(n + ok),
+             "correct": ok} for n, ok in enumerate(correct)]
+
+
+def test_history_folds_every_kind_of_event_and_writes_the_status_line():
+    history = RunHistory("job-1-ab", start_note="This server allows at most 6 steps per run; using 6 instead of 168.")
+    first = [
+        StartEvent(device="cpu", autocast=None, n_params=1538, tokens_per_step=512, max_steps=6, start_step=0),
+        WarningEvent("12 train messages were longer than 64 tokens and were cut."),
+        AccuracyEvent(step=0, epoch=0.0, train_accuracy=0.5, val_accuracy=0.46875, test_accuracy=0.48, final=True),
+        ExactMatchEvent(when="before", correct=0, total=3, rows=answers([False, False, False])),
+        AccuracyEvent(step=0, epoch=0.0, train_accuracy=0.5, val_accuracy=0.4375),
+        step_event(1, 0.75), step_event(2, 0.69),
+        EvalEvent(step=2, val_loss=0.7, val_perplexity=2.01, train_loss=0.68),
+    ]
+    history.fold(view_of(first))
+    assert (history.since, history.status, history.max_steps, history.n_params, history.device) == (
+        8, "running", 6, 1538, "cpu")
+    assert (history.step, history.epoch, history.eta_s, history.tokens_seen) == (2, 0.25, 2.0, 1024)
+    assert history.step_losses == [(1, 0.75), (2, 0.69)] and history.evals == [(2, 0.68, 0.7)]
+    assert history.accuracy == [(0, 0.5, 0.4375)] and history.baseline == (0.5, 0.46875, 0.48)
+    assert (history.final, history.confusion, history.after, history.before.correct) == (None, None, None, 0)
+    assert history.running and history.tokens_per_s == 2000.0
+    assert history.status_line(view_of([])) == (
+        "⏳ Running on cpu · step 2 / 6 · epoch 0.25 · 1,538 trainable parameters · about 2 s left\n\n"
+        "⚠ 12 train messages were longer than 64 tokens and were cut.\n\n"
+        "⚠ This server allows at most 6 steps per run; using 6 instead of 168.")
+    assert history.status_line(show_eta=False).startswith(
+        "⏳ Running on cpu · step 2 / 6 · epoch 0.25 · 1,538 trainable parameters\n\n⚠ 12 train")
+
+    second = [
+        step_event(3, 0.52),
+        SampleEvent(step=3, prompt="Add 0 and 1.", text="Add 0 and 1. 1"),
+        AccuracyEvent(step=3, epoch=0.375, train_accuracy=0.75, val_accuracy=None),
+        CheckpointEvent(step=3, path="/tmp/run/step-000003"),
+        AccuracyEvent(step=3, epoch=0.375, train_accuracy=0.875, val_accuracy=0.8125, test_accuracy=0.8, final=True),
+        ConfusionEvent(step=3, matrix=[[120, 10], [4, 124]]),
+        ExactMatchEvent(when="after", correct=2, total=3, rows=answers([True, True, False])),
+        DoneEvent(reason="max_steps", message="Finished 3 steps in 1.5 s.", step=3, checkpoint_path=None),
+    ]
+    history.fold(view_of(second, status="done", since=8, note="Stopped at the server's limit of 10 minutes."))
+    assert (history.since, history.status, history.step, history.done, history.reason) == (
+        16, "done", 3, "Finished 3 steps in 1.5 s.", "max_steps")
+    assert history.accuracy == [(0, 0.5, 0.4375), (3, 0.75, None)]
+    assert (history.baseline, history.final) == ((0.5, 0.46875, 0.48), (0.875, 0.8125, 0.8))
+    assert history.confusion == [[120, 10], [4, 124]] and history.samples == [(3, "Add 0 and 1. 1")]
+    assert history.checkpoint == "/tmp/run/step-000003"  # Done without a path keeps the last checkpoint
+    assert (history.before.score, history.after.score) == (0.0, 2 / 3) and not history.running
+    assert history.status_line(view_of([], status="done")) == (
+        "✅ Finished 3 steps in 1.5 s.\n\n⚠ Stopped at the server's limit of 10 minutes.\n\n"
+        "⚠ 12 train messages were longer than 64 tokens and were cut.\n\n"
+        "⚠ This server allows at most 6 steps per run; using 6 instead of 168.")
+    assert copy.deepcopy(history) == history  # what gr.State does per session
+    assert classify_tab.results_markdown(history).splitlines()[-2:] == [
+        "| before training | 50.0% | 46.9% | 48.0% |", "| after training | 87.5% | 81.2% | 80.0% |"]
+    assert instruct_tab.score_markdown(history.before, history.after) == (
+        "Exact match on 3 held-out test records (greedy answer == expected output): before tuning **0/3 (0%)** "
+        "· after tuning **2/3 (67%)**")
+    assert [row[3:] for row in instruct_tab.compare_rows(history.before, history.after)] == [
+        ["✗ 0", "✓ 1"], ["✗ 1", "✓ 2"], ["✗ 2", "✗ 2"]]
+
+
+def test_status_line_while_queued_getting_ready_stopped_and_failed(monkeypatch):
+    monkeypatch.setattr(runs.job_manager(), "max_running", 2)
+    history = RunHistory("job-1-ab", start_note="Steps lowered.")
+    assert history.status_line(view_of([], status="queued", position=3)) == (
+        "Waiting for a free slot: your run is number 3 in the queue (this server runs 2 at a time).\n\n"
+        "⚠ Steps lowered.")
+    history.fold(view_of([]))
+    assert history.status_line() == run_tab.GETTING_READY + "\n\n⚠ Steps lowered."
+    assert history.status_line(preparing="⏳ Starting…") == "⏳ Starting…\n\n⚠ Steps lowered."
+    history.fold(view_of([], status="stopped"))
+    assert history.status_line().startswith("⏹ Stopped before training began.")
+    history.fold(view_of([], status="failed", error="RuntimeError: out of memory"))
+    assert history.status_line().startswith("❌ The run failed: RuntimeError: out of memory")
+
+
+def test_the_skeleton_starts_polls_skips_stops_and_reattaches(monkeypatch):
+    manager = JobManager(max_running=1)
+    monkeypatch.setattr(runs, "_manager", manager)
+    tab = run_tab.RunTab("demo", "demo run", n_views=2)
+    browser = runs.new_browser_id()
+    owner = runs.verified_browser(browser)
+    gate = threading.Event()
+
+    def job(stop):
+        yield StartEvent(device="cpu", autocast=None, n_params=10, tokens_per_step=8, max_steps=2, start_step=0)
+        gate.wait(10)
+        yield step_event(1, 2.5)
+        yield DoneEvent(reason="max_steps", message="Finished all 2 steps.", step=1, checkpoint_path=None)
+
+    def status(history, view):
+        return history.status_line(view)
+
+    def views(history, view, owner_seen):
+        return f"{len(history.step_losses)} losses", owner_seen
+
+    history = tab.start(owner, job, "nano", max_steps=2, start_note=None)
+    assert manager.poll(history.job_id, owner).label == "demo · nano"
+    with pytest.raises(ValueError, match="^Your demo run is still going: press Stop first, or wait until it"):
+        tab.owner_for_start(history, browser, None)
+    while manager.poll(history.job_id, owner).next_since < 1:
+        time.sleep(0.01)
+    text, losses, seen, history, timer = tab.poll(history, browser, None, status, views)
+    assert (text, losses, seen, history.since, timer.active) == (
+        "⏳ Running on cpu · step 0 / 2 · epoch 0.00 · 10 trainable parameters", "0 losses", owner, 1, True)
+    unchanged = tab.poll(history, browser, None, status, views)  # no new event: only the status is sent
+    assert unchanged[1:3] == (gr.skip(), gr.skip()) and unchanged[4].active is True
+    assert tab.reattach(browser)[0] is None and tab.reattach(browser)[1].active is True
+    assert tab.reattach(None)[1].active is False
+    gate.set()
+    manager.wait(history.job_id, owner, timeout=10)
+    text, losses, _, history, timer = tab.poll(history, browser, None, status, views)
+    assert (text, losses, history.since, timer.active) == ("✅ Finished all 2 steps.", "1 losses", 3, False)
+    assert tab.stop(history, browser, None) == "There is no demo run going."
+    text, losses, _, again, _ = tab.poll(None, browser, None, status, views)  # a refreshed page: from event 0
+    assert (text, losses, again.job_id, again.step_losses) == (
+        "✅ Finished all 2 steps.", "1 losses", history.job_id, [(1, 2.5)])
+    stranger = runs.new_browser_id()
+    *skips, no_history, timer = tab.poll(None, stranger, None, status, views)  # no run to follow
+    assert (skips, no_history, timer.active) == ([gr.skip()] * 3, None, False)
 
 
 # ---------------------------------------------------------------- Classify tab through the API

@@ -279,6 +279,7 @@ def test_browser_run_grows_the_loss_curve(page, quick_runs, monkeypatch):
 def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jump():
     from gpt_core.events import StepEvent
     from ui.jobs import JobView
+    from ui.run_tab import SPEED_WINDOW, RunHistory
 
     def steps(first: int, speeds: list[float]) -> JobView:
         events = [StepEvent(step=first + i, epoch=0.0, tokens_seen=1024 * (first + i), train_loss=5.0, lr=1e-3,
@@ -287,8 +288,10 @@ def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jum
         return JobView(job_id="j", label="pretrain", status="running", position=None, events=events,
                        next_since=first + len(speeds), done=False, error=None)
 
-    history = pretrain_tab._new_history("j")
-    pretrain_tab.fold_events(history, steps(1, [30_000.0] * 25))
-    pretrain_tab.fold_events(history, steps(26, [12_000.0]))  # the last step was slowed by something else
-    assert history["speed"] == (30_000.0, None, 26 * 1024)
-    assert len(history["recent_speeds"]) == pretrain_tab.SPEED_WINDOW
+    history = RunHistory("j")
+    history.fold(steps(1, [30_000.0] * 25))
+    history.fold(steps(26, [12_000.0]))  # the last step was slowed by something else
+    assert (history.tokens_per_s, history.mfu, history.tokens_seen) == (30_000.0, None, 26 * 1024)
+    assert len(history.recent_speeds) == SPEED_WINDOW == 20
+    assert pretrain_tab.run_stats(history) == ("**30,000 tokens/s** · MFU n/a on this device (no known peak "
+                                               "FLOP/s) · about **1 s** left · 26,624 tokens seen")

@@ -1,10 +1,10 @@
-"""The fine-tuning figures and the loss-mask HTML: traces, fixed axes, counts and roles."""
+"""The fine-tuning figures and the loss-mask HTML: traces, fixed axes, counts and roles (the loss curves are
+pretraining's figure: tests/test_visualizations_training.py)."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -13,27 +13,10 @@ from visualizations.finetune import (
     accuracy_curves_figure,
     class_probability_figure,
     confusion_figure,
-    loss_curves_figure,
     loss_mask_html,
     mask_roles,
     visible_token,
 )
-
-
-def test_loss_curves_have_fixed_x_range_and_named_traces():
-    figure = loss_curves_figure([(1, 0.9), (2, 0.7), (3, 1.3)], [(2, 0.8, 0.85), (3, 0.6, None)], max_steps=168)
-    assert [trace.name for trace in figure.data] == ["batch loss", "train loss", "validation loss"]
-    assert list(figure.layout.xaxis.range) == [0, 168]
-    assert figure.layout.yaxis.range[0] == 0
-    assert figure.layout.yaxis.range[1] == pytest.approx(1.3 * 1.08)
-    assert list(figure.data[2].x) == [2]  # the validation point that was None is left out
-
-
-def test_loss_curves_empty_run_still_draws_axes():
-    figure = loss_curves_figure([], [], max_steps=0)
-    assert len(figure.data) == 0
-    assert list(figure.layout.xaxis.range) == [0, 1]
-    assert list(figure.layout.yaxis.range) == [0, 1.08]
 
 
 def test_accuracy_curves_fixed_y_axis_and_points():

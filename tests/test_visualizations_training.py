@@ -41,14 +41,14 @@ def test_axes_stay_put_while_a_run_streams_in():
     losses = [(step, 8.3 - 0.03 * step) for step in range(1, 101)]
     ranges = []
     for shown in (5, 50, 100):
-        figure = training_figure(losses[:shown], [(50, 6.8, 6.9)] if shown >= 50 else [], schedule(), shown)
+        figure = training_figure(losses[:shown], [(50, 6.8, 6.9)] if shown >= 50 else [], 100, schedule(), shown)
         ranges.append((tuple(figure.layout.xaxis.range), tuple(figure.layout.yaxis.range)))
     assert {x for x, _ in ranges} == {(0, 100)}  # the whole planned run from the first poll on
     assert {y for _, y in ranges} == {(0.0, round(8.27 * 1.05, 6))}  # the first loss is the highest
 
 
 def test_loss_hover_shows_perplexity_and_the_schedule_marks_the_current_step():
-    figure = training_figure([(1, 8.0), (2, 7.0)], [(2, 6.9, 7.1)], schedule(), current_step=2)
+    figure = training_figure([(1, 8.0), (2, 7.0)], [(2, 6.9, 7.1)], 100, schedule(), current_step=2)
     traces = by_name(figure)
     assert list(traces["batch loss"].customdata) == [round(math.exp(8.0), 1), round(math.exp(7.0), 1)]
     assert "perplexity" in traces["validation loss"].hovertemplate
@@ -62,7 +62,7 @@ def test_loss_hover_shows_perplexity_and_the_schedule_marks_the_current_step():
 
 def test_log_scale_and_long_runs_are_thinned():
     losses = [(step, 8.0 / step**0.2) for step in range(1, 2001)]
-    figure = training_figure(losses, [], schedule(2000), 2000, log_scale=True)
+    figure = training_figure(losses, [], 2000, schedule(2000), 2000, log_scale=True)
     assert figure.layout.yaxis.type == "log"
     low, high = figure.layout.yaxis.range
     assert low == pytest.approx(math.log10(min(v for _, v in losses) * 0.9))
@@ -71,6 +71,25 @@ def test_log_scale_and_long_runs_are_thinned():
     assert len(traces["batch loss"].x) == MAX_POINTS and traces["batch loss"].x[-1] == 2000
     assert len(traces["learning rate"].x) == MAX_POINTS
     assert len(figure.to_json()) < 40_000  # small enough to send every second
+
+
+def test_fine_tuning_curves_without_a_schedule_fill_the_figure():
+    figure = training_figure([(1, 0.9), (2, 0.7), (3, 1.3)], [(2, 0.8, 0.85), (3, 0.6, None)], max_steps=168)
+    assert [trace.name for trace in figure.data] == ["batch loss", "train loss", "validation loss"]
+    assert list(figure.data[2].x) == [2] and list(figure.data[1].y) == [0.8, 0.6]  # a None val loss is left out
+    assert list(figure.layout.xaxis.range) == [0, 168] and figure.layout.xaxis.title.text == "optimizer step"
+    assert list(figure.layout.yaxis.range) == [0.0, round(1.3 * 1.05, 6)]
+    assert list(figure.layout.yaxis.domain) == [0, 1] and figure.layout.height == 320
+    assert sorted(key for key in figure.layout.to_plotly_json() if "axis" in key) == ["xaxis", "yaxis"]  # no strip
+
+
+def test_an_empty_run_still_draws_its_axes():
+    figure = training_figure([], [], max_steps=0)
+    assert len(figure.data) == 0
+    assert list(figure.layout.xaxis.range) == [0, 1] and list(figure.layout.yaxis.range) == [0.0, 10.5]
+    with_schedule = training_figure([], [], 20, schedule(20))
+    assert [trace.name for trace in with_schedule.data] == ["learning rate"]  # no "now" dot before step 1
+    assert with_schedule.layout.height == 460 and list(with_schedule.layout.xaxis2.range) == [0, 20]
 
 
 def test_loss_range_ignores_nan_and_has_a_default():

@@ -39,24 +39,12 @@ from ui.common import (
     number_input,
     show_source,
 )
+from ui.jobs import JobView
 from ui.models import LoadedModel, load_choice, model_bytes
-from ui.runs import (
-    add_events,
-    browser_id_state,
-    job_manager,
-    latest_job,
-    new_history,
-    owner_of,
-    pin_torch_threads,
-    reattach_on_load,
-    status_line,
-)
-from visualizations.finetune import (
-    accuracy_curves_figure,
-    class_probability_figure,
-    confusion_figure,
-    loss_curves_figure,
-)
+from ui.run_tab import RunHistory, RunTab, with_note
+from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads
+from visualizations.finetune import accuracy_curves_figure, class_probability_figure, confusion_figure
+from visualizations.training import training_figure
 
 JOB_LABEL = "classify"
 MAX_MESSAGE_CHARS = 5_000
@@ -182,82 +170,59 @@ def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _running(history: dict | None) -> bool:
-    return bool(history) and history["status"] in ("queued", "running")
+RUN = RunTab(JOB_LABEL, "classification run", n_views=4)
 
 
-def start_run(choice: str | None, preset: str, trainable: str, epochs: float, lr: float, history: dict | None,
-              browser_id: str | None, request: gr.Request = None):
+def start_run(choice: str | None, preset: str, trainable: str, epochs: float, lr: float,
+              history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
     """Start fine-tuning a copy of the chosen model; the timer then follows the job."""
     if not choice:
         raise ValueError("No model is loaded: pick a model in the menu at the top of the page first.")
-    if _running(history):
-        raise ValueError("Your classification run is still going: press Stop first, or wait until it finishes.")
-    owner = owner_of(browser_id, request)
+    owner = RUN.owner_for_start(history, browser_id, request)
     loaded = load_choice(choice)  # a clear message when, say, GPT-2 cannot be downloaded
     config, note = classify_config(preset, trainable, epochs, lr)
-    job_id = job_manager().start(owner, classify_job(loaded, config, owner), f"{JOB_LABEL} · {loaded.label}")
-    history = new_history(job_id)
-    history.update(baseline=None, final=None, accuracy=[], confusion=None, start_note=note)
-    started = f"Started fine-tuning a copy of **{loaded.label}** ({job_id})."
-    return (f"{started}\n\n⚠ {note}" if note else started), history, gr.Timer(active=True)
+    history = RUN.start(owner, classify_job(loaded, config, owner), loaded.label, start_note=note)
+    started = f"Started fine-tuning a copy of **{loaded.label}** ({history.job_id})."
+    return with_note(started, note), history, gr.Timer(active=True)
 
 
-def stop_run(history: dict | None, browser_id: str | None, request: gr.Request = None) -> str:
-    if not _running(history):
-        return "There is no classification run going."
-    job_manager().stop(history["job_id"], owner_of(browser_id, request))
-    return "Stopping after the current step…"
+def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
+    return RUN.stop(history, browser_id, request)
 
 
-def results_markdown(history: dict) -> str:
+def results_markdown(history: RunHistory) -> str:
     """Accuracy on every message of each split, before and after training."""
     sizes = {name: len(texts) for name, (texts, _) in spam_splits().items()}
     header = "| | " + " | ".join(f"{name} ({sizes[name]:,})" for name in SPLIT_NAMES) + " |"
     lines = ["**Accuracy on every message of each split**", "", header, "|---|---:|---:|---:|"]
-    for title, values in (("before training", history["baseline"]), ("after training", history["final"])):
-        cells = [f"{values[name]:.1%}" if values and values.get(name) is not None else "…" for name in SPLIT_NAMES]
+    for title, values in (("before training", history.baseline), ("after training", history.final)):
+        cells = [f"{value:.1%}" if value is not None else "…" for value in values or (None,) * len(SPLIT_NAMES)]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def poll_run(history: dict | None, browser_id: str | None, request: gr.Request = None):
-    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
-    owner = owner_of(browser_id, request)
-    if not history:
-        view = latest_job(owner, JOB_LABEL)  # a refreshed page finds its run again
-        if view is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, gr.Timer(active=False)
-        history = new_history(view.job_id)
-        history.update(baseline=None, final=None, accuracy=[], confusion=None, start_note=None)
-    view = job_manager().poll(history["job_id"], owner, history["since"])
-    for event in add_events(history, view):
-        if event.kind == "accuracy" and event.final and history["baseline"] is None:
-            history["baseline"] = {"train": event.train_accuracy, "val": event.val_accuracy,
-                                   "test": event.test_accuracy}
-        elif event.kind == "accuracy" and event.final:
-            history["final"] = {"train": event.train_accuracy, "val": event.val_accuracy,
-                                "test": event.test_accuracy}
-        elif event.kind == "accuracy":
-            history["accuracy"].append((event.step, event.train_accuracy, event.val_accuracy))
-        elif event.kind == "confusion":
-            history["confusion"] = event.matrix
-    timer = gr.Timer(active=not view.done)
-    status = status_line(history, view)
-    if history["start_note"]:
-        status = f"{status}\n\n⚠ {history['start_note']}"
-    if view.done and history["confusion"] is not None:
+def run_status(history: RunHistory, view: JobView) -> str:
+    status = history.status_line(view)
+    if view.done and history.confusion is not None:
         status += "\n\nThe classifier is ready: type a message below and press **Classify**."
-    if not view.events and not view.done:
-        return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, timer
-    loss_plot = loss_curves_figure(history["step_losses"], history["evals"], history["max_steps"])
-    accuracy_plot = accuracy_curves_figure(history["accuracy"], history["max_steps"],
+    return status
+
+
+def run_views(history: RunHistory, view: JobView, owner: str) -> tuple:
+    """The loss and accuracy curves, the accuracy table and (once computed) the confusion matrix."""
+    loss_plot = training_figure(history.step_losses, history.evals, history.max_steps)
+    accuracy_plot = accuracy_curves_figure(history.accuracy, history.max_steps,
                                            title="accuracy on the first batches of train and validation")
-    confusion_plot = confusion_figure(history["confusion"], CLASS_NAMES) if history["confusion"] else gr.skip()
-    return status, loss_plot, accuracy_plot, results_markdown(history), confusion_plot, history, timer
+    confusion_plot = confusion_figure(history.confusion, CLASS_NAMES) if history.confusion else gr.skip()
+    return loss_plot, accuracy_plot, results_markdown(history), confusion_plot
 
 
-reattach = reattach_on_load(JOB_LABEL)  # on page load: follow this browser's classification run again
+def poll_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
+    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
+    return RUN.poll(history, browser_id, request, run_status, run_views)
+
+
+reattach = RUN.reattach  # on page load: follow this browser's classification run again
 
 
 def classify_message(text: str, browser_id: str | None, request: gr.Request = None):

@@ -43,20 +43,13 @@ from gpt_core.instruct_data import (
 from gpt_core.instruct_tasks import generated_tasks
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, number_input, show_source
+from ui.jobs import JobView
 from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
-from ui.runs import (
-    add_events,
-    browser_id_state,
-    job_manager,
-    latest_job,
-    new_history,
-    owner_of,
-    pin_torch_threads,
-    reattach_on_load,
-    status_line,
-)
+from ui.run_tab import RunHistory, RunTab, with_note
+from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads
 from ui.uploads import read_upload
-from visualizations.finetune import MASK_CSS, loss_curves_figure, loss_mask_html, mask_roles
+from visualizations.finetune import MASK_CSS, loss_mask_html, mask_roles
+from visualizations.training import training_figure
 
 JOB_LABEL = "instruct"
 GENERATED, UPLOAD, BOOK = "generated", "upload", "book"
@@ -254,44 +247,30 @@ def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, 
     return run
 
 
-def _running(history: dict | None) -> bool:
-    return bool(history) and history["status"] in ("queued", "running")
-
-
-def _new_history(job_id: str) -> dict:
-    history = new_history(job_id)
-    history.update(before=None, after=None, start_note=None)
-    return history
+RUN = RunTab(JOB_LABEL, "instruction-tuning run", n_views=3)
 
 
 def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_instruction: bool,
-              records: list[dict] | None, history: dict | None, browser_id: str | None,
+              records: list[dict] | None, history: RunHistory | None, browser_id: str | None,
               request: gr.Request = None):
     """Start instruction tuning a copy of the chosen model on the loaded records."""
     if not choice:
         raise ValueError("No model is loaded: pick a model in the menu at the top of the page first.")
-    if _running(history):
-        raise ValueError("Your instruction-tuning run is still going: press Stop first, or wait until it finishes.")
-    owner = owner_of(browser_id, request)
+    owner = RUN.owner_for_start(history, browser_id, request)
     records = records_of(owner, records)
     splits = split_records(records)
     if not splits["test"]:
         gr.Warning("The data is too small to hold out test records: no exact-match score this time.")
     loaded = load_choice(choice)
     config, note = instruct_config(preset, epochs, lr, mask_instruction, len(splits["train"]))
-    job_id = job_manager().start(owner, instruct_job(loaded, config, splits), f"{JOB_LABEL} · {loaded.label}")
-    history = _new_history(job_id)
-    history["start_note"] = note
+    history = RUN.start(owner, instruct_job(loaded, config, splits), loaded.label, start_note=note)
     started = (f"Started instruction tuning a copy of **{loaded.label}** on {len(splits['train']):,} records "
-               f"({job_id}); first it answers the {min(len(splits['test']), EVAL_RECORDS)} held-out prompts.")
-    return (f"{started}\n\n⚠ {note}" if note else started), history, gr.Timer(active=True)
+               f"({history.job_id}); first it answers the {min(len(splits['test']), EVAL_RECORDS)} held-out prompts.")
+    return with_note(started, note), history, gr.Timer(active=True)
 
 
-def stop_run(history: dict | None, browser_id: str | None, request: gr.Request = None) -> str:
-    if not _running(history):
-        return "There is no instruction-tuning run going."
-    job_manager().stop(history["job_id"], owner_of(browser_id, request))
-    return "Stopping after the current step…"
+def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
+    return RUN.stop(history, browser_id, request)
 
 
 def score_markdown(before: ExactMatchEvent | None, after: ExactMatchEvent | None) -> str:
@@ -326,36 +305,29 @@ def compare_rows(before: ExactMatchEvent | None, after: ExactMatchEvent | None) 
     return rows
 
 
-def poll_run(history: dict | None, browser_id: str | None, request: gr.Request = None):
-    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
-    owner = owner_of(browser_id, request)
-    if not history:
-        view = latest_job(owner, JOB_LABEL)  # a refreshed page finds its run again
-        if view is None:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, gr.Timer(active=False)
-        history = _new_history(view.job_id)
-    view = job_manager().poll(history["job_id"], owner, history["since"])
-    for event in add_events(history, view):
-        if event.kind == "exact_match":
-            history[event.when] = event
-    timer = gr.Timer(active=not view.done)
-    lines = [status_line(history, view)]
-    if history["start_note"]:
-        lines.append(f"⚠ {history['start_note']}")
-    if history["samples"]:
-        step, text = history["samples"][-1]
+def run_status(history: RunHistory, view: JobView) -> str:
+    lines = [history.status_line(view)]
+    if history.samples:
+        step, text = history.samples[-1]
         lines.append(f"At step {step} the model answers the first validation prompt with: "
                      f"*{text.strip() or '(nothing yet)'}*")
-    if history["after"] is not None and history["after"].correct == 0:
+    if history.after is not None and history.after.correct == 0:
         lines.append(NO_MATCH_NOTE)
-    if not view.events and not view.done:
-        return "\n\n".join(lines), gr.skip(), gr.skip(), gr.skip(), history, timer
-    loss_plot = loss_curves_figure(history["step_losses"], history["evals"], history["max_steps"])
-    return ("\n\n".join(lines), loss_plot, score_markdown(history["before"], history["after"]),
-            compare_rows(history["before"], history["after"]), history, timer)
+    return "\n\n".join(lines)
 
 
-reattach = reattach_on_load(JOB_LABEL)  # on page load: follow this browser's instruction-tuning run again
+def run_views(history: RunHistory, view: JobView, owner: str) -> tuple:
+    """The loss curves, the exact-match scores and the answers before and after, side by side."""
+    return (training_figure(history.step_losses, history.evals, history.max_steps),
+            score_markdown(history.before, history.after), compare_rows(history.before, history.after))
+
+
+def poll_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
+    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
+    return RUN.poll(history, browser_id, request, run_status, run_views)
+
+
+reattach = RUN.reattach  # on page load: follow this browser's instruction-tuning run again
 
 
 def preset_settings(preset: str):

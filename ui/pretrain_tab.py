@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import statistics
 import tempfile
 import threading
 import zipfile
@@ -24,9 +23,11 @@ import gradio as gr
 import torch
 
 from gpt_core.checkpoints import load_checkpoint
-from gpt_core.data import human_size, read_user_text, shakespeare_text, window_starts
+from gpt_core.corpora import the_verdict_text
+from gpt_core.data import read_user_text, shakespeare_text, window_starts
 from gpt_core.device import describe_device, pick_device
 from gpt_core.fast import speed_up_for_training
+from gpt_core.files import human_size
 from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
 from gpt_core.tokenizer_choice import encode_corpus
 from gpt_core.tokenizer_choice import make_tokenizer as tokenizer_spec
@@ -35,24 +36,15 @@ from gpt_core.train_config import TrainConfig, flops_per_token, lr_at, lr_schedu
 from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, explain, friendly, learning_rate, number_input, show_source
-from ui.runs import (
-    add_events,
-    browser_id_state,
-    job_manager,
-    latest_job,
-    new_history,
-    owner_of,
-    pin_torch_threads,
-    reattach_on_load,
-    run_threads,
-    status_line,
-)
+from ui.jobs import JobView
+from ui.run_tab import RunHistory, RunTab, with_note
+from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads, run_threads
 from ui.uploads import read_upload
 from visualizations.training import samples_html, stats_markdown, training_figure
 
 JOB_LABEL = "pretrain"
 PRESET_NAMES = ("nano", "micro", "mini")
-SHAKESPEARE, VERDICT, UPLOAD = "Shakespeare (packaged)", "The Verdict (download)", "Upload a .txt file"
+SHAKESPEARE, VERDICT, UPLOAD = "Shakespeare (packaged)", "The Verdict (the book's story, 20 kB)", "Upload a .txt file"
 CORPUS_CHOICES = (SHAKESPEARE, VERDICT, UPLOAD)
 BPE_4096, GPT2_VOCAB = "BPE, 4,096 tokens trained on this text", "GPT-2's 50,257 tokens"
 TOKENIZER_CHOICES = (BPE_4096, GPT2_VOCAB)
@@ -108,9 +100,7 @@ def read_corpus(corpus: str, upload: str | None) -> tuple[str, str]:
     if corpus == SHAKESPEARE:
         return "Shakespeare", shakespeare_text()
     if corpus == VERDICT:
-        from gpt_core.corpora import the_verdict_text
-
-        return "The Verdict", the_verdict_text()  # ConnectionError with a plain message when offline
+        return "The Verdict", the_verdict_text()  # bundled with the lab, as the book's chapters 2-5 use it
     if corpus == UPLOAD:
         data, name = read_upload(upload, what="a .txt file", suffixes=(".txt",), max_bytes=MAX_UPLOAD_BYTES)
         text = read_user_text(data, name, MAX_UPLOAD_BYTES)
@@ -292,26 +282,18 @@ def pretrain_job(run: PretrainRun):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _running(history: dict | None) -> bool:
-    return bool(history) and history["status"] in ("queued", "running")
-
-
-def _new_history(job_id: str) -> dict:
-    history = new_history(job_id)
-    history.update(speed=None, recent_speeds=[], checkpoint=None, reason=None, zip=None, start_note=None)
-    return history
+RUN = RunTab(JOB_LABEL, "pretraining run", n_views=4, stopping="Stopping after the current step (a final "
+              "checkpoint is written)…", busy="Your run is still going: press Stop first, or wait until it finishes.")
 
 
 def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_choice: str, steps, batch_size,
-              context_length, lr, warmup, sample_prompt: str, history: dict | None, browser_id: str | None,
+              context_length, lr, warmup, sample_prompt: str, history: RunHistory | None, browser_id: str | None,
               request: gr.Request = None):
     """Check the settings, prepare the text, and queue a run for this browser; the timer then follows it.
 
     Outputs: status, stats, figure, samples, checkpoint file, note, history, timer (the views are cleared).
     """
-    if _running(history):
-        raise ValueError("Your run is still going: press Stop first, or wait until it finishes.")
-    owner = owner_of(browser_id, request)
+    owner = RUN.owner_for_start(history, browser_id, request)
     batch_size = whole_number(batch_size, "The batch size", 1, 512)
     context_length = whole_number(context_length, "The context length", 2, MAX_CONTEXT)
     steps = whole_number(steps, "The number of steps", 1)
@@ -328,130 +310,102 @@ def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_cho
     out_dir = tempfile.mkdtemp(prefix="pretrain_", dir=RUNS_DIR)
     config = pretrain_config(steps, batch_size, context_length, lr, warmup, sample_prompt, corpus, out_dir)
     model_cfg = model_config(preset, corpus.tokenizer.vocab_size, context_length)
-    label = f"{JOB_LABEL} · {preset} on {corpus.name}"
-    placeholder = PretrainRun("", config, model_cfg, corpus, out_dir, lr_schedule(config))
-    job_id = job_manager().start(owner, pretrain_job(placeholder), label)
-    placeholder.job_id = job_id
-    keep_run(owner, placeholder)
-    history = _new_history(job_id)
-    history.update(max_steps=steps, start_note=note)
+    run = PretrainRun("", config, model_cfg, corpus, out_dir, lr_schedule(config))
+    history = RUN.start(owner, pretrain_job(run), f"{preset} on {corpus.name}", max_steps=steps, start_note=note)
+    run.job_id = history.job_id
+    keep_run(owner, run)
     started = (f"Started **{preset}** on {corpus.name} ({len(corpus.train_ids):,} training tokens, "
-               f"vocabulary {corpus.tokenizer.vocab_size:,}) as {job_id}.")
-    status = f"{started}\n\n⚠ {note}" if note else started
-    empty_plot = training_figure([], [], placeholder.schedule)  # the planned schedule, before the first step
+               f"vocabulary {corpus.tokenizer.vocab_size:,}) as {run.job_id}.")
+    empty_plot = run_figure(history, False, run)  # the planned schedule, before the first step
     no_file = gr.File(value=None, visible=False)
-    return (status, "", empty_plot, samples_html([], sample_prompt), no_file, "", history, gr.Timer(active=True))
+    return (with_note(started, note), "", empty_plot, samples_html([], sample_prompt), no_file, "", history,
+            gr.Timer(active=True))
 
 
-def stop_run(history: dict | None, browser_id: str | None, request: gr.Request = None) -> str:
-    if not _running(history):
-        return "There is no pretraining run going."
-    job_manager().stop(history["job_id"], owner_of(browser_id, request))
-    return "Stopping after the current step (a final checkpoint is written)…"
+def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
+    return RUN.stop(history, browser_id, request)
 
 
-SPEED_WINDOW = 20  # the tokens/s shown is the median of the last 20 steps, so one slow step does not make it jump
+def run_figure(history: RunHistory, log_scale: bool, run: PretrainRun):
+    return training_figure(history.step_losses, history.evals, len(run.schedule), run.schedule, history.step,
+                           bool(log_scale))
 
 
-def fold_events(history: dict, view) -> None:
-    """Add a poll's new events to ``history``: the shared fields (ui.runs) plus speed and the checkpoint."""
-    add_events(history, view)
-    for event in view.events:
-        if event.kind == "step":
-            recent = history["recent_speeds"][-(SPEED_WINDOW - 1):] + [event.tokens_per_s]
-            speed = statistics.median(recent)
-            mfu = event.mfu * speed / event.tokens_per_s if event.mfu and event.tokens_per_s else event.mfu
-            history.update(recent_speeds=recent, speed=(speed, mfu, event.tokens_seen))
-        elif event.kind == "checkpoint":
-            history["checkpoint"] = event.path
-        elif event.kind == "done":
-            history.update(checkpoint=event.checkpoint_path or history["checkpoint"], reason=event.reason)
+def run_stats(history: RunHistory) -> str:
+    eta = 0.0 if history.done else history.eta_s
+    return stats_markdown(history.tokens_per_s, history.mfu, eta, history.tokens_seen, history.device)
 
 
-def run_figure(history: dict, log_scale: bool, run: PretrainRun):
-    return training_figure(history["step_losses"], history["evals"], run.schedule, history["step"], bool(log_scale))
-
-
-def run_stats(history: dict) -> str:
-    tokens_per_s, mfu, tokens_seen = history["speed"] or (None, None, 0)
-    eta = 0.0 if history["done"] else history["eta_s"]
-    return stats_markdown(tokens_per_s, mfu, eta, tokens_seen, history["device"])
-
-
-def checkpoint_zip(history: dict) -> str | None:
+def checkpoint_zip(history: RunHistory) -> str | None:
     """A zip of the final checkpoint (model.safetensors, config.json, tokenizer.json), made once per run."""
-    if history["zip"] or not history["checkpoint"]:
-        return history["zip"]
-    folder = Path(history["checkpoint"])
-    target = folder.parent / f"{history['job_id']}-step{history['step']}.zip"
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in ("model.safetensors", "config.json", "tokenizer.json"):
-            if (folder / name).exists():
-                archive.write(folder / name, arcname=name)
-    history["zip"] = str(target)
-    return history["zip"]
+    if not history.checkpoint:
+        return None
+    folder = Path(history.checkpoint)
+    target = folder.parent / f"{history.job_id}-step{history.step}.zip"
+    if not target.exists():
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in ("model.safetensors", "config.json", "tokenizer.json"):
+                if (folder / name).exists():
+                    archive.write(folder / name, arcname=name)
+    return str(target)
 
 
-def poll_run(log_scale: bool, history: dict | None, browser_id: str | None, request: gr.Request = None):
+def run_status(history: RunHistory, view: JobView) -> str:
+    status = history.status_line(view, show_eta=False,  # the stats line shows the time left
+                                 preparing="⏳ Starting: building a fresh model with random weights…")
+    if view.done and history.checkpoint:
+        status += "\n\nThe checkpoint is ready: download it below, or press **Use this model in the explorer**."
+    return status
+
+
+def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool) -> tuple:
+    """Stats, figure, samples and (once the run has ended) the checkpoint's zip."""
+    run = run_of(owner, history.job_id)
+    download = gr.skip()
+    if view.done:
+        zip_path = checkpoint_zip(history)
+        download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
+        RUNS.resize(owner, run.job_id, folder_bytes(run.out_dir))  # the finished folder's real size, zip included
+    return (run_stats(history), run_figure(history, log_scale, run),
+            samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download)
+
+
+def poll_run(log_scale: bool, history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
     """Fetch the events since the last poll and redraw; the timer stops when the run has finished.
 
     Outputs: status, stats, figure, samples, checkpoint file, history, timer. Nothing is redrawn when no
     new event arrived, so a poll costs the training thread almost nothing.
     """
-    owner = owner_of(browser_id, request)
-    unchanged = (gr.skip(),) * 5
-    if not history:
-        view = latest_job(owner, JOB_LABEL)  # a refreshed page finds its run again
-        if view is None:
-            return *unchanged, history, gr.Timer(active=False)
-        history = _new_history(view.job_id)
-    view = job_manager().poll(history["job_id"], owner, history["since"])
-    fold_events(history, view)
-    timer = gr.Timer(active=not view.done)
-    status = status_line(history, view, show_eta=False)  # the stats line shows the time left
-    if view.status == "running" and history["device"] is None:
-        status = "⏳ Starting: building a fresh model with random weights…"
-    if history["start_note"]:
-        status = f"{status}\n\n⚠ {history['start_note']}"
-    if view.done and history["checkpoint"]:
-        status += "\n\nThe checkpoint is ready: download it below, or press **Use this model in the explorer**."
-    if not view.events and not view.done:
-        return status, gr.skip(), gr.skip(), gr.skip(), gr.skip(), history, timer
-    run = run_of(owner, history["job_id"])
-    zip_path = checkpoint_zip(history) if view.done else None
-    if view.done:
-        RUNS.resize(owner, run.job_id, folder_bytes(run.out_dir))  # the finished folder's real size
-    download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
-    return (status, run_stats(history), run_figure(history, log_scale, run),
-            samples_html(history["samples"], run.config.sample_prompt, N_SAMPLES_SHOWN), download, history, timer)
+    return RUN.poll(history, browser_id, request, run_status,
+                    lambda history, view, owner: run_views(history, view, owner, log_scale))
 
 
-def redraw(log_scale: bool, history: dict | None, browser_id: str | None = None, request: gr.Request = None):
+def redraw(log_scale: bool, history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
     """Switch between linear and log loss axes without waiting for the next poll."""
-    if not history:
+    if history is None:
         return gr.skip()
-    return run_figure(history, log_scale, run_of(owner_of(browser_id, request), history["job_id"]))
+    return run_figure(history, log_scale, run_of(owner_of(browser_id, request), history.job_id))
 
 
-def use_in_explorer(history: dict | None, browser_id: str | None = None, request: gr.Request = None):
+def use_in_explorer(history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
     """Load the run's checkpoint and make it the model of the Inside GPT and Generate tabs."""
-    if not history or not history["checkpoint"]:
+    if history is None or not history.checkpoint:
         raise ValueError("There is no checkpoint yet: start a run and wait until it has written one.")
-    if _running(history):
+    if history.running:
         raise ValueError("The run is still going: stop it or wait until it finishes, then use it.")
     owner = owner_of(browser_id, request)
-    run = run_of(owner, history["job_id"])
-    model = load_checkpoint(history["checkpoint"])
-    label = f"Your pretrain run · {history['job_id']} ({run.model_cfg.n_layers}×{run.model_cfg.emb_dim}, " \
-            f"step {history['step']}, {run.corpus.name})"
-    note = (f"Pretrained in the Pretrain tab for {history['step']} steps on {run.corpus.name} "
+    run = run_of(owner, history.job_id)
+    model = load_checkpoint(history.checkpoint)
+    label = f"Your pretrain run · {history.job_id} ({run.model_cfg.n_layers}×{run.model_cfg.emb_dim}, " \
+            f"step {history.step}, {run.corpus.name})"
+    note = (f"Pretrained in the Pretrain tab for {history.step} steps on {run.corpus.name} "
             f"(tokenizer with {run.corpus.tokenizer.vocab_size:,} ids).")
     models.register_model(label, model, run.corpus.tokenizer, note)
     message = f"**{label}** is now the model of the Inside GPT and Generate tabs."
     return gr.update(choices=models.choice_labels(), value=label), message
 
 
-reattach = reattach_on_load(JOB_LABEL)  # on page load: follow this browser's pretraining run again
+reattach = RUN.reattach  # on page load: follow this browser's pretraining run again
 
 
 def preset_context(preset: str):

@@ -9,6 +9,8 @@
   sending their id; a client without a browser id (a script) owns what it starts in its Gradio session.
 - ``pin_torch_threads()``: called at the start of each run, inside its thread; it also lowers the run's
   priority, so the explore views stay quick while runs train.
+
+How a tab follows its run (the typed history, start/stop/poll/reattach) is in ``ui.run_tab``.
 """
 
 from __future__ import annotations
@@ -123,21 +125,6 @@ def latest_job(owner: str, label_prefix: str) -> JobView | None:
     return views[-1] if views else None
 
 
-def reattach_on_load(job_label: str):
-    """A page-load handler for a tab: if this browser has a run labelled ``job_label``, poll it again.
-
-    Returns (history reset to None, the tab's gr.Timer switched on or off).
-    """
-
-    def reattach(browser_id: str | None, request: gr.Request = None):
-        if not browser_id:
-            return None, gr.Timer(active=False)
-        view = latest_job(owner_of(browser_id, request), job_label)
-        return None, gr.Timer(active=view is not None)
-
-    return reattach
-
-
 def run_threads() -> int:
     """Threads for torch inside one run: LLM_LAB_TORCH_THREADS, else half the cores (1 on a 2-core machine).
 
@@ -183,68 +170,3 @@ def queue_status(view: JobView) -> str | None:
                 f"(this server runs {job_manager().max_running} at a time).")
     return None
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Following a run: the events polled so far, folded into one small dict kept in the tab's gr.State
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def new_history(job_id: str) -> dict:
-    """What a tab remembers about the run it follows; ``since`` is the index of the next event to poll."""
-    return {"job_id": job_id, "since": 0, "status": "queued", "max_steps": 1, "step": 0, "epoch": 0.0,
-            "n_params": None, "device": None, "eta_s": None, "step_losses": [], "evals": [], "warnings": [],
-            "samples": [], "done": None, "reason": None, "error": None, "note": None}
-
-
-def add_events(history: dict, view: JobView) -> list:
-    """Fold a poll's new events into ``history``; return the events this function does not know about.
-
-    Known kinds: start, step, eval, warning, sample, done (``gpt_core.events``, from pretraining and fine-tuning).
-    """
-    others = []
-    for event in view.events:
-        kind = getattr(event, "kind", None)
-        if kind == "start":
-            history.update(max_steps=event.max_steps, n_params=event.n_params, device=event.device)
-        elif kind == "step":
-            history["step_losses"].append((event.step, event.train_loss))
-            history.update(step=event.step, epoch=event.epoch, eta_s=event.eta_s)
-        elif kind == "eval":
-            history["evals"].append((event.step, event.train_loss, event.val_loss))
-        elif kind == "warning":
-            history["warnings"].append(event.message)
-        elif kind == "sample":
-            history["samples"].append((event.step, event.text))
-        elif kind == "done":
-            history.update(done=event.message, reason=getattr(event, "reason", None))
-        else:
-            others.append(event)
-    history.update(since=view.next_since, status=view.status, error=view.error, note=view.note)
-    return others
-
-
-def status_line(history: dict, view: JobView | None = None, show_eta: bool = True) -> str:
-    """One Markdown paragraph on where the run is: queued, running (step, epoch, time left), finished or failed."""
-    waiting = queue_status(view) if view is not None else None
-    if waiting:
-        return waiting
-    lines = []
-    if history["status"] == "failed":
-        lines.append(f"❌ The run failed: {history['error']}")
-    elif history["done"]:
-        finished = history["status"] != "stopped" and history["reason"] not in ("stopped", "nan")
-        lines.append(f"{'✅' if finished else '⏹'} {history['done']}")
-    elif history["status"] == "stopped":
-        lines.append("⏹ Stopped before training began.")
-    elif history["device"] is None:
-        lines.append("⏳ Getting ready: copying the model and measuring it before training…")
-    else:
-        eta = (f" · about {history['eta_s']:.0f} s left"
-               if show_eta and history["eta_s"] is not None and history["step"] else "")
-        params = f" · {history['n_params']:,} trainable parameters" if history["n_params"] else ""
-        lines.append(f"⏳ Running on {history['device'] or '…'} · step {history['step']} / {history['max_steps']} "
-                     f"· epoch {history['epoch']:.2f}{params}{eta}")
-    if history["note"]:
-        lines.append(f"⚠ {history['note']}")
-    lines += [f"⚠ {message}" for message in history["warnings"]]
-    return "\n\n".join(lines)

@@ -1,7 +1,8 @@
-"""Fine-tuning views: loss and accuracy curves, the confusion matrix, class probabilities, and the loss mask.
+"""Fine-tuning views: accuracy curves, the confusion matrix, class probabilities, and the loss mask.
 
 Pure functions: numbers and token strings in, plotly figures or HTML out. No gradio, no torch here.
-The curves keep a fixed x range (0 to the run's last step) so they do not jump while a run streams in.
+The loss curves are ``visualizations.training.training_figure``, as in pretraining. The accuracy curves keep
+a fixed x range (0 to the run's last step) so they do not jump while a run streams in.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-TRAIN_COLOR = "#3182bd"
-VAL_COLOR = "#e6550d"
-STEP_COLOR = "#9ecae1"
+from visualizations.training import TRAIN_COLOR, VAL_COLOR
+
 CLASS_COLORS = {"ham": "#31a354", "spam": "#de2d26"}
 
-StepLoss = tuple[int, float]  # (step, loss of that step's batch)
-EvalLoss = tuple[int, "float | None", "float | None"]  # (step, train loss, val loss) on fixed batches
 AccuracyPoint = tuple[int, float, "float | None"]  # (step, train accuracy, val accuracy)
 
 
@@ -33,28 +31,6 @@ def _layout(figure: go.Figure, title: str, height: int = 320) -> go.Figure:
     figure.update_xaxes(showgrid=True, gridcolor="#eee", zeroline=False)
     figure.update_yaxes(showgrid=True, gridcolor="#eee", zeroline=False)
     return figure
-
-
-def loss_curves_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], max_steps: int,
-                       title: str = "loss (lower is better)") -> go.Figure:
-    """The loss of every step (light, noisy) and the train / validation loss on fixed batches (markers).
-
-    The x axis always spans the whole run (0 to ``max_steps``); the y axis starts at 0 and only grows.
-    """
-    figure = go.Figure()
-    if step_losses:
-        steps, losses = zip(*step_losses)
-        figure.add_scatter(x=steps, y=losses, mode="lines", name="batch loss", line={"color": STEP_COLOR, "width": 1})
-    for index, (name, color) in enumerate((("train loss", TRAIN_COLOR), ("validation loss", VAL_COLOR)), start=1):
-        points = [(row[0], row[index]) for row in evals if row[index] is not None]
-        if points:
-            steps, losses = zip(*points)
-            figure.add_scatter(x=steps, y=losses, mode="lines+markers", name=name, line={"color": color, "width": 2})
-    values = [loss for _, loss in step_losses] + [v for row in evals for v in row[1:] if v is not None]
-    top = max(values, default=1.0)
-    figure.update_xaxes(range=[0, max(max_steps, 1)], title_text="optimizer step")
-    figure.update_yaxes(range=[0, top * 1.08 if top > 0 else 1.0], title_text="cross-entropy loss")
-    return _layout(figure, title)
 
 
 def accuracy_curves_figure(points: Sequence[AccuracyPoint], max_steps: int,

@@ -1,4 +1,4 @@
-"""Pretraining views: the loss curves with the learning-rate schedule under them, run statistics, samples.
+"""Training views: the loss curves (with the learning-rate schedule under them when known), run statistics, samples.
 
 Pure functions: numbers and strings in, a plotly figure or Markdown/HTML out. No gradio, no torch here.
 
@@ -97,15 +97,20 @@ def _lr_traces(schedule: Sequence[float], current_step: int) -> list[go.Scatter]
     return traces
 
 
-def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], schedule: Sequence[float],
-                    current_step: int = 0, log_scale: bool = False, height: int = 460) -> go.Figure:
-    """Loss curves (batch loss, and train / validation loss on fixed batches) above the learning-rate schedule.
+def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], max_steps: int,
+                    schedule: Sequence[float] = (), current_step: int = 0, log_scale: bool = False,
+                    title: str = "loss while training (lower is better)") -> go.Figure:
+    """Loss curves: the batch loss of every step, and train / validation loss on fixed batches (markers).
 
-    ``schedule`` is the planned learning rate of every step (``gpt_core.train.lr_schedule(config)``), so the
-    bottom strip shows the whole run from the start, with a dot at ``current_step``. Both parts share the
-    x range 0 .. len(schedule). Hovering a loss shows its perplexity, exp(loss).
+    Pretraining and both fine-tuning tabs draw it. The x axis spans the whole planned run (0 .. ``max_steps``).
+    With ``schedule``, the planned learning rate of every step (``gpt_core.train.lr_schedule(config)``), a strip
+    under the losses shows the whole schedule from the start, with a dot at ``current_step``. Hovering a loss
+    shows its perplexity, exp(loss).
+
+    >>> figure = training_figure([(1, 0.9), (2, 0.7)], [(2, 0.8, None)], max_steps=10)
+    >>> [trace.name for trace in figure.data], list(figure.layout.xaxis.range), list(figure.layout.yaxis.range)
+    (['batch loss', 'train loss'], [0, 10], [0.0, 0.945])
     """
-    max_steps = max(len(schedule), 1)
     val_points = [(step, val) for step, _, val in evals if val is not None]
     train_points = [(step, train) for step, train, _ in evals if train is not None]
     traces = []
@@ -115,26 +120,32 @@ def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], 
         traces.append(_loss_trace(train_points, "train loss", TRAIN_COLOR, 2, markers=True))
     if val_points:
         traces.append(_loss_trace(val_points, "validation loss", VAL_COLOR, 2, markers=True))
-    traces += _lr_traces(schedule, current_step)
+    if schedule:
+        traces += _lr_traces(schedule, current_step)
     losses = [loss for _, loss in step_losses] + [loss for _, loss in train_points + val_points]
-    x_range = [0, max_steps]
-    peak_lr = max(schedule, default=1.0)
+    x_range = [0, max(max_steps, 1)]
+    step_axis = {"domain": [0, 1], "range": x_range, "title": {"text": "optimizer step"}}
     figure = go.Figure(traces)
     figure.update_layout(
-        height=height,
+        height=460 if schedule else 320,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         plot_bgcolor="white",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "right", "x": 1.0},
-        title={"text": "loss while training (lower is better)", "font": {"size": 14}, "x": 0.01},
-        uirevision="pretrain",  # keep the user's zoom between updates
-        xaxis={"domain": [0, 1], "anchor": "y", "range": x_range, "showticklabels": False, "matches": "x2"},
-        yaxis={"domain": list(LOSS_DOMAIN), "range": loss_range(losses, log_scale),
+        title={"text": title, "font": {"size": 14}, "x": 0.01},
+        uirevision=title,  # keep the user's zoom between updates
+        xaxis={**step_axis, "anchor": "y"},
+        yaxis={"domain": list(LOSS_DOMAIN) if schedule else [0, 1], "range": loss_range(losses, log_scale),
                "type": "log" if log_scale else "linear", "title": {"text": "cross-entropy (nats)"}},
-        xaxis2={"domain": [0, 1], "anchor": "y2", "range": x_range, "title": {"text": "optimizer step"}},
-        yaxis2={"domain": list(LR_DOMAIN), "range": [0, peak_lr * 1.15], "title": {"text": "learning rate"},
-                "tickvals": [0, peak_lr], "ticktext": ["0", f"{peak_lr:.3g}"]},
     )
-    for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2"):
+    if schedule:  # the loss plot shares its step axis with the schedule strip under it
+        peak_lr = max(schedule)
+        figure.update_layout(
+            xaxis={"title": None, "showticklabels": False, "matches": "x2"},
+            xaxis2={**step_axis, "anchor": "y2"},
+            yaxis2={"domain": list(LR_DOMAIN), "range": [0, peak_lr * 1.15], "title": {"text": "learning rate"},
+                    "tickvals": [0, peak_lr], "ticktext": ["0", f"{peak_lr:.3g}"]},
+        )
+    for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2") if schedule else ("xaxis", "yaxis"):
         figure.layout[axis].update(showgrid=True, gridcolor="#eee", zeroline=False)
     return figure
 
