@@ -606,12 +606,13 @@ async def serve(args, phases: list[str], env: dict[str, str], log_path: Path) ->
 async def main_async(args) -> int:
     """The mixed phase gets a server of its own (fresh memory, LLM_LAB_IDLE_MINUTES from --idle-minutes)."""
     log_path = Path(args.log or Path(tempfile.gettempdir()) / f"llm_lab_classroom_{os.getpid()}.log")
-    plain = [phase for phase in args.phases if phase != "mixed"]
-    if plain and (code := await serve(args, plain, {}, log_path)):
+    layer = {"LLM_LAB_PLAIN": "1"} if args.plain else {}  # --plain: the server runs the book layer alone
+    explore = [phase for phase in args.phases if phase != "mixed"]
+    if explore and (code := await serve(args, explore, layer, log_path)):
         return code
     if "mixed" in args.phases:
-        mixed_log = log_path.with_stem(f"{log_path.stem}-mixed") if plain else log_path
-        return await serve(args, ["mixed"], {"LLM_LAB_IDLE_MINUTES": f"{args.idle_minutes:g}"}, mixed_log)
+        mixed_log = log_path.with_stem(f"{log_path.stem}-mixed") if explore else log_path
+        return await serve(args, ["mixed"], {**layer, "LLM_LAB_IDLE_MINUTES": f"{args.idle_minutes:g}"}, mixed_log)
     return 0
 
 
@@ -645,6 +646,8 @@ def main() -> int:
         help="LLM_LAB_IDLE_MINUTES of the mixed phase's server (default: %(default)s)")
     add("--idle-wait", type=float, default=150,
         help="seconds without requests after the mixed phase, for the idle sweep (default: %(default)s)")
+    add("--plain", action="store_true",
+        help="start the server with LLM_LAB_PLAIN=1 (the book layer alone), to see what the fast layer buys")
     add("--memory-budget-mb", type=float, default=4000,
         help="the mixed phase is ok when the server's peak RSS stays at or under this (default: %(default)s)")
     args = parser.parse_args()
