@@ -1,4 +1,5 @@
-"""Attention, model and generation figures: masked cells, tile grid geometry, JSON size, labels."""
+"""Attention, model and generation figures: masked cells, tile grid geometry, JSON size, labels; the Attention
+tab's ladder figures (numbers in the cells, labels, sizes, wrapping, colours for both themes)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,42 @@ import base64
 import json
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from visualizations.attention import (
+    CELL_FONT,
+    LADDER_WIDTH,
+    TITLE_FONT,
+    Matrix,
     Panel,
+    cell_text,
+    dim_labels,
+    fitting_decimals,
     head_figure,
+    ladder_figure,
     masked_cells,
     panel_traces,
     panels_figure,
+    short_token_labels,
+    text_width,
     token_labels,
+    wrapped_rows,
 )
 from visualizations.generation import candidates_figure, generation_html
 from visualizations.model import GUTTER, attention_grid_figure, parameter_figure, tile_grid
 
 TOKENS = ["Your", " journey", " starts", " with", " one", " step"]
+# Chapter 3's attention weights for "Your journey starts with one step" (simple attention), as the book prints them
+BOOK_WEIGHTS = np.array([[0.2098, 0.2006, 0.1981, 0.1242, 0.1220, 0.1452],
+                         [0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581],
+                         [0.1390, 0.2369, 0.2326, 0.1242, 0.1108, 0.1565],
+                         [0.1435, 0.2074, 0.2046, 0.1462, 0.1263, 0.1720],
+                         [0.1526, 0.1958, 0.1975, 0.1367, 0.1879, 0.1295],
+                         [0.1385, 0.2184, 0.2128, 0.1420, 0.0988, 0.1896]])
 
 
 def causal_weights(n: int, seed: int = 0) -> np.ndarray:
@@ -147,7 +167,7 @@ def test_candidates_figure_has_fixed_range_bar_count_and_highlights_chosen():
     assert tuple(figure.layout.xaxis.range) == (0, 1.12)
     colors = list(figure.data[0].marker.color)
     assert colors[1] != colors[0] and colors[0] == colors[2]
-    assert figure.data[0].y[0] == "1. ␣the"
+    assert figure.data[0].y[0] == "1. ·the"  # a space drawn as in the Tokenizer tab
 
 
 def test_generation_html_escapes_and_marks_the_highlighted_step():
@@ -164,3 +184,136 @@ def test_panels_figure_extreme_sizes(n_tokens):
     figure = panels_figure([Panel("weights", weights)], [f"w{i}" for i in range(n_tokens)])
     assert figure.layout.height >= 250
     assert np.asarray(figure.data[0].z).shape == (n_tokens, n_tokens)
+
+
+# ---------------------------------------------------------------- the Attention tab's ladder figures
+def weights_matrix(values: np.ndarray, tokens: list[str], title: str = "weights", **kwargs) -> Matrix:
+    labels = short_token_labels(tokens)
+    return Matrix(title, values, labels, labels, "weights", row_name="query", column_name="key", **kwargs)
+
+
+def vectors_matrix(values: np.ndarray, tokens: list[str], title: str = "context") -> Matrix:
+    return Matrix(title, values, short_token_labels(tokens), dim_labels(values.shape[1]), "vectors")
+
+
+def plotly_checked(figure: go.Figure) -> go.Figure:
+    """The figure through plotly's full validation (raises on any property plotly does not know)."""
+    return go.Figure(json.loads(figure.to_json()))
+
+
+def test_ladder_figure_prints_the_books_numbers_in_the_cells_with_token_and_dim_labels():
+    context = BOOK_WEIGHTS @ np.random.default_rng(0).random((6, 3))
+    figure = ladder_figure([[weights_matrix(BOOK_WEIGHTS, TOKENS, "weights<br>= softmax(scores)"),
+                             vectors_matrix(context, TOKENS, "context<br>= weights · inputs")]])
+    weights, vectors = figure.data
+    assert weights.name == "weights = softmax(scores)" and vectors.name == "context = weights · inputs"
+    assert np.asarray(weights.z, dtype=float).shape == (6, 6)
+    assert np.allclose(np.asarray(weights.z, dtype=float)[1], BOOK_WEIGHTS[1])  # z: 4 decimals, as printed
+    assert list(weights.text[1]) == ["0.1385", "0.2379", "0.2333", "0.1240", "0.1082", "0.1581"]
+    assert weights.texttemplate == "%{text}" and weights.textfont.size >= 14
+    assert list(weights.x) == list(weights.y) == ["0:Your", "1:·journey", "2:·starts", "3:·with", "4:·one",
+                                                  "5:·step"]
+    assert list(vectors.x) == ["dim 0", "dim 1", "dim 2"] and list(vectors.y) == list(weights.y)
+    assert "query %{y}<br>key %{x}<br>weight %{z:.4f}" in weights.hovertemplate
+    # titles above each matrix, the name in bold, at 16 px or more; the second matrix shares the first's rows
+    assert [a.text for a in figure.layout.annotations] == ["<b>weights</b><br>= softmax(scores)",
+                                                          "<b>context</b><br>= weights · inputs"]
+    assert all(a.font.size >= 16 for a in figure.layout.annotations)
+    assert figure.layout.yaxis.autorange == "reversed" and figure.layout.yaxis.showticklabels is True
+    assert figure.layout.yaxis2.showticklabels is False  # the same tokens: not written twice
+    assert figure.layout.xaxis.domain[1] < figure.layout.xaxis2.domain[0]  # side by side, left to right
+    plotly_checked(figure)
+
+
+def test_ladder_figure_has_transparent_backgrounds_and_a_height_that_fits_its_content():
+    figure = ladder_figure([[weights_matrix(BOOK_WEIGHTS, TOKENS)]])
+    layout = figure.layout
+    assert layout.paper_bgcolor == layout.plot_bgcolor == "rgba(0,0,0,0)"  # the theme's own background shows
+    assert layout.font.color == layout.xaxis.tickfont.color == "#6b7280"  # grey: reads on white and on dark grey
+    assert 6 * 30 < layout.height < 6 * 40 + 200  # 6 rows of cells, a title, the key labels: no empty frame
+    assert layout.xaxis.fixedrange and layout.yaxis.fixedrange  # a drag on a projected page does not zoom
+    tall = ladder_figure([[weights_matrix(causal_weights(24), [f"w{i}" for i in range(24)])]])
+    assert tall.layout.height > layout.height
+
+
+def test_masked_and_dropped_cells_have_their_own_layers_and_marks():
+    weights = causal_weights(4)
+    masked = np.triu(np.ones((4, 4), dtype=bool), 1)
+    scores = np.where(masked, -np.inf, np.log(weights + 1e-9))
+    dropped = np.zeros((4, 4), dtype=bool)
+    dropped[3, 0] = dropped[2, 2] = True
+    labels = short_token_labels(TOKENS[:4])
+    figure = ladder_figure([[Matrix("masked scores", scores, labels, labels, "scores", masked_text="−∞"),
+                             weights_matrix(weights, TOKENS[:4], masked=masked, masked_text="0"),
+                             weights_matrix(weights * 2, TOKENS[:4], "after dropout", masked=masked, dropped=dropped,
+                                            masked_text="0")]])
+    names = [trace.name for trace in figure.data]
+    assert names == ["masked scores", "masked", "weights", "masked", "after dropout", "masked", "dropped"]
+    score_values, score_mask = figure.data[0], figure.data[1]
+    assert np.isnan(np.asarray(score_values.z, dtype=float)).sum() == 6  # the 6 future cells are not values
+    assert np.isfinite(np.asarray(score_mask.z, dtype=float)).sum() == 6
+    assert score_mask.text[0][1] == "−∞" and score_mask.text[1][0] == ""
+    assert figure.data[3].text[0][3] == "0"  # a masked weight is exactly 0
+    dropped_layer = figure.data[6]
+    assert np.isfinite(np.asarray(dropped_layer.z, dtype=float)).sum() == 2 and dropped_layer.text[3][0] == "0"
+    assert "dropped" in dropped_layer.hovertemplate and "masked" in score_mask.hovertemplate
+    plotly_checked(figure)
+
+
+def test_numbers_are_left_out_where_they_do_not_fit_and_the_labels_get_smaller():
+    tokens = [f" word{i}" for i in range(24)]
+    figure = ladder_figure([[vectors_matrix(np.random.default_rng(1).random((24, 3)), tokens, "inputs"),
+                             weights_matrix(causal_weights(24), tokens, "scores"),
+                             weights_matrix(causal_weights(24, 1), tokens),
+                             vectors_matrix(np.random.default_rng(2).random((24, 3)), tokens)]])
+    assert all(trace.text is None for trace in figure.data)  # 24 tokens: cells too small; the hover has the values
+    assert figure.layout.yaxis.tickfont.size == 12
+    assert figure.layout.xaxis2.tickangle == -90  # narrow columns: the token labels stand on end
+    assert figure.layout.xaxis.tickangle == 0  # "dim 0" fits under its (widened) column
+    plotly_checked(figure)
+
+
+def test_a_row_too_wide_for_a_short_sentences_numbers_is_cut_in_two():
+    tokens = ["The", " cat", " sat", " on", " the", " mat", " because", " it", " was", " tired"]
+    row = [weights_matrix(causal_weights(10, seed), tokens, f"m{seed}") for seed in range(3)]
+    row.append(vectors_matrix(-np.random.default_rng(0).random((10, 2)), tokens))
+    assert [[m.title for m in part] for part in wrapped_rows([row])] == [["m0", "m1"], ["m2", "context"]]
+    figure = ladder_figure([row])
+    assert all(trace.text is not None for trace in figure.data if trace.name != "masked")  # now they fit
+    assert figure.layout.yaxis3.domain[1] < figure.layout.yaxis.domain[0]  # the third matrix starts a new row
+    six = [weights_matrix(causal_weights(6, seed), TOKENS, f"m{seed}") for seed in range(3)]
+    assert len(wrapped_rows([six])) == 1  # 6 tokens fit in one row
+    many = [weights_matrix(causal_weights(24, seed), [f"t{i}" for i in range(24)]) for seed in range(3)]
+    assert len(wrapped_rows([many])) == 1  # 24 tokens: numbers would not fit anyway, the row stays whole
+
+
+def test_every_row_of_the_ladder_fits_the_planned_width():
+    tokens = [f" extraordinarily{i}" for i in range(24)]  # long tokens are cut on the axes
+    row = [vectors_matrix(np.ones((24, 8)), tokens, "inputs<br>(token vectors)"),
+           weights_matrix(causal_weights(24), tokens), weights_matrix(causal_weights(24), tokens),
+           vectors_matrix(np.ones((24, 8)), tokens)]
+    figure = ladder_figure([row])
+    assert max(axis["domain"][1] for name, axis in figure.layout.to_plotly_json().items()
+               if name.startswith("xaxis")) <= 1.0
+    assert all(len(label) <= 12 for label in figure.data[0].y)
+    assert short_token_labels([" extraordinarily"]) == ["0:·extraord…"]
+    assert LADDER_WIDTH >= 1150
+
+
+def test_weights_colours_run_from_zero_to_the_largest_weight_or_twice_the_even_share():
+    even = np.full((5, 5), 0.2) + np.linspace(-0.01, 0.01, 5)
+    trace = ladder_figure([[weights_matrix(even, TOKENS[:5])]]).data[0]
+    assert (trace.zmin, trace.zmax) == (0.0, pytest.approx(0.4))  # untrained, near-even weights look even
+    trace = ladder_figure([[weights_matrix(causal_weights(5), TOKENS[:5])]]).data[0]
+    assert trace.zmax == pytest.approx(1.0)  # the first query sees only itself: weight 1
+    scores = ladder_figure([[Matrix("s", np.array([[-2.0, 1.0]]), ["a"], ["a", "b"], "scores")]]).data[0]
+    assert (scores.zmin, scores.zmax) == (-2.0, 2.0)  # scores: white at 0
+
+
+def test_cell_text_decimals_and_widths():
+    assert cell_text(np.array([[0.07131, -0.45194, np.inf]]), 4) == [["0.0713", "-0.4519", ""]]
+    assert text_width("-0.4519", CELL_FONT) > text_width("0.1385", CELL_FONT)
+    wide = Matrix("w", np.array([[-0.4519, 0.2216]]), ["a"], ["0", "1"])
+    assert fitting_decimals(wide, 72) == 4 and fitting_decimals(wide, 42) == 2 and fitting_decimals(wide, 25) is None
+    assert Matrix("inputs", np.array([[0.43]]), ["a"], ["0"], decimals=2).decimals == 2
+    assert TITLE_FONT >= 16 and CELL_FONT >= 14
