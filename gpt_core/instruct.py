@@ -1,6 +1,6 @@
 """Chapter 7: instruction fine-tuning (Alpaca-style prompts, loss masks, exact-match scoring).
 
-    records = generated_tasks(500, seed=1)
+    records = generated_tasks(960, seed=123, tasks=EASY_TASKS)  # gpt_core.instruct_tasks
     splits = split_records(records)                       # 85% train, 10% test, 5% val
     for event in finetune_instruct(model, tokenizer, splits["train"], INSTRUCT_PRESETS["classroom"],
                                    val_records=splits["val"]):
@@ -41,14 +41,24 @@ class InstructConfig(FinetuneConfig):
     mask_instruction: bool = False  # True: learn only the response tokens (the book's exercise 7.2)
     allowed_max_length: int | None = None  # None: the model's context length
     sample_tokens: int = 40  # each epoch ends with a greedy answer to the first validation record
+    answer_tokens: int = 40  # the longest answer written when the held-out records are scored
 
 
 INSTRUCT_PRESETS: dict[str, InstructConfig] = {
     # The book's chapter 7 with GPT-2 medium (355M): 2 epochs, lr 5e-5, weight decay 0.1, batch 8.
     "book-gpt2-medium": InstructConfig(epochs=2, lr=5e-5, weight_decay=0.1, batch_size=8, eval_every=5,
                                        eval_batches=5),
-    "classroom": InstructConfig(epochs=3, lr=3e-4, weight_decay=0.1, batch_size=8, eval_every=20,
-                                eval_batches=5, mask_instruction=True),
+    # The bundled 2.6M-parameter model on the easy generated tasks (ui/instruct_tab.py: 960 records, 816 to
+    # train): 3 epochs of 816 // 16 = 51 steps, 153 steps, about 50 s on one idle CPU core; bench/instruct_demo.py
+    # measures it. A small model takes a 20x larger learning rate than GPT-2 medium. The learning rate stays
+    # constant (as in the book), so the answers are as good as the last steps leave them: batches of 16 and the
+    # gradient norm clipped at 1 keep them from flipping between "yes" and "no" late in the run (batches of 8
+    # for 204 steps: 60-100% exact match over 9 seeds; of 16 for 153 steps: 80-95% on the 4 worst of those).
+    # Answers are one word, so 16 tokens is plenty (a model that has not learned to stop costs 16 tokens per
+    # record, not 40). Losses every 25 steps on 2 batches.
+    "classroom": InstructConfig(epochs=3, lr=1e-3, weight_decay=0.1, batch_size=16, eval_every=25,
+                                eval_batches=2, mask_instruction=True, grad_clip=1.0, sample_tokens=16,
+                                answer_tokens=16),
 }
 
 
@@ -101,12 +111,14 @@ def exact_match_score(model: GPTModel, tokenizer, records: Sequence[dict], max_n
 
 def finetune_instruct(model: GPTModel, tokenizer, records: Sequence[dict], config: InstructConfig,
                       stop: threading.Event | None = None, *, val_records: Sequence[dict] | None = None,
-                      score_records: Sequence[dict] | None = None, score_tokens: int = 40) -> Iterator[Event]:
+                      score_records: Sequence[dict] | None = None, score_tokens: int | None = None) -> Iterator[Event]:
     """Supervised fine-tuning on instruction records; yields events (see ``FinetuneRun``).
 
     Each epoch ends with a SampleEvent: the greedy answer to the first validation record (or training record).
-    ``score_records``: held-out records answered before and after tuning (an ExactMatchEvent each).
+    ``score_records``: held-out records answered before and after tuning (an ExactMatchEvent each), in at most
+    ``score_tokens`` tokens (None: ``config.answer_tokens``).
     """
+    score_tokens = config.answer_tokens if score_tokens is None else score_tokens
     context_length = model.cfg.context_length
     max_length = min(config.allowed_max_length or context_length, context_length)
     collate = functools.partial(instruction_collate, pad_id=tokenizer.eot_id, allowed_max_length=max_length,

@@ -27,6 +27,7 @@ from gpt_core.events import (
     StepEvent,
     WarningEvent,
 )
+from gpt_core.instruct import INSTRUCT_PRESETS
 from gpt_core.instruct_data import InstructionDataset, split_records
 from gpt_core.instruct_tasks import generated_tasks
 from ui import classify_tab, instruct_tab, models, run_tab, runs
@@ -87,6 +88,41 @@ def test_classify_config_clamps_steps_to_the_server_cap(monkeypatch):
         classify_tab.classify_config("classroom", "head", 3, 0)
 
 
+def test_texts_describe_the_model_actually_selected():
+    bundled = models.DEFAULT_CHOICE  # the bundled Shakespeare GPT: 4,096 tokens, 192 wide
+    text = classify_tab.model_markdown(bundled)
+    assert "all **4,096 tokens**" in text and "**2 × 192 + 2 = 386 weights**" in text and "50,257" not in text
+    text, radio = classify_tab.model_views(NANO)  # random-init nano: GPT-2's vocabulary, 128 wide
+    assert "all **50,257 tokens**" in text and "2 × 128 + 2 = 258 weights" in text
+    assert radio["choices"][0] == ("the new head only (2 × 128 + 2 = 258 weights)", "head")
+    assert [value for _, value in radio["choices"]] == ["head", "last_block", "all"]
+    assert "50,257" not in classify_tab.INTRO and "768" not in classify_tab.INTRO
+    # a GPT-2 that was never downloaded is not loaded just to be described
+    text, radio = classify_tab.model_views("GPT-2 small (124M, download)")
+    assert "once the model is loaded" in text and radio["choices"][0] == ("the new head only (2 outputs)", "head")
+
+
+def test_plan_before_start_the_baseline_and_the_planned_steps():
+    plan = classify_tab.results_markdown()
+    assert "| train (898) | val (128) | test (258) |" in plan
+    assert "| before training | ≈ 50% | ≈ 50% | ≈ 50% |" in plan and "coin flip" in plan
+    config, _ = classify_tab.classify_config("classroom", "all", 3, 3e-4)
+    loss, accuracy = classify_tab.plan_figures(config)
+    assert list(loss.layout.xaxis.range) == [0, 168] and list(accuracy.layout.xaxis.range) == [0, 168]
+    assert accuracy.layout.shapes[0].y0 == 0.5  # the coin-flip line
+
+
+def test_the_warnings_about_cut_messages_are_one_line():
+    cut = [f"{n} {split} messages were longer than 64 tokens; only their first 64 tokens are read."
+           for n, split in ((331, "train"), (51, "val"), (95, "test"))]
+    history = RunHistory("job-1-ab", status="running", device="cpu", max_steps=168, warnings=cut + ["Odd."])
+    status = classify_tab.run_status(history, view_of([]))
+    assert status.split("\n\n")[1:] == [
+        "⚠ 477 messages (331 train, 51 val, 95 test) are longer than 64 tokens: the classifier reads only their "
+        "first 64.", "⚠ Odd."]
+    assert status.startswith("⏳ Running on CPU, ")
+
+
 def test_mask_view_counts_exact_for_a_known_example():
     tokenizer = models.gpt2_tokenizer()
     entry = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
@@ -99,6 +135,94 @@ def test_mask_view_counts_exact_for_a_known_example():
     assert masked.n_ignored == instruct_tab.EXTRA_PADDING + item.prompt_length - 1  # + targets inside the prompt
     assert f"**{n_targets - masked.n_ignored} of {n_targets} targets count**" in masked.note
     assert masked.html.count("−100") == masked.n_ignored
+
+
+def test_instruct_plan_is_drawn_from_the_defaults():
+    classroom = INSTRUCT_PRESETS["classroom"]
+    plan = instruct_tab.plan_markdown(models.DEFAULT_CHOICE, None, "classroom", classroom.epochs, classroom.lr,
+                                      classroom.mask_instruction)
+    assert "#### What Start does (preset *classroom*)" in plan
+    bundled = instruct_tab.literal(models.DEFAULT_CHOICE)  # Markdown-escaped: 4 layers \\(pretrained here, bundled\\)
+    assert f"- **Model**: a copy of *{bundled}*" in plan
+    assert "- **Data**: 816 training records (of 960; 48 validation, 96 test)" in plan
+    assert "- **Steps**: 3 epochs × 51 batches of 16 = **153 steps**" in plan
+    assert "learning rate 0.001 (constant), weight decay 0.1, gradient norm clipped at 1" in plan
+    assert "the instruction is **masked**: only the response's tokens count (the book's exercise 7.2)" in plan
+    assert "the first 20 test records, answered greedily in at most 16 tokens" in plan
+    assert f"**What to expect from {bundled}**: the bundled Shakespeare GPT" in plan
+    unmasked = instruct_tab.plan_markdown(NANO, None, "classroom", 2, 3e-4, False)
+    assert "2 epochs × 51 batches of 16 = **102 steps**" in unmasked and "**not masked**" in unmasked
+    assert f"**What to expect from {instruct_tab.literal(NANO)}**: an untrained model (random weights)" in unmasked
+    assert "cannot be made yet: The number of epochs must be" in instruct_tab.plan_markdown(
+        NANO, None, "classroom", 0, 3e-4, True)
+
+
+def test_instruct_plan_names_the_server_cap(monkeypatch):
+    monkeypatch.setattr(runs.job_manager(), "max_steps_cap", 50)
+    plan = instruct_tab.plan_markdown(models.DEFAULT_CHOICE, None, "classroom", 3, 1e-3, True)
+    assert "= **50 steps** (⚠ This server allows at most 50 steps per run; using 50 instead of 153.)" in plan
+
+
+def test_instruct_notes_name_the_model_used():
+    assert [instruct_tab.model_kind(label) for label in (models.DEFAULT_CHOICE, NANO, "GPT-2 small (124M, download)",
+                                                         "my pretrain run")] == [
+        "bundled", "random-init", "GPT-2", "explorer"]
+    assert "GPT-2 was pretrained on 40 GB of web text" in instruct_tab.expect_note("GPT-2 small (124M, download)")
+    assert "a model pretrained in the Pretrain tab" in instruct_tab.expect_note("my pretrain run")
+    bundled, nano = instruct_tab.literal(models.DEFAULT_CHOICE), instruct_tab.literal(NANO)
+    history = RunHistory("job-1-ab")
+    history.before = ExactMatchEvent(when="before", correct=0, total=3, rows=answers([False] * 3))
+    history.after = ExactMatchEvent(when="after", correct=0, total=3, rows=answers([False] * 3))
+    bundled_note = instruct_tab.result_note(history, models.DEFAULT_CHOICE)
+    assert bundled_note.startswith(f"No exact answer yet from **{bundled}**.")
+    assert "random" not in bundled_note and "untrained" not in bundled_note
+    assert instruct_tab.result_note(history, NANO).startswith(
+        f"No exact answer yet: **{nano}** started from random weights")
+    history.after = ExactMatchEvent(when="after", correct=2, total=3, rows=answers([True, True, False]))
+    assert instruct_tab.result_note(history, models.DEFAULT_CHOICE) == (
+        f"**{bundled}** now answers 2 of 3 held-out prompts exactly, 2 more than before tuning.")
+    view = view_of([], status="done")
+    view.label = f"instruct · {models.DEFAULT_CHOICE}"
+    assert instruct_tab.model_label(view) == models.DEFAULT_CHOICE
+    assert instruct_tab.run_status(history, view).endswith("2 more than before tuning.")
+
+
+def test_instruct_model_output_renders_literally():
+    from markdown_it import MarkdownIt
+
+    raw = "6### Response: *PL* Chief-enter _STBISHOP_ <b>x</b> [a](b) `c`\n#########"
+    history = RunHistory("job-1-ab", samples=[(3, raw)])
+    status = instruct_tab.run_status(history, view_of([]))
+    rendered = MarkdownIt().render(status.split("\n\n")[1])
+    for tag in ("<em>", "<strong>", "<h1>", "<h6>", "<b>", "<a ", "<code>"):
+        assert tag not in rendered
+    shown = rendered.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    assert "«6### Response: *PL* Chief-enter _STBISHOP_ <b>x</b> [a](b) `c` ↵ #########»" in shown
+    rows = [{"instruction": "Is this a number?", "input": "7", "expected": "number", "answer": "*a*\n# b",
+             "correct": False}]
+    result = ExactMatchEvent(when="after", correct=0, total=1, rows=rows)
+    assert instruct_tab.compare_rows(None, result) == [["Is this a number?", "7", "number", "…", "✗ *a* ↵ # b"]]
+
+
+def test_instruct_mask_view_uses_the_pickers_tokenizer():
+    marker = {"source": instruct_tab.GENERATED, "count": 40}
+    _, bundled_note, _, _ = instruct_tab.show_mask(marker, 0, True, None, models.DEFAULT_CHOICE)
+    _, gpt2_note, _, _ = instruct_tab.show_mask(marker, 0, True, None, NANO)
+    assert "in the tokens of the bundled model's BPE (4,096 token ids, trained on Shakespeare)" in bundled_note
+    assert "in the tokens of GPT-2's BPE (50,257 token ids)" in gpt2_note
+    assert instruct_tab.show_mask_of_model(marker, 0, True, None, models.DEFAULT_CHOICE) == (gr.skip(),) * 4
+
+
+def test_instruct_generated_sets_are_kept_as_markers():
+    for source, tasks in instruct_tab.GENERATED_SETS.items():
+        marker = instruct_tab.keep_records(None, source, instruct_tab.load_records(source, 30, None))
+        assert marker == {"source": source, "count": 30} and not instruct_tab.is_stored(marker)
+        assert instruct_tab.records_of(None, marker) == generated_tasks(30, seed=instruct_tab.DATA_SEED,
+                                                                        tasks=tasks)
+    assert instruct_tab.records_of(None, None) == instruct_tab.default_records()
+    assert len(instruct_tab.default_records()) == instruct_tab.DEFAULT_RECORDS == 960
+    assert "*Spot a feature*" in instruct_tab.data_summary(instruct_tab.default_records())
+    assert "*Compute*" in instruct_tab.data_summary(generated_tasks(30), instruct_tab.GENERATED_HARD)
 
 
 def test_classifier_is_kept_per_browser_and_evicted_oldest_first(monkeypatch):
@@ -261,10 +385,36 @@ def test_classify_data_api_counts(client):
 
 @pytest.mark.app
 def test_classify_before_training_and_without_model(client):
-    with pytest.raises(AppError, match=r"There is no classifier yet: press Start fine-tuning above"):
-        client.predict("Win a prize!", runs.new_browser_id(), api_name="/classify_text")
+    # said in place (no error: an error would leave a red badge on the views for the whole next run)
+    plot, note = client.predict("Win a prize!", runs.new_browser_id(), api_name="/classify_text")
+    assert plot is None and note == ("⚠ There is no classifier yet: press Start fine-tuning above, wait until the "
+                                     "run finishes, then classify your message.")
+    assert "**" not in note.removeprefix("⚠")
+    _, empty = client.predict("  ", runs.new_browser_id(), api_name="/classify_text")
+    assert empty == "⚠ Type a message first: the box is empty."
     with pytest.raises(AppError, match="No model is loaded: pick a model in the menu at the top"):
         client.predict(None, "classroom", "all", 1, 3e-4, runs.new_browser_id(), api_name="/classify_start")
+
+
+def test_classify_while_the_first_run_trains_says_so(monkeypatch):
+    owner = "browser-still-training"
+    monkeypatch.setattr(classify_tab, "owner_of", lambda browser_id, request=None: owner)
+    started = threading.Event()
+
+    def slow_job(stop):
+        started.set()
+        stop.wait(30)
+        yield DoneEvent(reason="stopped", message="Stopped.", step=0, checkpoint_path=None)
+
+    job_id = runs.job_manager().start(owner, slow_job, "classify · test")
+    try:
+        started.wait(10)
+        _, note = classify_tab.classify_message("Win a prize!", "any")
+        assert note == ("⚠ Your classifier is still training: press Classify again when the run above has "
+                        "finished.")
+    finally:
+        runs.job_manager().stop(job_id, owner)
+        runs.job_manager().wait(job_id, owner, timeout=30)
 
 
 @pytest.mark.app
@@ -275,7 +425,7 @@ def test_classify_short_run_accuracy_confusion_and_classify_text(client, few_ste
     assert "This server allows at most 6 steps per run; using 6 instead of 168." in status
     status, loss, accuracy, results, confusion, _ = poll_until_done(client, "/classify_poll", browser)
     assert status.startswith("✅ Finished 6 steps")
-    assert "12 train messages were longer than 64 tokens" in status
+    assert re.search(r"\d+ messages \(12 train(, \d+ val)?(, \d+ test)?\) are longer than 64 tokens", status)
     loss_traces = {trace["name"]: trace for trace in plot_data(loss)}
     assert numbers(loss_traces["batch loss"]["x"]) == [1, 2, 3, 4, 5, 6]
     accuracy_traces = {trace["name"]: trace for trace in plot_data(accuracy)}
@@ -300,12 +450,13 @@ def test_classify_short_run_accuracy_confusion_and_classify_text(client, few_ste
 # ---------------------------------------------------------------- Instruct tab through the API
 @pytest.mark.app
 def test_instruct_data_and_mask_counts(client):
-    records = generated_tasks(instruct_tab.DEFAULT_RECORDS, seed=instruct_tab.DATA_SEED)
-    first = InstructionDataset([split_records(records)["train"][0]], models.gpt2_tokenizer())[0]
+    records = instruct_tab.load_records("generated", 160, None)
+    first = InstructionDataset([split_records(records)["train"][0]], models.bundled_tokenizer())[0]
     n_targets = len(first.ids) + instruct_tab.EXTRA_PADDING
     summary, table, _, plain_note, _, text = client.predict("generated", 160, None, 0, False,
                                                             api_name="/instruct_data")
     assert summary.startswith("**160 records** → train 136 · validation 8 · test 16")
+    assert "in the tokens of the bundled model's BPE" in plain_note
     assert len(table["data"]) == instruct_tab.SHOWN_RECORDS
     assert (f"**{n_targets - 3} of {n_targets} targets count** for the loss; **3 are -100** "
             f"(3 padding + 0 instruction)") in plain_note
@@ -349,8 +500,10 @@ def test_instruct_short_run_scores_before_and_after(client, few_steps, monkeypat
     monkeypatch.setattr(instruct_tab, "EVAL_RECORDS", 3)
     monkeypatch.setattr(instruct_tab, "ANSWER_TOKENS", 4)
     browser = runs.new_browser_id()
+    # the client's session keeps the records the data tests loaded last: load the default 960 again
+    client.predict("generated", instruct_tab.DEFAULT_RECORDS, None, 0, True, api_name="/instruct_data")
     status, _ = client.predict(NANO, "classroom", 3, 3e-4, True, browser, api_name="/instruct_start")
-    assert "on 136 records" in status and "the 3 held-out prompts" in status
+    assert "on 816 records, 6 steps" in status and "the 3 held-out prompts" in status
     status, loss, score, compare, _ = poll_until_done(client, "/instruct_poll", browser)
     assert status.startswith("✅ Finished 6 steps")
     steps = numbers(next(trace for trace in plot_data(loss) if trace["name"] == "batch loss")["x"])
@@ -385,6 +538,8 @@ def test_browser_instruct_tab(page, few_steps, monkeypatch):
     monkeypatch.setattr(instruct_tab, "ANSWER_TOKENS", 4)
     page.get_by_role("tab", name="Instruct").click()
     page.wait_for_selector("#instruct-mask .cell", timeout=30_000)
+    plan = page.locator("#instruct-plan").inner_text()  # drawn before anything was pressed
+    assert "816 training records" in plan and "153 steps" in plan and "What to expect from" in plan
     assert page.locator("#instruct-mask .cell.masked").count() > 0  # the classroom preset masks the prompt
     page.get_by_label("mask the instruction").uncheck()
     page.wait_for_function("document.querySelectorAll('#instruct-mask .cell.masked').length == 0", timeout=30_000)

@@ -132,8 +132,27 @@ def _letter(instruction: str) -> str:
     return re.search(r"letter '(.)'", instruction).group(1)
 
 
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _quoted(instruction: str) -> str:
+    return re.search(r"'(\w+)'", instruction).group(1)
+
+
 # Each task's answer recomputed from the record's text: (instruction, input) -> expected output.
 CHECKS = {
+    "is_uppercase": lambda ins, inp: _yes_no(inp.isupper()),
+    "letter_case": lambda ins, inp: "capital" if inp.isupper() else "small",
+    "has_number": lambda ins, inp: _yes_no(any(word.isdigit() for word in inp.split())),
+    "number_or_word": lambda ins, inp: "number" if inp.isdigit() else "word",
+    "question_or_statement": lambda ins, inp: "question" if inp.endswith("?") else "statement",
+    "copy": lambda ins, inp: inp,
+    "first_word": lambda ins, inp: inp.split()[0],
+    "last_word": lambda ins, inp: inp.split()[-1],
+    "repeat_word": lambda ins, inp: " ".join([inp] * (2 if "twice" in ins else 3)),
+    "uppercase": lambda ins, inp: inp.upper(),
+    "contains_word": lambda ins, inp: _yes_no(_quoted(ins) in inp.split()),
     "add": lambda ins, inp: sum(_numbers(ins)),
     "subtract": lambda ins, inp: (lambda a, b: b - a if ins.startswith("Subtract") else a - b)(*_numbers(ins)),
     "multiply": lambda ins, inp: _numbers(ins)[0] * _numbers(ins)[1],
@@ -160,13 +179,60 @@ def test_generated_tasks_answers_are_correct(task):
         return
     for record in records:
         assert record["output"] == str(CHECKS[task](record["instruction"], record["input"])), record
+    if task in instruct_tasks.EASY_TASKS or task == "contains_word":  # two answers, about half each
+        outputs = [record["output"] for record in records]
+        assert len(set(outputs)) == 2 and 10 <= outputs.count(outputs[0]) <= 30
+
+
+# Two records of each task for seed 0, written out: what a student sees in the table, answer included.
+EXAMPLES = {
+    "is_uppercase": [("Is the text written in uppercase? Answer yes or no.", "stone yellow", "no"),
+                     ("Is the text in capital letters? Answer yes or no.", "mountain basket", "no")],
+    "letter_case": [("Capital or small letters?", "stone yellow", "small"),
+                    ("Is the text in capital or small letters?", "mountain basket", "small")],
+    "has_number": [("Is there a number in the text? Answer yes or no.", "stone 39 coffee", "yes"),
+                   ("Does the text contain a number? Answer yes or no.", "garden bridge piano compass", "no")],
+    "number_or_word": [("Is this a number or a word?", "button", "word"), ("Number or word?", "island", "word")],
+    "question_or_statement": [("Question or statement?", "Is the button here?", "question"),
+                              ("Is this a question or a statement?", "Is the dragon new?", "question")],
+    "copy": [("Copy the input.", "stone yellow coffee", "stone yellow coffee"),
+             ("Repeat the text.", "mountain basket meadow", "mountain basket meadow")],
+    "first_word": [("Which word comes first?", "stone yellow coffee island", "stone"),
+                   ("Write the first word.", "basket meadow mirror coffee", "basket")],
+    "last_word": [("Which word comes last?", "stone yellow coffee island", "island"),
+                  ("Write the last word.", "basket meadow mirror coffee", "coffee")],
+    "repeat_word": [("Repeat the word twice.", "button", "button button"),
+                    ("Repeat the word three times.", "orange", "orange orange orange")],
+    "uppercase": [("Convert the text to uppercase.", "stone yellow", "STONE YELLOW"),
+                  ("Write the text in capital letters.", "mountain basket", "MOUNTAIN BASKET")],
+    "contains_word": [("Does the list contain 'coffee'? Answer yes or no.", "stone yellow coffee island", "yes"),
+                      ("Does the list contain 'coffee'? Answer yes or no.", "coffee garden bridge", "yes")],
+}
+
+
+@pytest.mark.parametrize("task", sorted(EXAMPLES))
+def test_generated_tasks_seed_fixed_examples(task):
+    expected = [{"instruction": ins, "input": inp, "output": out} for ins, inp, out in EXAMPLES[task]]
+    assert generated_tasks(2, seed=0, tasks=[task]) == expected
+
+
+def test_task_sets_cover_every_task_once():
+    sets = instruct_tasks.TASK_SETS
+    assert sets["easy"] == ("is_uppercase", "letter_case", "has_number", "number_or_word", "question_or_statement")
+    assert sets["copy"] == ("copy", "first_word", "last_word", "repeat_word", "uppercase", "contains_word")
+    assert "add" in sets["hard"] and "spam_or_ham" in sets["hard"] and len(sets["hard"]) == 11
+    names = [name for tasks in sets.values() for name in tasks]
+    assert sorted(names) == sorted(instruct_tasks.TASKS) and len(names) == len(set(names))
+    mixed = generated_tasks(400, seed=5, tasks=instruct_tasks.EASY_TASKS)
+    kinds = {"yes", "no", "capital", "small", "number", "word", "question", "statement"}
+    assert {record["output"] for record in mixed} == kinds  # every easy task, both answers
 
 
 def test_generated_tasks_are_deterministic_and_mixed():
     records = generated_tasks(300, seed=11)
     assert records == generated_tasks(300, seed=11)
     assert records != generated_tasks(300, seed=12)
-    assert len(instruct_tasks.TASKS) == 11
+    assert len(instruct_tasks.TASKS) == 22
     assert all(set(r) == {"instruction", "input", "output"} for r in records)
     assert all(isinstance(v, str) for r in records for v in r.values())
     assert len({r["instruction"] for r in records}) > 100
@@ -294,4 +360,29 @@ def test_exact_match_score_counts_right_answers(monkeypatch):
 def test_instruct_presets():
     book = INSTRUCT_PRESETS["book-gpt2-medium"]
     assert (book.epochs, book.lr, book.weight_decay, book.batch_size, book.eval_every) == (2, 5e-5, 0.1, 8, 5)
-    assert INSTRUCT_PRESETS["classroom"].mask_instruction is True
+    assert (book.mask_instruction, book.grad_clip, book.answer_tokens) == (False, None, 40)
+    classroom = INSTRUCT_PRESETS["classroom"]
+    assert (classroom.epochs, classroom.lr, classroom.weight_decay, classroom.batch_size) == (3, 1e-3, 0.1, 16)
+    assert (classroom.eval_every, classroom.eval_batches, classroom.grad_clip) == (25, 2, 1.0)
+    assert (classroom.mask_instruction, classroom.sample_tokens, classroom.answer_tokens) == (True, 16, 16)
+    assert (classroom.allowed_max_length, classroom.trainable, classroom.seed) == (None, "all", 123)
+
+
+def test_scoring_writes_at_most_the_presets_answer_tokens(monkeypatch):
+    import gpt_core.instruct as instruct
+
+    asked = []
+
+    def never_stops(model, idx, max_new_tokens, **kwargs):
+        asked.append(max_new_tokens)
+        return torch.cat([idx, torch.full((max_new_tokens,), 65)])
+
+    monkeypatch.setattr(instruct, "generate", never_stops)
+    records = generated_tasks(20, seed=3, tasks=["has_number"])
+    config = InstructConfig(epochs=1, batch_size=8, eval_every=0, device="cpu", autocast="off", sample_tokens=3,
+                            answer_tokens=5)
+    events = list(finetune_instruct(tiny_model(), ByteTokenizer(), records[:16], config,
+                                    score_records=records[16:]))
+    scores = [event for event in events if event.kind == "exact_match"]
+    assert [event.when for event in scores] == ["before", "after"]
+    assert scores[0].rows[0]["answer"] == "AAAAA" and asked == [5] * 4 + [3] + [5] * 4

@@ -8,6 +8,8 @@ The run starts from a copy of the model in the shared picker and goes through th
 from __future__ import annotations
 
 import copy
+import html
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -40,7 +42,8 @@ from gpt_core.instruct_data import (
     load_user_json,
     split_records,
 )
-from gpt_core.instruct_tasks import generated_tasks
+from gpt_core.instruct_tasks import COPY_TASKS, EASY_TASKS, HARD_TASKS, generated_tasks
+from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, number_input, show_source
 from ui.jobs import JobView
@@ -52,25 +55,60 @@ from visualizations.finetune import MASK_CSS, loss_mask_html, mask_roles
 from visualizations.training import training_figure
 
 JOB_LABEL = "instruct"
-GENERATED, UPLOAD, BOOK = "generated", "upload", "book"
+GENERATED, GENERATED_COPY, GENERATED_HARD = "generated", "generated-copy", "generated-hard"
+UPLOAD, BOOK = "upload", "book"
+GENERATED_SETS = {GENERATED: EASY_TASKS, GENERATED_COPY: COPY_TASKS, GENERATED_HARD: HARD_TASKS}
 DATA_SOURCES = [
-    ("generated tasks (offline: arithmetic, word order, letter counts, spam or ham, ...)", GENERATED),
+    ("generated · spot a feature (capitals? a number? a question?): the bundled model learns these in ~150 steps",
+     GENERATED),
+    ("generated · copy from the input (repeat the text, first or last word, capitals): several hundred steps",
+     GENERATED_COPY),
+    ("generated · compute (arithmetic, sorting, letter counts, spam or ham): beyond a small model", GENERATED_HARD),
     ("your JSON file (upload below)", UPLOAD),
     ("the book's instruction-data.json (1,100 records, needs the internet once)", BOOK),
 ]
-DEFAULT_RECORDS = 160
+# What each generated set asks, and what a small model makes of it (shown under the data summary).
+SET_NOTES = {
+    GENERATED: ("*Spot a feature*: is the input in capital letters, does it hold a number, is it a question? The "
+                "answer is one of two words, and the model only has to notice that some kind of token (capitals, "
+                "digits, a question mark) is somewhere in the input: the bundled model learns it in ~150 steps."),
+    GENERATED_COPY: ("*Copy from the input*: repeat the text or a word, pick the first or last word, write it in "
+                     "capitals, find a word. A model must first grow an attention head that copies; the bundled "
+                     "model has none yet (its loss on a repeated random sequence does not drop the second time), "
+                     "so expect near 0% in a classroom-size run."),
+    GENERATED_HARD: ("*Compute*: arithmetic, sorting, counting letters, spam or ham. The answer is nowhere in the "
+                     "prompt and must be worked out; a 2.6M-parameter model learns the answer's form (a number, a "
+                     "word, then stop) but rarely the answer: exact match stays near 0%, as it should."),
+}
+DEFAULT_RECORDS = 960  # 816 to train: 3 epochs of 51 batches of 16 with the classroom preset
 MAX_GENERATED = 2000
 DATA_SEED = 123
 MAX_JSON_BYTES = DEFAULT_MAX_JSON_BYTES
 EXTRA_PADDING = 3  # the mask view pads its example as if the batch's longest example were 3 tokens longer
 EVAL_RECORDS = 20  # held-out records answered before and after tuning (exact match)
-COMPARE_ROWS = 5  # of which this many are shown side by side
-ANSWER_TOKENS = 32
+COMPARE_ROWS = 8  # of which this many are shown side by side
+ANSWER_TOKENS = 40  # the most tokens an answer may have when scored (the preset's answer_tokens, if fewer)
 SHOWN_RECORDS = 5
 COMPARE_HEADERS = ["instruction", "input", "expected", "before tuning", "after tuning"]
-NO_MATCH_NOTE = ("No exact answer yet. An untrained (random-init) model knows no English: in a classroom-size run "
-                 "it learns the *format* first (the loss falls, it starts writing a response and stopping), long "
-                 "before the answers. Starting from GPT-2 (online) with the book's preset, the score moves.")
+
+# What to expect from each kind of model in the picker (the plan and the run's notes name the model used).
+BUNDLED, RANDOM_INIT, GPT2, EXPLORER = "bundled", "random-init", "GPT-2", "explorer"
+EXPECT = {
+    BUNDLED: ("the bundled Shakespeare GPT (2.6M parameters, its own 4,096-token BPE) has never seen an "
+              "instruction. With the classroom preset it learns the answer's form (one word, then "
+              "`<|endoftext|>` to stop) in ~50 steps and the *spot a feature* tasks in ~150: expect 0% before and "
+              "most answers (70-95% over 9 seeds) right after, in about a minute on a 2-core CPU. It cannot copy words "
+              "from its prompt yet (the *copy* tasks need far longer), and arithmetic, counting and spam are beyond "
+              "it."),
+    RANDOM_INIT: ("an untrained model (random weights) knows no English and no token's meaning. It learns the "
+                  "answer's form first (a short answer, then stop) and may come to spot a feature or two; expect "
+                  "far fewer exact answers than the bundled model gets."),
+    GPT2: ("GPT-2 was pretrained on 40 GB of web text: it knows English and can copy, so the *copy* tasks are "
+           "within its reach. On a CPU each of its steps costs many times the bundled model's (124M or 355M "
+           "parameters against 2.6M): use the book's preset on a GPU, or few records."),
+    EXPLORER: ("a model pretrained in the Pretrain tab: small and new to instructions, like the bundled one. How "
+               "much it learns depends on how long it was pretrained; expect the answer's form first."),
+}
 
 INTRO = """
 ### Instruct: teach the GPT to follow instructions
@@ -90,9 +128,10 @@ the same held-out prompts before and after.
 
 def load_records(source: str, n_records: float, file_path: str | None) -> list[dict]:
     """The records of the chosen source; bad input raises ValueError with the engine's plain message."""
-    if source == GENERATED:
+    if source in GENERATED_SETS:
         return generated_tasks(number_input(n_records, "The number of generated records", minimum=1,
-                                            maximum=MAX_GENERATED, whole=True), seed=DATA_SEED)
+                                            maximum=MAX_GENERATED, whole=True), seed=DATA_SEED,
+                               tasks=GENERATED_SETS[source])
     if source == UPLOAD:
         if not file_path:
             raise ValueError("Upload a JSON file first (a list of {\"instruction\", \"input\", \"output\"} "
@@ -107,8 +146,13 @@ def load_records(source: str, n_records: float, file_path: str | None) -> list[d
     raise ValueError(f"Unknown data source {source!r}.")
 
 
+def default_records() -> list[dict]:
+    """The records the page opens with: DEFAULT_RECORDS of the *spot a feature* tasks (the same every time)."""
+    return generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED, tasks=GENERATED_SETS[GENERATED])
+
+
 # Uploaded and downloaded datasets live on the server under a budget; the page's state holds only a marker.
-# Generated records are made again from their count (the same seed gives the same records).
+# Generated records are made again from their set and count (the same seed gives the same records).
 DATASETS = register_store(BudgetStore(
     "instruction dataset", int(env_number("LLM_LAB_KEPT_DATASETS", 60)),
     env_number("LLM_LAB_DATASETS_MEMORY_MB", 500) * 1e6))
@@ -121,15 +165,15 @@ def records_bytes(records: list[dict]) -> int:
 
 def keep_records(owner: str, source: str, records: list[dict]) -> dict:
     """Keep this browser's records; return the small marker the page's state holds."""
-    if source == GENERATED:
-        return {"source": GENERATED, "count": len(records)}
+    if source in GENERATED_SETS:
+        return {"source": source, "count": len(records)}
     DATASETS.put(owner, "records", records, size_bytes=records_bytes(records))
     return {"source": source, "count": len(records)}
 
 
 def is_stored(marker) -> bool:
     """True when a marker points at records kept on the server (an upload or the book's data)."""
-    return isinstance(marker, dict) and marker["source"] != GENERATED
+    return isinstance(marker, dict) and marker["source"] not in GENERATED_SETS
 
 
 def records_of(owner: str | None, marker) -> list[dict]:
@@ -137,21 +181,66 @@ def records_of(owner: str | None, marker) -> list[dict]:
     if isinstance(marker, list):  # called from Python with the records themselves
         return marker
     if not marker:
-        return generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
-    if marker["source"] == GENERATED:
-        return generated_tasks(marker["count"], seed=DATA_SEED)
+        return default_records()
+    if marker["source"] in GENERATED_SETS:
+        return generated_tasks(marker["count"], seed=DATA_SEED, tasks=GENERATED_SETS[marker["source"]])
     return DATASETS.get(owner, "records", missing="Your instruction data is no longer on the server: load it again.")
 
 
-def data_summary(records: list[dict]) -> str:
+def data_summary(records: list[dict], source: str | None = GENERATED) -> str:
     splits = split_records(records)
-    return (f"**{len(records):,} records** → train {len(splits['train']):,} · validation {len(splits['val']):,} "
-            f"· test {len(splits['test']):,} (the book's 85% / 5% / 10%; the test records are held out and "
-            f"answered before and after tuning).")
+    summary = (f"**{len(records):,} records** → train {len(splits['train']):,} · validation {len(splits['val']):,} "
+               f"· test {len(splits['test']):,} (the book's 85% / 5% / 10%; the test records are held out and "
+               f"answered before and after tuning).")
+    return f"{summary}\n\n{SET_NOTES[source]}" if source in SET_NOTES else summary
 
 
 def records_table(records: list[dict]) -> list[list[str]]:
     return [[entry["instruction"], entry.get("input", ""), entry["output"]] for entry in records[:SHOWN_RECORDS]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model in the picker: its kind (for the notes) and its tokenizer (for the mask view)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def model_kind(choice: str | None) -> str:
+    """BUNDLED, RANDOM_INIT, GPT2 or EXPLORER for a picker label (unknown labels count as explorer models).
+
+    >>> model_kind(models.DEFAULT_CHOICE), model_kind("Random init · nano (untrained)")
+    ('bundled', 'random-init')
+    """
+    found = next((c for c in models.MODEL_CHOICES if c.label == choice), None)
+    if found is not None and found.build is models.bundled_model:
+        return BUNDLED
+    if found is not None and found.built_in:
+        return RANDOM_INIT
+    if found is not None and choice.startswith("GPT-2"):
+        return GPT2
+    return EXPLORER
+
+
+def expect_note(choice: str | None) -> str:
+    """What to expect from the picker's model, naming it."""
+    return f"**What to expect from {literal(choice or 'the chosen model')}**: {EXPECT[model_kind(choice)]}"
+
+
+def tokenizer_of(choice: str | None):
+    """The picker's model's tokenizer, without loading (or downloading) a model that is not loaded yet."""
+    if choice in models._loaded:
+        return models._loaded[choice].tokenizer
+    found = next((c for c in models.MODEL_CHOICES if c.label == choice), None)
+    if found is None:
+        return models.bundled_tokenizer()
+    return (found.tokenizer or gpt2_tokenizer)()
+
+
+def tokenizer_name(tokenizer) -> str:
+    if tokenizer is gpt2_tokenizer():
+        return f"GPT-2's BPE ({tokenizer.vocab_size:,} token ids)"
+    if tokenizer is models.bundled_tokenizer():
+        return f"the bundled model's BPE ({tokenizer.vocab_size:,} token ids, trained on Shakespeare)"
+    return f"the model's own tokenizer ({tokenizer.vocab_size:,} token ids)"
 
 
 @dataclass
@@ -184,8 +273,12 @@ def mask_view(entry: dict, tokenizer, mask_instruction: bool, context_length: in
 
 def preview_data(source: str, n_records: float, file_path: str | None, index: float, mask_instruction: bool,
                  browser_id: str | None = None, request: gr.Request = None):
-    """Load the records, then: summary, a few records, the loss-mask view of one, and the records' marker."""
-    owner = owner_of(browser_id, request) if source != GENERATED else None
+    """Load the records, then: summary, a few records, the loss-mask view of one, and the records' marker.
+
+    The mask view uses the default (bundled) model's tokenizer; the page then redraws it with the tokenizer of the
+    model in the picker when that is another one.
+    """
+    owner = owner_of(browser_id, request) if source not in GENERATED_SETS else None
     records = load_records(source, n_records, file_path)
     n_train = len(split_records(records)["train"])
     batch_size = INSTRUCT_PRESETS["classroom"].batch_size
@@ -193,24 +286,50 @@ def preview_data(source: str, n_records: float, file_path: str | None, index: fl
         gr.Warning(f"Only {n_train} of these {len(records)} records go to training, fewer than one batch of "
                    f"{batch_size}: add records before fine-tuning.")
     marker = keep_records(owner, source, records)
-    return (data_summary(records), records_table(records), *mask_outputs(records, index, mask_instruction), marker)
+    return (data_summary(records, source), records_table(records),
+            *mask_outputs(records, index, mask_instruction, tokenizer_of(models.DEFAULT_CHOICE)), marker)
 
 
 def show_mask(marker, index: float, mask_instruction: bool, browser_id: str | None = None,
-              request: gr.Request = None):
-    """The loss-mask view of one training record: (html, note, record slider, plain text)."""
+              choice: str | None = None, request: gr.Request = None):
+    """The loss-mask view of one training record, tokenized by the picker's model: (html, note, slider, text)."""
     owner = owner_of(browser_id, request) if is_stored(marker) else None
-    return mask_outputs(records_of(owner, marker), index, mask_instruction)
+    return mask_outputs(records_of(owner, marker), index, mask_instruction, tokenizer_of(choice))
 
 
-def mask_outputs(records: list[dict], index: float, mask_instruction: bool):
+def show_mask_of_model(marker, index: float, mask_instruction: bool, browser_id: str | None = None,
+                       choice: str | None = None, request: gr.Request = None):
+    """After a data load (drawn with the default model's tokenizer): redraw only when the picker has another one."""
+    if tokenizer_of(choice) is tokenizer_of(models.DEFAULT_CHOICE):
+        return (gr.skip(),) * 4
+    return show_mask(marker, index, mask_instruction, browser_id, choice, request)
+
+
+@dataclass
+class MaskPanel:
+    """What the mask section shows for one training record."""
+
+    html: str
+    note: str
+    index: int
+    last_index: int
+    text: str
+
+
+def mask_panel(records: list[dict], index: float, mask_instruction: bool, tokenizer=None) -> MaskPanel:
+    tokenizer = tokenizer or tokenizer_of(models.DEFAULT_CHOICE)
     train = split_records(records)["train"] or records
     index = number_input(index, "The record number", minimum=0, maximum=10**9, whole=True, default=0)
     index = min(index, len(train) - 1)
-    view = mask_view(train[index], gpt2_tokenizer(), bool(mask_instruction))
-    text = format_input(train[index]) + format_response(train[index])
-    return (view.html, f"Training record {index} of {len(train)}: {view.note}",
-            gr.update(maximum=max(len(train) - 1, 1), value=index), text)
+    view = mask_view(train[index], tokenizer, bool(mask_instruction))
+    note = f"Training record {index} of {len(train):,}, in the tokens of {tokenizer_name(tokenizer)}: {view.note}"
+    return MaskPanel(view.html, note, index, max(len(train) - 1, 1),
+                     format_input(train[index]) + format_response(train[index]))
+
+
+def mask_outputs(records: list[dict], index: float, mask_instruction: bool, tokenizer=None):
+    panel = mask_panel(records, index, mask_instruction, tokenizer)
+    return panel.html, panel.note, gr.update(maximum=panel.last_index, value=panel.index), panel.text
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,6 +351,16 @@ def instruct_config(preset: str, epochs: float, lr: float, mask_instruction: boo
     return (replace(config, max_steps=steps) if note else config), note
 
 
+def run_steps(config: InstructConfig, n_train: int) -> int:
+    """The optimizer steps a run takes: whole batches per epoch times epochs, or the server's cap."""
+    return config.max_steps or config.epochs * (n_train // config.batch_size)
+
+
+def answer_tokens(config: InstructConfig) -> int:
+    """The longest answer written when scoring: the preset's answer_tokens, at most ANSWER_TOKENS."""
+    return min(ANSWER_TOKENS, config.answer_tokens)
+
+
 def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, list[dict]]):
     """The job body: score the held-out records, tune a copy of the model, score them again."""
     eval_records = splits["test"][:EVAL_RECORDS]
@@ -242,7 +371,7 @@ def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, 
         speed_up_for_training(model, pick_device(config.device))
         yield from finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
                                      val_records=splits["val"] or None, score_records=eval_records,
-                                     score_tokens=ANSWER_TOKENS)
+                                     score_tokens=answer_tokens(config))
 
     return run
 
@@ -264,8 +393,9 @@ def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_in
     loaded = load_choice(choice)
     config, note = instruct_config(preset, epochs, lr, mask_instruction, len(splits["train"]))
     history = RUN.start(owner, instruct_job(loaded, config, splits), loaded.label, start_note=note)
-    started = (f"Started instruction tuning a copy of **{loaded.label}** on {len(splits['train']):,} records "
-               f"({history.job_id}); first it answers the {min(len(splits['test']), EVAL_RECORDS)} held-out prompts.")
+    started = (f"Started instruction tuning a copy of **{loaded.label}** on {len(splits['train']):,} records, "
+               f"{run_steps(config, len(splits['train'])):,} steps ({history.job_id}); first it answers the "
+               f"{min(len(splits['test']), EVAL_RECORDS)} held-out prompts.")
     return with_note(started, note), history, gr.Timer(active=True)
 
 
@@ -300,9 +430,52 @@ def compare_rows(before: ExactMatchEvent | None, after: ExactMatchEvent | None) 
                 answers.append("…")
             else:
                 got = result.rows[index]
-                answers.append(("✓ " if got["correct"] else "✗ ") + _shorten(got["answer"] or "(nothing)"))
+                text = got["answer"].replace("\n", " ↵ ") or "(nothing)"
+                answers.append(("✓ " if got["correct"] else "✗ ") + _shorten(text))
         rows.append([row["instruction"], row["input"], row["expected"], *answers])
     return rows
+
+
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")
+
+
+def literal(text: str, limit: int = 120) -> str:
+    """Model output made safe for Markdown: shown as written, on one line, never as formatting or HTML.
+
+    >>> print(literal("6### Response: *PL* <b>"))
+    6\\#\\#\\# Response: \\*PL\\* &lt;b&gt;
+    """
+    text = _shorten(text.replace("\r", "").replace("\n", " ↵ "), limit)
+    return MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def model_label(view: JobView | None) -> str | None:
+    """The model a job tunes: its label is "instruct · <model label>"."""
+    label = getattr(view, "label", "") or ""
+    return label.split(" · ", 1)[1] if " · " in label else None
+
+
+def result_note(history: RunHistory, choice: str | None) -> str | None:
+    """After the run: what the score means for the model that was used."""
+    before, after = history.before, history.after
+    if after is None:
+        return None
+    kind = model_kind(choice)
+    name = literal(choice or "the model")
+    if after.correct == 0:
+        if kind == BUNDLED:
+            return (f"No exact answer yet from **{name}**. If these are the *copy* or *compute* tasks, that is "
+                    "expected (see the data notes); with the *spot a feature* tasks, try more epochs.")
+        if kind == RANDOM_INIT:
+            return (f"No exact answer yet: **{name}** started from random weights and knows no English. In a "
+                    "classroom-size run it learns the answer's *form* first (the loss falls, it writes a short "
+                    "answer and stops), long before the answers. The bundled model starts from Shakespeare and "
+                    "gets most *spot a feature* answers right in ~150 steps.")
+        return (f"No exact answer yet from **{name}**: the loss shows what it learned; exact match asks for the "
+                "whole answer, character for character.")
+    gained = after.correct - (before.correct if before else 0)
+    return (f"**{name}** now answers {after.correct} of {after.total} held-out prompts exactly"
+            + (f", {gained} more than before tuning." if gained > 0 else "."))
 
 
 def run_status(history: RunHistory, view: JobView) -> str:
@@ -310,9 +483,10 @@ def run_status(history: RunHistory, view: JobView) -> str:
     if history.samples:
         step, text = history.samples[-1]
         lines.append(f"At step {step} the model answers the first validation prompt with: "
-                     f"*{text.strip() or '(nothing yet)'}*")
-    if history.after is not None and history.after.correct == 0:
-        lines.append(NO_MATCH_NOTE)
+                     f"«{literal(text.strip()) or '(nothing yet)'}»")
+    note = result_note(history, model_label(view))
+    if note:
+        lines.append(note)
     return "\n\n".join(lines)
 
 
@@ -335,21 +509,60 @@ def preset_settings(preset: str):
     return gr.update(value=config.epochs), gr.update(value=config.lr), gr.update(value=config.mask_instruction)
 
 
+def plan_markdown(choice: str | None, marker, preset: str, epochs: float, lr: float, mask_instruction: bool,
+                  browser_id: str | None = None, request: gr.Request = None) -> str:
+    """What Start will do, before anything runs: the model, the data, the steps and the preset's settings."""
+    try:
+        records = records_of(owner_of(browser_id, request) if is_stored(marker) else None, marker)
+        splits = split_records(records)
+        n_train = len(splits["train"])
+        config, cap_note = instruct_config(preset, epochs, lr, mask_instruction, n_train)
+    except (ValueError, PermissionError) as error:
+        return f"**The plan** cannot be made yet: {error}"
+    per_epoch = n_train // config.batch_size
+    steps = run_steps(config, n_train)
+    clip = f", gradient norm clipped at {config.grad_clip:g}" if config.grad_clip else ""
+    masked = ("**masked**: only the response's tokens count (the book's exercise 7.2)" if config.mask_instruction
+              else "**not masked**: the prompt's tokens count too")
+    lines = [
+        f"#### What Start does (preset *{preset}*)",
+        f"- **Model**: a copy of *{literal(choice or models.DEFAULT_CHOICE)}*",
+        f"- **Data**: {n_train:,} training records (of {len(records):,}; {len(splits['val']):,} validation, "
+        f"{len(splits['test']):,} test)",
+        f"- **Steps**: {config.epochs} epoch{'s' if config.epochs > 1 else ''} × {per_epoch:,} batches of "
+        f"{config.batch_size} = **{steps:,} steps**" + (f" (⚠ {cap_note})" if cap_note else ""),
+        f"- **Optimizer**: AdamW, learning rate {config.lr:g} (constant), weight decay {config.weight_decay:g}{clip}",
+        f"- **Loss**: the instruction is {masked}; validation loss every {config.eval_every} steps",
+        f"- **Score**: the first {min(len(splits['test']), EVAL_RECORDS)} test records, answered greedily in at most "
+        f"{answer_tokens(config)} tokens before and after tuning; exact match",
+        "",
+        expect_note(choice or models.DEFAULT_CHOICE),
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Layout
 # ---------------------------------------------------------------------------------------------------------------
 
 PRESET_LABELS = [
-    ("classroom: small model, offline, < 1 min on a CPU", "classroom"),
+    ("classroom (bundled model, ~1 min)", "classroom"),
     ("the book: GPT-2 medium (pick it at the top; online)", "book-gpt2-medium"),
 ]
+START_NOTE = ("Press **Start fine-tuning**: the run uses a copy of the model chosen at the top (the mask setting "
+              "above is used for training).")
 
 
 def build_tab(model_choice: gr.Dropdown) -> None:
     browser_id = browser_id_state()
     explain(INTRO)
     classroom = INSTRUCT_PRESETS["classroom"]
-    first_records = generated_tasks(DEFAULT_RECORDS, seed=DATA_SEED)
+    # The page opens with its plan drawn: computed once here from the defaults (deterministic, offline), so
+    # opening the tab costs the server nothing.
+    first_records = default_records()
+    first_mask = mask_panel(first_records, 0, classroom.mask_instruction, tokenizer_of(models.DEFAULT_CHOICE))
+    first_plan = plan_markdown(models.DEFAULT_CHOICE, None, "classroom", classroom.epochs, classroom.lr,
+                               classroom.mask_instruction)
     with gr.Row():
         with gr.Column(scale=2):
             source = gr.Radio(DATA_SOURCES, value=GENERATED, label="instruction data")
@@ -358,19 +571,19 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                              file_types=[".json"], type="filepath", height=130)
             load = gr.Button("Load data")
         with gr.Column(scale=3):
-            summary = gr.Markdown(data_summary(first_records))
+            summary = gr.Markdown(data_summary(first_records, GENERATED))
             table = gr.Dataframe(records_table(first_records), headers=["instruction", "input", "output"],
-                                 label="the first training records", interactive=False, wrap=True, max_height=240,
-                                 column_widths=["45%", "30%", "25%"])
+                                 datatype="str", label="the first training records", interactive=False, wrap=True,
+                                 max_height=240, column_widths=["45%", "30%", "25%"])
 
     gr.Markdown("#### One training example and its loss mask")
     with gr.Row():
         mask_toggle = gr.Checkbox(classroom.mask_instruction, label="mask the instruction (learn the response only)")
-        record_index = SliderBox(0, 1, value=0, step=1, label="training record")
-    mask_note = gr.Markdown(elem_classes=["lab-note"])
-    mask_html = gr.HTML(css_template=MASK_CSS, elem_id="instruct-mask")
+        record_index = SliderBox(0, first_mask.last_index, value=0, step=1, label="training record")
+    mask_note = gr.Markdown(first_mask.note, elem_classes=["lab-note"])
+    mask_html = gr.HTML(first_mask.html, css_template=MASK_CSS, elem_id="instruct-mask")
     with gr.Accordion("the same example as plain text (format_input + format_response)", open=False):
-        example_text = gr.Textbox(show_label=False, lines=8, interactive=False)
+        example_text = gr.Textbox(first_mask.text, show_label=False, lines=8, interactive=False)
 
     gr.Markdown("#### Fine-tune")
     with gr.Row():
@@ -380,14 +593,15 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         with gr.Column(scale=1):
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="instruct-start")
             stop = gr.Button("Stop")
-    status = gr.Markdown("Press **Start fine-tuning**: the run uses a copy of the model chosen at the top "
-                         "(the mask setting above is used for training).", elem_classes=["lab-note"])
+    plan = gr.Markdown(first_plan, elem_id="instruct-plan")
+    status = gr.Markdown(START_NOTE, elem_classes=["lab-note"], elem_id="instruct-status")
     with gr.Row():
         loss_plot = gr.Plot(show_label=False, elem_id="instruct-loss", scale=2)
         with gr.Column(scale=3):
             score = gr.Markdown(score_markdown(None, None), elem_id="instruct-score")
-            compare = gr.Dataframe(headers=COMPARE_HEADERS, label="the same held-out prompts, before and after",
-                                   interactive=False, wrap=True, column_widths=["24%", "22%", "14%", "20%", "20%"])
+            compare = gr.Dataframe(headers=COMPARE_HEADERS, datatype="str", elem_id="instruct-compare",
+                                   label="the same held-out prompts, before and after", interactive=False, wrap=True,
+                                   column_widths=["24%", "22%", "14%", "20%", "20%"])
     records = gr.State(None)
     history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
@@ -397,20 +611,33 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     mask_outputs = [mask_html, mask_note, record_index, example_text]
     data_inputs = [source, n_records, upload, record_index, mask_toggle, browser_id]
     data_outputs = [summary, table, *mask_outputs, records]
-    load.click(friendly(preview_data), data_inputs, data_outputs, api_name="instruct_data")
-    upload.upload(lambda: UPLOAD, None, source, api_name=False, queue=False).then(
-        friendly(preview_data), data_inputs, data_outputs, api_name=False)
-    n_records.release(lambda: GENERATED, None, source, api_name=False, queue=False).then(
-        friendly(preview_data), data_inputs, data_outputs, api_name=False)
-    mask_inputs = [records, record_index, mask_toggle, browser_id]
-    mask_toggle.change(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
-    record_index.release(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
-    preset.change(friendly(preset_settings), preset, [epochs, lr, mask_toggle], api_name=False, queue=False)
+    mask_inputs = [records, record_index, mask_toggle, browser_id, model_choice]
+    plan_inputs = [model_choice, records, preset, epochs, lr, mask_toggle, browser_id]
+    quiet = {"api_name": False, "show_progress": "hidden"}
+
+    def after_load(event):  # a data load: the mask in the picker's tokens, then the plan for the new records
+        event.then(friendly(show_mask_of_model), mask_inputs, mask_outputs, **quiet).then(
+            friendly(plan_markdown), plan_inputs, plan, **quiet)
+
+    after_load(load.click(friendly(preview_data), data_inputs, data_outputs, api_name="instruct_data"))
+    after_load(upload.upload(lambda: UPLOAD, None, source, api_name=False, queue=False).then(
+        friendly(preview_data), data_inputs, data_outputs, api_name=False))
+    after_load(n_records.release(lambda kind: kind if kind in GENERATED_SETS else GENERATED, source, source,
+                                 api_name=False, queue=False).then(
+        friendly(preview_data), data_inputs, data_outputs, api_name=False))
+    mask_toggle.change(friendly(show_mask), mask_inputs, mask_outputs, **quiet).then(
+        friendly(plan_markdown), plan_inputs, plan, **quiet)
+    record_index.release(friendly(show_mask), mask_inputs, mask_outputs, **quiet)
+    model_choice.change(friendly(show_mask), mask_inputs, mask_outputs, **quiet).then(
+        friendly(plan_markdown), plan_inputs, plan, **quiet)
+    preset.change(friendly(preset_settings), preset, [epochs, lr, mask_toggle], api_name=False, queue=False).then(
+        friendly(plan_markdown), plan_inputs, plan, **quiet)
+    epochs.release(friendly(plan_markdown), plan_inputs, plan, **quiet)
+    lr.blur(friendly(plan_markdown), plan_inputs, plan, **quiet)
     start.click(friendly(start_run), [model_choice, preset, epochs, lr, mask_toggle, records, history, browser_id],
                 [status, history, timer], api_name="instruct_start", concurrency_limit=4)
     stop.click(friendly(stop_run), [history, browser_id], status, api_name="instruct_stop")
     timer.tick(friendly(poll_run), [history, browser_id], [status, loss_plot, score, compare, history, timer],
                api_name="instruct_poll", show_progress="hidden", concurrency_limit=None)
     root = gr.context.Context.root_block
-    root.load(friendly(show_mask), mask_inputs, mask_outputs, api_name=False)
     root.load(friendly(reattach), browser_id, [history, timer], api_name=False)

@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 from visualizations.training import TRAIN_COLOR, VAL_COLOR
 
 CLASS_COLORS = {"ham": "#31a354", "spam": "#de2d26"}
+CLEAR = "rgba(0,0,0,0)"  # transparent paper and plot area: the figures sit on the page's light or dark background
+GRID = "rgba(128,128,128,0.25)"  # a grid line that shows on both
 
 AccuracyPoint = tuple[int, float, "float | None"]  # (step, train accuracy, val accuracy)
 
@@ -24,12 +26,13 @@ def _layout(figure: go.Figure, title: str, height: int = 320) -> go.Figure:
         title={"text": title, "font": {"size": 14}},
         height=height,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        plot_bgcolor="white",
+        paper_bgcolor=CLEAR,
+        plot_bgcolor=CLEAR,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
         uirevision=title,  # keep zoom steady between streamed updates
     )
-    figure.update_xaxes(showgrid=True, gridcolor="#eee", zeroline=False)
-    figure.update_yaxes(showgrid=True, gridcolor="#eee", zeroline=False)
+    figure.update_xaxes(showgrid=True, gridcolor=GRID, zeroline=False)
+    figure.update_yaxes(showgrid=True, gridcolor=GRID, zeroline=False)
     return figure
 
 
@@ -77,7 +80,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
     figure.update_yaxes(autorange="reversed", tickfont={"size": 13})
     figure.update_xaxes(side="top", tickfont={"size": 13})
     figure.update_layout(title={"text": title, "font": {"size": 14}, "y": 0.98}, height=320,
-                         margin={"l": 10, "r": 10, "t": 80, "b": 10})
+                         margin={"l": 10, "r": 10, "t": 80, "b": 10}, paper_bgcolor=CLEAR)
     return figure
 
 
@@ -99,7 +102,7 @@ def class_probability_figure(probs: dict[str, float], title: str = "what the cla
     figure.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="probability")
     figure.update_yaxes(autorange="reversed", tickfont={"size": 14})
     figure.update_layout(title={"text": f"{title}: <b>{winner}</b>", "font": {"size": 14}}, height=200,
-                         margin={"l": 10, "r": 30, "t": 50, "b": 10}, plot_bgcolor="white")
+                         margin={"l": 10, "r": 30, "t": 50, "b": 10}, paper_bgcolor=CLEAR, plot_bgcolor=CLEAR)
     return figure
 
 
@@ -107,7 +110,10 @@ def class_probability_figure(probs: dict[str, float], title: str = "what the cla
 # The loss mask over one formatted example
 # ---------------------------------------------------------------------------------------------------------------
 
-# Why a target counts or not: the role of every position in the targets row.
+# Why a target counts or not: the role of every position in the targets row. The cells stay light in the dark
+# theme, so their text is always dark (MASK_TEXT at least 14:1 on every colour, MASK_IGNORED 6:1 on the greys).
+MASK_TEXT = "#111827"
+MASK_IGNORED = "#4b5563"
 MASK_ROLES = {
     "prompt": ("#bfdbfe", "counts: predicts a token of the prompt"),
     "response": ("#bbf7d0", "counts: predicts a token of the response"),
@@ -116,17 +122,20 @@ MASK_ROLES = {
     "padding": ("#f3f4f6", "-100: padding, ignored by the loss"),
 }
 
-MASK_CSS = """
-.lab-mask { display: flex; flex-wrap: wrap; gap: 3px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
-            font-size: 0.82rem; max-height: 460px; overflow-y: auto; padding: 4px; }
-.lab-mask .cell { display: inline-flex; flex-direction: column; border-radius: 4px; padding: 1px 4px;
-                  min-width: 1.6em; text-align: center; color: #111; }
-.lab-mask .cell .inp { white-space: pre; }
-.lab-mask .cell .tgt { white-space: pre; font-size: 0.72rem; color: #374151; border-top: 1px solid #fff; }
-.lab-mask .cell.ignored .tgt { color: #9ca3af; }
-.lab-mask-legend { display: flex; flex-wrap: wrap; gap: 10px; font-size: 0.82rem; margin-bottom: 6px; }
-.lab-mask-legend span { border-radius: 4px; padding: 1px 6px; color: #111; }
-.lab-mask-break { flex-basis: 100%; height: 0; }
+# Sizes follow the theme's text sizes, so projector mode (larger --text-*) enlarges the cells too. Every text colour
+# is set on the element that holds the text (Gradio's `.prose *` rule would give it the page's text colour).
+MASK_CSS = f"""
+.lab-mask {{ display: flex; flex-wrap: wrap; gap: 3px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+            font-size: var(--text-md, 14px); max-height: 460px; overflow-y: auto; padding: 4px; }}
+.lab-mask .cell {{ display: inline-flex; flex-direction: column; border-radius: 4px; padding: 1px 4px;
+                  min-width: 1.6em; text-align: center; color: {MASK_TEXT}; }}
+.lab-mask .cell .inp {{ white-space: pre; color: {MASK_TEXT}; }}
+.lab-mask .cell .tgt {{ white-space: pre; font-size: var(--text-sm, 12px); color: {MASK_TEXT};
+                       border-top: 1px solid rgba(17, 24, 39, 0.25); }}
+.lab-mask .cell.ignored .tgt {{ color: {MASK_IGNORED}; }}
+.lab-mask-legend {{ display: flex; flex-wrap: wrap; gap: 10px; font-size: var(--text-md, 14px); margin-bottom: 6px; }}
+.lab-mask-legend span {{ border-radius: 4px; padding: 1px 6px; color: {MASK_TEXT}; }}
+.lab-mask-break {{ flex-basis: 100%; height: 0; }}
 """
 
 
@@ -167,7 +176,7 @@ def loss_mask_html(input_tokens: Sequence[str], target_tokens: Sequence[str], ro
     Targets set to -100 are drawn grey with "−100" instead of a token. The input's line breaks start a new line
     (after the last of several newline tokens in a row), so the Alpaca prompt keeps its shape.
     """
-    legend = "".join(f'<span style="background:{color}">{html.escape(text)}</span>'
+    legend = "".join(f'<span style="background:{color};color:{MASK_TEXT}">{html.escape(text)}</span>'
                      for color, text in MASK_ROLES.values())
     cells = []
     next_tokens = [*input_tokens[1:], ""]
@@ -177,7 +186,7 @@ def loss_mask_html(input_tokens: Sequence[str], target_tokens: Sequence[str], ro
         target_label = "−100" if ignored else visible_token(target)
         title = f"position {position}: input {token!r} → target {'-100' if ignored else repr(target)} ({meaning})"
         cells.append(
-            f'<span class="cell {"ignored" if ignored else "counted"} {role}" style="background:{color}" '
+            f'<span class="cell {"ignored" if ignored else "counted"} {role}" style="background:{color};color:{MASK_TEXT}" '
             f'title="{html.escape(title, quote=True)}"><span class="inp">{html.escape(visible_token(token))}</span>'
             f'<span class="tgt">{html.escape(target_label)}</span></span>'
         )
