@@ -29,22 +29,106 @@ from ui import (
 TITLE = "LLM Lab"
 
 INTRO = """
+<label id="lab-projector-toggle" title="Bigger text, token ids and plot labels for a projected screen; remembered by \
+this browser (or add ?projector=1 to the address)"><input type="checkbox"> Projector mode: large text</label>
+
 # LLM Lab
 Watch a GPT-2-style language model being built from its own code: tokens, attention, the model, generation.
 Every view runs the engine in `gpt_core/`; open **the gpt_core code this tab runs** under each view to read it.
 """
 
 CSS = """
-.lab-explain { font-size: 0.95rem; }
+/* ---- Readable colours in both themes (WCAG: text at least 4.5:1 on its background) ---------------------------
+   Gradio's own "subdued" grey (#9ca3af, used for info lines, placeholders, slider ends) is 2.5:1 on white, and
+   the Soft theme's indigo-500 labels, selected tab and white-on-indigo buttons are 3.6 to 4.5:1: one shade
+   darker (indigo-600/700) in the light theme, one lighter (indigo-400) for accent text in the dark one. */
+:root {
+  --block-label-text-color: var(--primary-700);
+  --block-title-text-color: var(--primary-700);
+  --button-primary-background-fill: var(--primary-600);
+  --button-primary-background-fill-hover: var(--primary-700);
+  --checkbox-label-background-fill-selected: var(--primary-600);
+  --color-accent: var(--primary-600);
+  --lab-note-color: #4b5563;
+  --lab-code-size: 15px;
+  --lab-id-size: 0.7em;
+  --body-text-color-subdued: #5b6472;
+  --block-info-text-color: #4b5563;
+  --block-info-text-size: var(--text-md);
+}
+:root .dark {
+  --color-accent: var(--primary-400);
+  --lab-note-color: #d1d5db;
+  --body-text-color-subdued: #b6bcc6;
+  --block-info-text-color: #d1d5db;
+  --block-info-text-size: var(--text-md);
+}
+
+/* ---- Projector mode: <html class="lab-projector"> (checkbox at the top, ?projector=1; see ui/common.PAGE_JS) -- */
+:root.lab-projector, :root.lab-projector .dark {
+  --text-xxs: 12px; --text-xs: 14px; --text-sm: 16px; --text-md: 18px; --text-lg: 20px; --text-xl: 26px;
+  --text-xxl: 30px; --lab-code-size: 17px; --lab-id-size: 0.85em;
+}
+.lab-projector .prose, .lab-projector .prose p, .lab-projector .prose li { font-size: var(--text-md); }
+.lab-projector .prose code, .lab-projector .lab-tokens, .lab-projector table { font-size: 17px !important; }
+
+#lab-projector-toggle { float: right; display: inline-flex; align-items: center; gap: 8px; margin-top: 4px;
+  padding: 4px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; cursor: pointer;
+  font-size: var(--text-md); color: var(--body-text-color); background: var(--block-background-fill); }
+#lab-projector-toggle input { appearance: auto !important; background: none !important; width: 18px; height: 18px;
+  margin: 0; cursor: pointer; accent-color: var(--color-accent); }
+
+/* ---- Explanations and notes --------------------------------------------------------------------------------- */
+.lab-explain, .lab-explain p { font-size: var(--text-md); }
+.lab-note, .lab-note * { color: var(--lab-note-color) !important; font-size: var(--text-md) !important; }
+
+/* ---- Tokens: pastel chips that stay light in the dark theme, with dark text; the id printed under each ----- */
 .lab-tokens { line-height: 2.1; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;
-              word-break: break-word; max-height: 420px; overflow-y: auto; padding: 8px; }
-.lab-tokens span.tok { border-radius: 4px; padding: 1px 0; margin: 0 1px; color: #111; }
-.lab-note { color: #555; font-size: 0.9rem; }
+              word-break: break-word; max-height: 420px; overflow-y: auto; padding: 8px; font-size: var(--text-md); }
+.lab-tokens span.tok { border-radius: 4px; padding: 1px 0; margin: 0 1px; color: #111827; }
+span.tok[data-id] { display: inline-block; vertical-align: top; text-align: center; line-height: 1.3;
+                    margin: 0 1px 4px; color: #111827; }
+span.tok[data-id]::after { content: attr(data-id); display: block; font-size: var(--lab-id-size); line-height: 1.2;
+                           color: #374151; font-weight: 400; }
+/* The tokenizer's tables (their own CSS is light-only): captions, step numbers, rules and the current step. */
+#tok-replay td.step-no, #tok-windows table.lab-window caption { color: var(--lab-note-color) !important; }
+#tok-merges caption, #tok-merges th, #tok-windows th { color: var(--body-text-color) !important; }
+.dark #tok-replay th, .dark #tok-replay td, .dark #tok-merges th, .dark #tok-merges td, .dark #tok-windows th,
+.dark #tok-windows td:not(.tok) { border-bottom-color: var(--border-color-primary) !important; }
+.dark #tok-replay tr.current { background: var(--neutral-700) !important; }
+
+/* ---- Code panels (ui/common.show_source): 15 px (17 px on a projector), 1.5 line height, and up to
+   CODE_LINES + 1 = 45 lines before the panel scrolls (Gradio measures its line height while the panel is closed). */
+.lab-code .cm-editor .cm-content, .lab-code .cm-editor .cm-gutters {
+  font-size: var(--lab-code-size) !important; line-height: 1.5 !important; }
+.lab-code .cm-scroller { max-height: calc(var(--lab-code-size) * 1.5 * 45 + 8px) !important; }
+
+/* ---- Plotly figures follow the theme: axis labels in the page's text colour (a figure's own grey can be under
+   4.5:1); in the dark theme no white paper, light titles, legends and annotations, and a faint grid ------------ */
+.js-plotly-plot [class*="axislayer"] text, .js-plotly-plot .infolayer [class*="title"] {
+  fill: var(--body-text-color) !important; }
+.dark .js-plotly-plot .main-svg { background: transparent !important; }
+.dark .js-plotly-plot .bglayer rect.bg, .dark .js-plotly-plot .legend rect.bg { fill: transparent !important; }
+.dark .js-plotly-plot .infolayer text { fill: var(--body-text-color) !important; }
+.dark .js-plotly-plot .gridlayer path, .dark .js-plotly-plot .zerolinelayer path {
+  stroke: rgba(255, 255, 255, 0.14) !important; }
+.dark .js-plotly-plot text.bartext-outside { fill: var(--body-text-color) !important; }
+/* A label inside a mid-tone bar in plotly's default #444 is under 3:1; near-black reads at 4.5:1 or more. */
+.js-plotly-plot text.bartext-inside[style*="fill: rgb(68, 68, 68)"] { fill: #111827 !important; }
 """
 
 
 # Gradio's file cache (uploads, checkpoint zips handed out): every 10 minutes, files older than an hour go.
 CACHE_CLEANING = (600, 3600)
+
+
+TAB_IDS = ("tokenizer", "attention", "inside", "generate", "pretrain", "classify", "instruct")
+
+
+def tab_from_link(request: gr.Request):
+    """A deep link: `?tab=generate` opens the Generate tab (ids: TAB_IDS); no or an unknown id leaves the first."""
+    tab = (request.query_params.get("tab") or "").strip().lower() if request is not None else ""
+    return gr.Tabs(selected=tab) if tab in TAB_IDS else gr.skip()
 
 
 def build_demo() -> gr.Blocks:
@@ -53,7 +137,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(INTRO)
         runs.browser_id_state()  # top level, so a refreshed page finds its runs again (see ui/runs.py)
         model_choice = models.model_picker()  # shared by every tab that runs a model
-        with gr.Tabs():
+        with gr.Tabs(elem_id="lab-tabs") as tabs:
             with gr.Tab("Tokenizer", id="tokenizer"):
                 tokenizer_tab.build_tab()
             with gr.Tab("Attention", id="attention"):
@@ -68,6 +152,7 @@ def build_demo() -> gr.Blocks:
                 classify_tab.build_tab(model_choice)
             with gr.Tab("Instruct", id="instruct"):
                 instruct_tab.build_tab(model_choice)
+        demo.load(tab_from_link, None, tabs, api_name=False, queue=False)  # ?tab=<id> opens that tab
     return demo
 
 
@@ -76,10 +161,12 @@ MAX_UPLOAD = "10mb"
 
 
 def launch_options() -> dict:
-    """Arguments for `demo.launch()`: Gradio 6 takes the theme and CSS here, and the server's bounds:
+    """Arguments for `demo.launch()`: Gradio 6 takes the theme, CSS and head script here, and the server's bounds:
     upload size, and how many sessions' state it keeps (LLM_LAB_SESSIONS, oldest dropped first)."""
+    from ui.common import page_head  # the page script: projector mode, readable code colours
+
     sessions = int(os.environ.get("LLM_LAB_SESSIONS", "300"))
-    return {"theme": gr.themes.Soft(), "css": CSS, "max_file_size": MAX_UPLOAD,
+    return {"theme": gr.themes.Soft(), "css": CSS, "head": page_head(), "max_file_size": MAX_UPLOAD,
             "state_session_capacity": sessions}
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -69,6 +70,9 @@ from gpt_core.train_config import (
     training_autocast_dtype,
 )
 from gpt_core.train_state import all_finite, resume_training, save_training_checkpoint
+
+ETA_SKIP = 3  # the first 3 steps are slow (memory is allocated): the time-left estimate leaves them out
+ETA_WINDOW = 50  # ... and takes the median time of the last 50 steps
 
 
 # ---------------------------------------------------------------- loss, evaluation, optimizer
@@ -253,6 +257,8 @@ class Run:
         self.checkpoint_step: int | None = None
         self.peak = peak_flops(self.device)
         self.flops_per_token = flops_per_token(cfg, self.seq_len)
+        self.last_step_at = (self.step, 0.0)  # (step, elapsed seconds) at the last step event, for eta_s
+        self.step_seconds: list[float] = []  # the time of each of the last ETA_WINDOW steps
 
     # ----- when to stop
     def stop_reason(self, stop: threading.Event, clock: StepClock) -> str | None:
@@ -269,10 +275,21 @@ class Run:
         return "stopped" if flags[0] > 0 else None
 
     def eta_s(self, elapsed: float) -> float | None:
-        steps_done = self.step - self.start_step
-        if steps_done == 0:
+        """Seconds left: the steps still to go times the median time of the last ``ETA_WINDOW`` steps.
+
+        ``elapsed`` is the run's clock at this step event. The first ``ETA_SKIP`` steps are left out (they
+        are slow while memory is allocated), and a median ignores the odd slow step (an evaluation, a sample,
+        a busy CPU), so the estimate changes smoothly from one step event to the next. None until a step
+        after the warm-up has been timed.
+        """
+        last_step, last_elapsed = self.last_step_at
+        self.last_step_at = (self.step, elapsed)
+        if last_step - self.start_step >= ETA_SKIP and self.step > last_step:
+            seconds = (elapsed - last_elapsed) / (self.step - last_step)  # per step since the last event
+            self.step_seconds = (self.step_seconds + [seconds])[-ETA_WINDOW:]
+        if not self.step_seconds:
             return None
-        s_per_step = elapsed / steps_done
+        s_per_step = statistics.median(self.step_seconds)
         remaining = [(self.config.max_steps - self.step) * s_per_step]
         if self.config.max_tokens is not None:
             remaining.append((self.config.max_tokens - self.tokens_seen) / self.tokens_per_step * s_per_step)

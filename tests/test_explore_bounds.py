@@ -364,11 +364,11 @@ def test_inside_view_figures_have_the_expected_traces():
     assert (layer["maximum"], head["maximum"]) == (1, 3)
 
 
-def test_attention_figures_round_weights_to_three_decimals():
+def test_attention_figures_round_values_to_the_books_four_decimals():
     ladder = attention_tab.attention_ladder("Your journey starts with one step", 3, 2, True, False, 0.5)
-    weights = plot_json(ladder[5])["data"][0]["z"]  # rung 2, the scores
+    weights = plot_json(ladder[5])["data"][0]["z"]  # rung 2's first matrix
     values = [value for row in weights for value in row if value is not None]
-    assert values and all(math.isclose(value, round(value, 3)) for value in values)
+    assert values and all(math.isclose(value, round(value, 4)) for value in values)  # small JSON, the book's digits
 
 
 def test_replay_through_friendly_is_a_gradio_error_with_the_plain_message():

@@ -66,6 +66,7 @@ def test_load_choice_builds_once_for_many_simultaneous_requests(monkeypatch):
 
     choice = models.ModelChoice("test · counted", slow_build, "note")
     monkeypatch.setattr(models, "MODEL_CHOICES", [*models.MODEL_CHOICES, choice])
+    monkeypatch.setattr(models, "LOAD_WAIT_S", 120.0)  # a busy CI machine must not turn waiting into a refusal
     results = []
     threads = [threading.Thread(target=lambda: results.append(models.load_choice(choice.label))) for _ in range(8)]
     for thread in threads:
@@ -73,7 +74,7 @@ def test_load_choice_builds_once_for_many_simultaneous_requests(monkeypatch):
     for thread in threads:
         thread.join()
     assert len(builds) == 1
-    assert len({id(result) for result in results}) == 1
+    assert len(results) == 8 and len({id(result) for result in results}) == 1
     assert results[0].model.training is False
     models._loaded.pop(choice.label)
 
@@ -90,10 +91,16 @@ def test_unknown_model_label_is_a_clear_error():
 
 
 # ---------------------------------------------------------------- Attention tab
+def trace_named(plot: dict, name: str) -> dict:
+    """The heatmap of one matrix of a ladder figure, found by its title (line breaks as spaces)."""
+    return next(trace for trace in plot_data(plot) if trace.get("name") == name)
+
+
 @pytest.mark.app
 def test_attention_api_shapes_and_masks(client):
     result = client.predict(BOOK_SENTENCE, 3, 2, True, False, 0.5, api_name="/attention")
     note, table, *rungs = result
+    assert len(result) == 10  # note, inputs table, then text + figure for each of the 4 rungs (scripts rely on it)
     assert note.startswith("6 tokens → inputs (6, 3) (one 3-number vector per token). These are the book's own")
     assert table["value"]["data"][1] == ["1: ' journey'", 0.55, 0.87, 0.66]  # chapter 3's inputs, row "journey"
     assert len(table["value"]["data"]) == 6
@@ -102,6 +109,7 @@ def test_attention_api_shapes_and_masks(client):
     assert "inputs (6, 3) · inputsᵀ (3, 6) = scores (6, 6)" in simple
     assert "queries (6, 2) · keysᵀ (2, 6) = scores (6, 6)" in self_attn
     assert "weights · values (6, 2) = context (6, 2)" in self_attn
+    assert "Why are the weights so even (all near 1/6 = 0.17)?" in self_attn  # the lesson of untrained W
     assert "the 15 cells above the diagonal set to -∞" in causal
     assert "context (6, 4) = (tokens, 2 heads × 2)" in multi
     causal_traces = plot_data(rungs[5])
@@ -114,15 +122,64 @@ def test_attention_api_shapes_and_masks(client):
 
 
 @pytest.mark.app
+def test_attention_api_draws_every_matrix_with_the_books_numbers(client):
+    _, _, _, simple, _, self_attn, _, causal, _, multi = client.predict(
+        BOOK_SENTENCE, 3, 2, True, False, 0.5, api_name="/attention")
+    # rung 1: inputs, scores, weights, context; the weights of "journey" and the context of "Your" as printed
+    assert [trace["name"] for trace in plot_data(simple)] == [
+        "inputs (token vectors)", "scores = inputs · inputsᵀ", "weights = softmax(scores)", "context = weights · inputs"]
+    weights = trace_named(simple, "weights = softmax(scores)")
+    assert np.allclose(as_array(weights["z"])[1], [0.1385, 0.2379, 0.2333, 0.1240, 0.1082, 0.1581], atol=1e-4)
+    assert weights["text"][1] == ["0.1385", "0.2379", "0.2333", "0.1240", "0.1082", "0.1581"]  # in the cells
+    assert weights["y"][1] == "1:·journey" and weights["x"] == weights["y"]
+    assert np.allclose(as_array(trace_named(simple, "context = weights · inputs")["z"])[0], [0.4421, 0.5931, 0.5790],
+                       atol=1e-4)
+    # rung 2 (seed 789): W_query, W_key, W_value, the queries, keys and values, then scores, weights and context
+    assert [trace["name"] for trace in plot_data(self_attn)] == [
+        "W_query", "W_key", "W_value", "queries = inputs · W_query", "keys = inputs · W_key",
+        "values = inputs · W_value", "scores = queries · keysᵀ", "weights = softmax(scores / √2)",
+        "context = weights · values"]
+    w_query = trace_named(self_attn, "W_query")
+    assert as_array(w_query["z"]).shape == (3, 2) and w_query["y"] == ["dim 0", "dim 1", "dim 2"]
+    context = trace_named(self_attn, "context = weights · values")
+    assert np.allclose(as_array(context["z"])[0], [-0.0739, 0.0713], atol=1e-4)
+    assert context["text"][0] == ["-0.0739", "0.0713"]
+    # rung 3 (seed 123, the book's CausalAttention): its own W matrices, masked scores, weights, context
+    names = [trace["name"] for trace in plot_data(causal)]
+    assert names[:6] == ["W_query", "W_key", "W_value", "queries = inputs · W_query", "keys = inputs · W_key",
+                         "values = inputs · W_value"]
+    assert names[6:] == ["masked scores (future = −∞)", "masked", "weights = softmax(… / √2)", "masked",
+                         "context = weights · values"]
+    assert np.allclose(as_array(trace_named(causal, "context = weights · values")["z"])[0], [-0.4519, 0.2216],
+                       atol=1e-4)
+    masked_scores = [trace for trace in plot_data(causal) if trace["name"] == "masked"][0]
+    assert masked_scores["text"][0][1] == "−∞"
+    # rung 4: per head scores, weights, context; then both heads' context side by side (the book's wrapper)
+    joined = trace_named(multi, "context = [head 0 | head 1]")
+    assert np.allclose(as_array(joined["z"])[0], [-0.4519, 0.2216, 0.4772, 0.1063], atol=1e-4)
+    assert joined["x"] == ["h0 dim 0", "h0 dim 1", "h1 dim 0", "h1 dim 1"]
+    # readable on a projector in both themes: 14 px numbers, 16 px titles, transparent backgrounds
+    for plot in (simple, self_attn, causal, multi):
+        figure = json.loads(plot["plot"])
+        assert figure["layout"]["paper_bgcolor"] == figure["layout"]["plot_bgcolor"] == "rgba(0,0,0,0)"
+        assert all(annotation["font"]["size"] >= 16 for annotation in figure["layout"]["annotations"])
+        assert all(trace["textfont"]["size"] >= 14 for trace in figure["data"] if "text" in trace)
+        assert figure["layout"]["height"] < 1200  # fits its content: no huge empty frame
+
+
+@pytest.mark.app
 def test_attention_api_dropout_no_mask_and_other_dim(client):
     result = client.predict(BOOK_SENTENCE, 5, 2, False, True, 0.5, api_name="/attention")
     assert result[0] == "6 tokens → inputs (6, 5) (one 5-number vector per token)."
     causal_text, causal_plot = result[6], result[7]
     assert causal_text.startswith("**3 · Causal attention, mask switched off**")
     assert "Dropout (training only) zeroed" in causal_text
-    traces = plot_data(causal_plot)
-    assert [trace.get("name") for trace in traces][-1] == "dropped"
-    assert not any(trace.get("name") == "masked" for trace in traces)
+    names = [trace.get("name") for trace in plot_data(causal_plot)]
+    assert names == ["scores (mask off)", "weights = softmax(… / √2)", "after dropout p=0.5 (kept × 2.00)",
+                     "dropped", "context = dropped weights · values"]
+    assert "masked" not in names
+    inputs = trace_named(result[3], "inputs (token vectors)")
+    assert inputs["x"] == ["dim 0", "dim 1", "dim 2", "dim 3", "dim 4"]
 
 
 @pytest.mark.app
@@ -131,8 +188,66 @@ def test_attention_api_long_and_empty_text(client):
     result = client.predict(long_text, 3, 2, True, False, 0.5, api_name="/attention")
     assert result[0] == "Your text has 40 tokens; showing the first 24. 24 tokens → inputs (24, 3) (one 3-number vector per token)."
     assert len(result[1]["value"]["data"]) == 24
+    weights = trace_named(result[3], "weights = softmax(scores)")
+    assert as_array(weights["z"]).shape == (24, 24) and "text" not in weights  # too small for numbers: hover
     with pytest.raises(AppError, match="Type some text first: the box is empty."):
         client.predict("   ", 3, 2, True, False, 0.5, api_name="/attention")
+
+
+def test_attention_tab_is_drawn_when_it_opens_and_redraws_on_every_control():
+    import gradio as gr
+
+    from ui import attention_tab
+
+    attention_tab.gpt2_tokenizer()  # loaded once per server (the Tokenizer tab loads it first)
+    attention_tab.LADDERS.clear()
+    start = time.perf_counter()
+    with gr.Blocks() as demo:
+        attention_tab.build_tab()
+    print(f"attention tab built in {time.perf_counter() - start:.2f} s")
+    blocks = list(demo.blocks.values())
+    plots = [block for block in blocks if isinstance(block, gr.Plot)]
+    assert [plot.elem_id for plot in plots] == [f"attention-rung-{rung}" for rung in range(1, 5)]
+    assert all(plot.value is not None for plot in plots)  # drawn on opening: no empty frames
+    assert "weights = softmax(scores)" in plots[0].value["plot"]
+    table = next(block for block in blocks if isinstance(block, gr.Dataframe))
+    assert table.value["headers"] == ["token", "dim 0", "dim 1", "dim 2"] and len(table.value["data"]) == 6
+    notes = [block.value for block in blocks if isinstance(block, gr.Markdown)]
+    assert any(note.startswith("6 tokens → inputs (6, 3)") for note in notes)
+    assert any(note.startswith("**1 · Simple attention**") for note in notes)
+    text = next(block for block in blocks if isinstance(block, gr.Textbox))
+    assert text.lines == 1  # Enter submits
+    examples = next(block for block in blocks if isinstance(block, gr.Dataset))
+    assert examples.samples[0] == [attention_tab.DEFAULT_TEXT] and len(examples.samples) >= 3
+
+    ladder = [fn for fn in demo.fns.values() if fn.name == "attention_ladder"]
+    assert {fn.concurrency_id for fn in ladder} == {"attention"}
+    assert [fn.api_name for fn in ladder if fn.api_visibility == "public"] == ["attention"]  # one endpoint
+    events = {(target, event) for fn in ladder for target, event in fn.targets}
+    by_label = {block.label: block._id for block in blocks if getattr(block, "label", None)}
+    assert (text._id, "submit") in events
+    for label in ("embedding size d_in (the book uses 3)", "query/key/value size d_out (the book uses 2)",
+                  "dropout rate"):  # the mouse sends `release`, the arrow keys and typing `input`
+        assert {(by_label[label], "input"), (by_label[label], "release")} <= events
+    for label in ("causal mask (hide the future)", "dropout (as in training)"):
+        assert (by_label[label], "input") in events
+    assert any(fn.trigger_after is not None for fn in ladder)  # a clicked example is drawn when it is loaded
+
+
+def test_attention_ladders_draw_in_well_under_a_second():
+    from ui import attention_tab
+
+    attention_tab.attention_ladder("warm up")
+    sentences = [attention_tab.DEFAULT_TEXT, " ".join(f"w{i}" for i in range(30))]  # the book's, then 24 tokens
+    for sentence in sentences:
+        times = []
+        for _ in range(3):
+            attention_tab.LADDERS.clear()
+            start = time.perf_counter()
+            attention_tab.attention_ladder(sentence, 8, 4, True, True, 0.5)
+            times.append(time.perf_counter() - start)
+        print(f"{sentence[:20]!r}: {min(times) * 1000:.0f} ms")
+        assert min(times) < 1.0
 
 
 # ---------------------------------------------------------------- Inside GPT tab
@@ -170,6 +285,48 @@ def test_inside_gpt2_offline_is_a_quick_friendly_error(client):
     with pytest.raises(AppError, match=r"GPT-2 weights need the internet .* The other models still work"):
         client.predict(GPT2_SMALL, "hello", api_name="/inside")
     assert time.perf_counter() - start < 20
+
+
+def test_inside_weight_tying_is_explained_in_the_parameter_table():
+    from ui import inside_tab
+
+    facts = inside_tab.model_facts(models.load_choice(models.DEFAULT_CHOICE))  # tie_weights: the head is tok_emb
+    head_row = next(row for row in facts.table if row[0] == "output head")
+    assert head_row == ["output head", "0", "shared with the token embedding (weight tying)"]
+    bars = plot_data({"plot": facts.parameters.plot})[0]
+    assert bars["text"][bars["y"].index("output head")] == "0: uses the token embedding's weights"
+
+
+def test_inside_tab_opens_drawn_with_tokens_written_as_in_the_tokenizer_tab():
+    import gradio as gr
+
+    from ui import inside_tab
+
+    with gr.Blocks() as demo:
+        inside_tab.build_tab(models.model_picker())
+    by_id = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
+    assert by_id["inside-grid"].value is not None and by_id["inside-head"].value is not None
+    rows = by_id["inside-params"].value["data"]
+    assert rows[-1][0] == "total"
+    view = inside_tab.inside_view(models.DEFAULT_CHOICE, inside_tab.DEFAULT_TEXT)
+    assert by_id["inside-layer"].value == view.n_layers - 1 and by_id["inside-layer"].maximum == view.n_layers - 1
+    assert any(token.startswith("·") for token in view.state["tokens"]) and not any(
+        " " in token for token in view.state["tokens"])
+    # The sliders answer the arrow keys (`input`) as well as the mouse (`release`); Enter in the text looks inside.
+    for slider in (by_id["inside-layer"], by_id["inside-head-slider"]):
+        events = {event for fn in demo.fns.values() for target, event in fn.targets if target == slider._id}
+        assert {"input", "release"} <= events
+    assert by_id["inside-text"].lines == 1
+
+
+def test_inside_enlarged_head_is_any_layer_and_head_and_says_which():
+    from ui import inside_tab
+
+    view = inside_tab.inside_view(NANO, "Every effort moves you")  # 2 layers x 4 heads
+    assert "layer 1, head 3" in inside_tab.enlarged_head(view.state, 1, 3).plot
+    assert "layer 0, head 0" in inside_tab.enlarged_head(view.state, "0", None).plot  # as a key press sends them
+    with pytest.raises(ValueError, match="The layer must be a whole number from 0 to 1; got 12"):
+        inside_tab.enlarged_head(view.state, 12, 0)
 
 
 # ---------------------------------------------------------------- Generate tab
@@ -220,11 +377,11 @@ def test_generate_gpt2_offline_is_a_friendly_error(client):
 # ---------------------------------------------------------------- one browser run per tab
 @pytest.mark.browser
 def test_browser_attention_tab(page):
-    page.get_by_role("tab", name="Attention").click()
-    page.get_by_role("button", name="Show attention").click()
+    page.get_by_role("tab", name="Attention").click()  # drawn when it opens: no button to press
     page.wait_for_selector("text=1 · Simple attention", timeout=60_000)
     page.wait_for_selector("#attention-rung-4 .js-plotly-plot", timeout=30_000)
     assert page.locator("#attention-rung-3 .js-plotly-plot text", has_text="weights").count() >= 1
+    assert page.locator("#attention-rung-1 .js-plotly-plot text", has_text="0.1385").count() >= 1  # the book's
 
 
 @pytest.mark.browser

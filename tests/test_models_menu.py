@@ -25,3 +25,13 @@ def test_bundled_model_predicts_shakespeare_far_better_than_chance():
     loss = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]).item()
     print(f"bundled model loss on a famous line: {loss:.3f} nats (uniform: {math.log(4096):.3f})")
     assert loss < 6.0 < math.log(4096)
+
+
+def test_picking_a_model_redraws_inside_gpt_and_generate():
+    import app
+
+    demo = app.build_demo()
+    picker = next(block for block in demo.blocks.values() if getattr(block, "label", "") == models.model_picker().label)
+    redraws = {fn.fn.__name__ for fn in demo.fns.values() for target, event in fn.targets
+               if target == picker._id and event == "change"}
+    assert {"look_inside", "preview_next_token"} <= redraws

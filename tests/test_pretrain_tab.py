@@ -9,6 +9,7 @@ import re
 import time
 import zipfile
 
+import gradio as gr
 import pytest
 import torch
 from gradio_client import Client
@@ -16,7 +17,7 @@ from gradio_client.exceptions import AppError
 
 from gpt_core.model import GPTModel
 from ui import models, pretrain_tab, runs
-from ui.jobs import JobManager
+from ui.jobs import JobManager, JobView
 
 SHAKESPEARE, BPE = pretrain_tab.SHAKESPEARE, pretrain_tab.BPE_4096
 FINISHED = ("✅", "❌", "⏹")
@@ -125,6 +126,95 @@ def test_config_plans_evals_samples_and_checkpoints(tmp_path):
     config = pretrain_tab.pretrain_config(200, 8, 64, 1e-3, 10, "ROMEO:", corpus, str(tmp_path))
     assert (config.eval_every, config.sample_every, config.checkpoint_every) == (20, 25, 50)
     assert (config.max_steps, config.batch_size, config.context_length, config.warmup_steps) == (200, 8, 64, 10)
+    assert (config.seed, config.eval_batches, config.sample_tokens) == (123, 4, 32)
+
+
+def test_time_estimates_say_when_the_server_stops_a_run(monkeypatch):
+    monkeypatch.setattr(pretrain_tab, "cpu_peak", lambda: 100e9)  # a measured 100 GFLOP/s
+    monkeypatch.setattr(pretrain_tab, "pick_device", lambda preference: torch.device("cpu"))
+    monkeypatch.setattr(pretrain_tab, "run_threads", lambda: 1)
+    monkeypatch.setattr(runs.job_manager(), "max_minutes_cap", 10)
+    monkeypatch.setattr(runs.job_manager(), "max_steps_cap", 2000)
+    # mini at context 256: 6 * 12.2M + 12 * 6 * 384 * 256 = 80.4 MFLOP per token; 40% of 100 GFLOP/s reached
+    step_s = 16 * 256 * pretrain_tab.flops_per_token(pretrain_tab.model_config("mini", 4096, 256), 256) / 40e9
+    assert round(step_s, 2) == 8.23
+    summary = pretrain_tab.settings_summary("mini", BPE, 1000, 16, 256)
+    assert ("roughly **2 h 17 min** for 1,000 steps on CPU, 1 thread, but **this server stops runs after 10 "
+            "minutes: about 72 of 1,000 steps**") in summary
+    summary = pretrain_tab.settings_summary("nano", BPE, 1000, 16, 64)
+    assert "roughly **" in summary and "stops runs" not in summary and "on CPU, 1 thread (" in summary
+
+
+def test_devices_are_named_in_words():
+    assert pretrain_tab.device_in_words("cpu", threads=2) == "CPU, 2 threads"
+    assert pretrain_tab.device_in_words("mps") == "Apple GPU (MPS)"
+    assert pretrain_tab.duration_words(183 * 60) == "3 h 03 min"
+
+
+def test_mfu_on_a_cpu_is_a_share_of_the_measured_peak(monkeypatch):
+    from ui.run_tab import RunHistory
+
+    monkeypatch.setattr(pretrain_tab, "cpu_peak", lambda: 80e9)
+    monkeypatch.setattr(pretrain_tab, "run_threads", lambda: 1)
+    history = RunHistory("j", max_steps=100, device="cpu", tokens_per_s=4000.0, eta_s=30.0, tokens_seen=48_000, step=3)
+    assert pretrain_tab.run_stats(history, 5e6) == (
+        "**4,000 tokens/s** · MFU **25.0%** (share of this CPU's measured matmul peak spent on the model) · "
+        "about **30 s** left · 48,000 tokens seen")
+    history.tokens_per_s = 40_000.0  # 2.5 times the measured peak: that peak was measured on a busy machine
+    assert "MFU n/a on CPU, 1 thread" in pretrain_tab.run_stats(history, 5e6)
+    status = pretrain_tab.run_status(history, JobView("j", "pretrain", "running", None, [], 0, False, None))
+    assert status.startswith("⏳ Running on CPU, 1 thread · step 3 / 100 ·")
+
+
+def test_the_plan_shows_the_schedule_and_the_first_batch_the_run_reads(tmp_path):
+    from gpt_core.train import Run
+
+    figure, batch = pretrain_tab.default_plan()  # what build_tab passes as the initial values
+    schedule = {trace.name: trace for trace in figure.data}["learning rate"]
+    assert schedule.x[-1] == pretrain_tab.CLASSROOM_STEPS and figure.layout.yaxis2.tickvals[-1] == pretrain_tab.CLASSROOM_LR
+    assert "the plan" in figure.layout.title.text
+    batch_size, context = pretrain_tab.CLASSROOM_BATCH, pretrain_tab.CLASSROOM_CONTEXT
+    assert f"Each step is one batch of {batch_size} windows of {context} tokens" in batch
+    assert [f"window {i} of {batch_size} · {context} tokens" in batch for i in (1, 2, 3, 4)] == [True] * 3 + [False]
+    corpus = pretrain_tab.prepare_corpus(SHAKESPEARE, None, BPE)
+    config = pretrain_tab.pretrain_config(pretrain_tab.CLASSROOM_STEPS, batch_size, context, 1e-3, 10, "ROMEO:",
+                                          corpus, str(tmp_path))
+    model = GPTModel(pretrain_tab.model_config("nano", corpus.tokenizer.vocab_size, context))
+    inputs, _ = Run(model, corpus.train_ids, corpus.val_ids, config, None).batches.next_batch()
+    shown = [int(token_id) for token_id in re.findall(r'title="id (\d+)"', batch)]
+    assert shown == inputs[:3].flatten().tolist()  # the run's own first batch, in order
+
+
+def test_the_plan_follows_the_settings_until_a_run_starts():
+    pretrain_tab.prepare_corpus(SHAKESPEARE, None, BPE)
+    figure, batch = pretrain_tab.plan_views(SHAKESPEARE, BPE, 300, 8, 32, 1e-3, 30, None)
+    assert len({trace.name: trace for trace in figure.data}["learning rate"].x) == 300
+    assert "window 1 of 8 · 32 tokens" in batch
+    _, refused = pretrain_tab.plan_views(SHAKESPEARE, BPE, 300, 0, 32, 1e-3, 30, None)
+    assert "⚠ The batch size must be a whole number from 1 to 512; got 0." in refused
+    _, later = pretrain_tab.plan_views(pretrain_tab.UPLOAD, BPE, 300, 8, 32, 1e-3, 30, None)
+    assert "tokenized when you press Start" in later
+    from ui.run_tab import RunHistory
+
+    assert pretrain_tab.plan_views(SHAKESPEARE, BPE, 300, 8, 32, 1e-3, 30, RunHistory("j")) == (gr.skip(),) * 2
+
+
+def test_a_packaged_text_is_tokenized_once_and_kept_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLM_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(pretrain_tab, "_corpora", pretrain_tab.OrderedDict())
+    first = pretrain_tab.prepare_corpus(pretrain_tab.VERDICT, None, BPE)
+    (folder,) = (tmp_path / "corpora").iterdir()
+    assert sorted(path.name for path in folder.iterdir()) == ["ids.npy", "tokenizer.json"]
+    monkeypatch.setattr(pretrain_tab, "_corpora", pretrain_tab.OrderedDict())  # a restarted server
+
+    def no_training(*args):
+        raise AssertionError("the tokenizer was trained again")
+
+    monkeypatch.setattr(pretrain_tab, "make_tokenizer", no_training)
+    again = pretrain_tab.prepare_corpus(pretrain_tab.VERDICT, None, BPE)
+    assert torch.equal(again.train_ids, first.train_ids) and torch.equal(again.val_ids, first.val_ids)
+    assert again.tokenizer.encode("I had always thought") == first.tokenizer.encode("I had always thought")
+    assert pretrain_tab.prepare_corpus(pretrain_tab.VERDICT, None, BPE) is again  # then from memory
 
 
 # ---------------------------------------------------------------- through the API
@@ -154,6 +244,7 @@ def test_nan_learning_rate_through_the_handler():
 @pytest.mark.slow
 def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, monkeypatch):
     monkeypatch.setattr(quick_runs, "max_steps_cap", 20)
+    monkeypatch.setattr(pretrain_tab, "cpu_peak", lambda: 1e13)  # whatever the machine's load, an MFU under 100%
     browser = runs.new_browser_id()
     status, stats, plot, _, download, _, _ = client.predict(*settings(browser, steps=5000), api_name="/pretrain_start")
     assert (stats, download["value"], download["visible"]) == ("", None, False)  # no old checkpoint shown
@@ -169,7 +260,8 @@ def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, m
     assert abs(losses[0] - math.log(4096)) < 0.5  # a random model starts near ln(vocab)
     assert min(losses[-5:]) < losses[0] - 1.0  # and learns something in 20 steps
     assert len(traces["learning rate"]["x"]) == 20 and traces["now"]["x"] == [20]
-    assert re.search(r"\*\*[\d,]+ tokens/s\*\* · MFU n/a on cpu", stats)
+    assert re.search(r"\*\*[\d,]+ tokens/s\*\* · MFU \*\*[\d.]+%\*\* \(share of this CPU's measured matmul peak",
+                     stats)
     assert samples.count("step ") == pretrain_tab.N_SAMPLES_SHOWN and "step 20</div>" in samples
     print("download:", download)
     assert download["visible"] is True and download["value"].endswith(".zip")
@@ -236,11 +328,11 @@ def test_sessions_keep_their_own_runs_and_the_cap_queues_a_third(app_url, quick_
         refreshed = Client(app_url, verbose=False)
         again = refreshed.predict(False, browsers[1], api_name="/pretrain_poll")[0]
         for _ in range(40):
-            if re.match(r"⏳ Running on cpu · step \d+ / 2000", again):
+            if re.match(r"⏳ Running on CPU, 1 thread · step \d+ / 2000", again):
                 break
             time.sleep(0.5)
             again = refreshed.predict(False, browsers[1], api_name="/pretrain_poll")[0]
-        assert re.match(r"⏳ Running on cpu · step \d+ / 2000", again), again
+        assert re.match(r"⏳ Running on CPU, 1 thread · step \d+ / 2000", again), again
         assert clients[2].predict(browsers[2], api_name="/pretrain_stop").startswith("Stopping")  # the queued run
         assert clients[0].predict(browsers[0], api_name="/pretrain_stop").startswith("Stopping")
         assert quick_runs.wait(job_ids[0], owners[0], timeout=30).status == "stopped"
@@ -293,5 +385,5 @@ def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jum
     history.fold(steps(26, [12_000.0]))  # the last step was slowed by something else
     assert (history.tokens_per_s, history.mfu, history.tokens_seen) == (30_000.0, None, 26 * 1024)
     assert len(history.recent_speeds) == SPEED_WINDOW == 20
-    assert pretrain_tab.run_stats(history) == ("**30,000 tokens/s** · MFU n/a on this device (no known peak "
-                                               "FLOP/s) · about **1 s** left · 26,624 tokens seen")
+    assert pretrain_tab.run_stats(history, 5e6) == ("**30,000 tokens/s** · MFU n/a on this device (no known "
+                                                    "peak FLOP/s) · about **1 s** left · 26,624 tokens seen")

@@ -57,10 +57,16 @@ def test_tokenize_long_text_caps_the_drawing(client):
     assert parity == "✓ identical to tiktoken (4,000 ids)"
 
 
-def test_trained_choice_before_training_is_an_error(app_url):
+def test_tokenize_one_token_is_singular(client):
+    _, stats, _ = client.predict("Hello", "GPT-2", api_name="/tokenize")
+    assert stats.startswith("**1 token** · 5 characters · ")
+
+
+def test_trained_choice_before_training_is_a_note_in_section_1(app_url):
     fresh = Client(app_url, verbose=False)  # a new session: no tokenizer trained yet
-    with pytest.raises(AppError, match="Train your own BPE in section 2 first"):
-        fresh.predict("Hello", "Your trained BPE", api_name="/tokenize")
+    spans, stats, parity = fresh.predict("Hello", "Your trained BPE", api_name="/tokenize")
+    assert spans.startswith('<p class="lab-note">Train your own BPE in section 2 first')
+    assert (stats, parity) == ("0 tokens", "")
 
 
 # ----- section 2: train your own BPE -----------------------------------------------------------------------------
@@ -136,19 +142,52 @@ def test_replay_with_gpt2_when_nothing_trained(app_url):
 def test_training_pairs(client):
     text = "Hello world, this is a test of windows"  # 9 GPT-2 tokens
     view, summary = client.predict(text, 4, 2, api_name="/training_pairs")
-    assert summary == "9 tokens → **3 windows** of 4 tokens (stride 2: windows overlap by 2 tokens). Showing the first 3."
+    assert summary == "9 tokens → **3 windows** of 4 tokens (stride 2: windows overlap by 2 tokens). Showing them all."
     assert view.count("<caption>window") == 3
     assert view.count('<td class="tok"') == 3 * 2 * 4
+    _, summary = client.predict(tokenizer_tab.DEFAULT_TEXT, 8, 4, api_name="/training_pairs")
+    assert summary == "31 tokens → **6 windows** of 8 tokens (stride 4: windows overlap by 4 tokens). Showing the first 4."
 
 
-def test_training_pairs_stride_0(client):
-    with pytest.raises(AppError, match="The stride must be at least 1 token"):
-        client.predict("Hello world, this is a test", 4, 0, api_name="/training_pairs")
+def test_training_pairs_one_window_is_singular(client):
+    view, summary = client.predict("Hello world, this is a test of windows", 8, 4, api_name="/training_pairs")
+    assert summary == "9 tokens → **1 window** of 8 tokens (stride 4: windows overlap by 4 tokens). Showing it."
+    assert view.count("<caption>window") == 1
+    _, summary = client.predict("Hello world, this is a test of windows", 3, 4, api_name="/training_pairs")
+    assert "(stride 4: 1 token between windows are never used)" not in summary
+    assert "**2 windows** of 3 tokens (stride 4: 1 token between windows is never used)" in summary
 
 
-def test_training_pairs_context_too_long(client):
-    with pytest.raises(AppError, match="A context length of 8 needs at least 9 tokens, has 2"):
-        client.predict("Hello world", 8, 2, api_name="/training_pairs")
+def test_training_pairs_stride_0_is_a_note_in_section_3(client):
+    view, summary = client.predict("Hello world, this is a test", 4, 0, api_name="/training_pairs")
+    assert view == ""
+    assert summary.startswith("⚠ No windows: the stride is 0")
+
+
+def test_a_short_text_is_a_note_in_section_3_not_an_error(client):
+    """Typing "Hello world" in section 1 redraws section 3 too: it says there why it has no windows."""
+    view, summary = client.predict("Hello world", 8, 4, api_name="/training_pairs")
+    assert view == ""
+    assert summary == ("⚠ No windows yet: the text above has 2 tokens, and a window of 8 tokens needs 9 (8 inputs, "
+                       "and 1 more for the last target). Type a longer text in section 1 or lower the context length.")
+    _, summary = client.predict("", 8, 4, api_name="/training_pairs")
+    assert summary.startswith("⚠ No windows yet: the text above has 0 tokens")
+
+
+def test_every_section_that_follows_the_text_box_answers_a_short_text_without_an_error():
+    """Section 1's text box drives sections 1 and 3 (sections 2 and 4 read it only on their own button)."""
+    for text in ("Hello world", "", "a", "\n"):
+        spans, stats, parity = tokenizer_tab.tokenize_text(text, tokenizer_tab.GPT2_CHOICE)
+        assert "span" in spans or "lab-note" in spans
+        view, summary = tokenizer_tab.training_pairs(text, 8, 4)
+        assert summary.startswith("⚠ No windows yet") and view == ""
+    spans, _, _ = tokenizer_tab.tokenize_text("Hello world", tokenizer_tab.TRAINED_CHOICE, None)
+    assert "Train your own BPE in section 2 first" in spans
+
+
+def test_bad_numbers_from_an_api_client_are_still_refused(client):
+    with pytest.raises(AppError, match="The context length must be a whole number from 1 to 64; got 0"):
+        client.predict("Hello world", 0, 2, api_name="/training_pairs")
 
 
 # ----- section 4: embeddings -------------------------------------------------------------------------------------
@@ -169,6 +208,23 @@ def test_embeddings_empty_text(client):
 
 
 # ----- in a browser ----------------------------------------------------------------------------------------------
+
+
+def test_examples_cover_code_numbers_and_other_languages():
+    labels = [label for label, _ in tokenizer_tab.EXAMPLE_TEXTS]
+    assert {"Python code", "Numbers", "Other languages"} <= set(labels)
+    for _, text in tokenizer_tab.EXAMPLE_TEXTS:  # every example tokenizes, identical to tiktoken
+        _, _, parity = tokenizer_tab.tokenize_text(text, tokenizer_tab.GPT2_CHOICE)
+        assert parity.startswith("✓ identical to tiktoken")
+
+
+@pytest.mark.browser
+def test_a_short_text_gives_no_popup_and_section_3_says_why(page):
+    page.locator("#tok-text textarea").fill("Hello world")
+    page.wait_for_function("() => document.querySelectorAll('#tok-spans span.tok').length === 2", timeout=20_000)
+    page.wait_for_selector("text=No windows yet: the text above has 2 tokens", timeout=20_000)
+    page.wait_for_timeout(500)  # an error popup would be on its way by now
+    assert page.locator(".toast-body").count() == 0
 
 
 @pytest.mark.browser

@@ -16,7 +16,7 @@ from gpt_core import train_state as train_state_module
 from gpt_core.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
 from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer_choice import ByteTokenizer
-from gpt_core.train import make_optimizer, train
+from gpt_core.train import ETA_SKIP, ETA_WINDOW, Run, make_optimizer, train
 from gpt_core.train_config import TrainConfig, flops_per_token, lr_at, lr_schedule
 from gpt_core.train_state import latest_checkpoint
 
@@ -178,6 +178,52 @@ def test_token_and_time_budgets():
     assert (events[-1].reason, events[-1].step) == ("max_tokens", 3)
     events = run(tiny_model(), tiny_config(max_steps=50, time_budget_s=1e-9))
     assert (events[-1].reason, events[-1].step) == ("time_budget", 1)
+
+
+def step_times(max_steps: int) -> list[float]:
+    """A run's step durations as a busy CPU gives them: 3 slow warm-up steps, an evaluation every 50th step
+    (5 steps long), and from step 200 on a CPU shared with another job (1.2x slower)."""
+    times = []
+    for step in range(1, max_steps + 1):
+        seconds = 0.5 if step <= 3 else 0.05 * (1.2 if step >= 200 else 1.0)
+        times.append(seconds + (0.25 if step % 50 == 0 else 0.0))
+    return times
+
+
+def test_time_left_uses_a_median_step_time_so_it_never_jumps_between_polls():
+    config = tiny_config(max_steps=400)
+    run = Run(tiny_model(), IDS[:640], IDS[640:], config, None)
+    clock, polls, estimates = 0.0, [], {}
+    for step, seconds in enumerate(step_times(config.max_steps), start=1):
+        clock += seconds  # a fake clock: the elapsed time at each step event
+        run.step = step
+        estimates[step] = run.eta_s(clock)
+        if not polls or clock - polls[-1][0] >= 1.0:  # the page polls once a second and shows the latest
+            polls.append((clock, estimates[step]))
+    assert [estimates[step] for step in range(1, ETA_SKIP + 1)] == [None] * ETA_SKIP  # warm-up steps: no guess
+    assert estimates[ETA_SKIP + 1] == pytest.approx((400 - ETA_SKIP - 1) * 0.05)  # the first timed step
+    assert estimates[100] == pytest.approx(300 * 0.05)  # the evaluation at step 100 does not move the median
+    assert estimates[300] == pytest.approx(100 * 0.06)  # 20 steps after the slowdown, all steps are slower
+    assert len(run.step_seconds) == ETA_WINDOW and estimates[400] == 0.0
+    shown = [(time, eta) for time, eta in polls if eta is not None]
+    jumps = [abs(after - (before - (t2 - t1))) / before
+             for (t1, before), (t2, after) in zip(shown, shown[1:]) if before > 1.0]
+    print("largest jump between polls:", max(jumps))
+    assert max(jumps) <= 0.3
+    # the old estimate (time so far / steps so far) would have started at 10x the real time left
+    assert estimates[ETA_SKIP + 1] < 0.2 * (sum(step_times(4)) / 4 * 396)
+
+
+def test_time_left_counts_the_time_and_token_budgets():
+    run = Run(tiny_model(), IDS[:640], IDS[640:], tiny_config(max_steps=100, max_tokens=60 * 64,
+                                                             time_budget_s=100.0), None)
+    for step in range(1, 11):
+        run.step, run.tokens_seen = step, step * 64
+        eta = run.eta_s(step * 0.5)
+    assert eta == pytest.approx((60 - 10) * 0.5)  # the token budget ends the run at step 60
+    run.config.time_budget_s = 8.0
+    run.step, run.tokens_seen = 11, 11 * 64
+    assert run.eta_s(5.5) == pytest.approx(2.5)  # the time budget comes first
 
 
 def test_samples_use_the_tokenizer_and_are_greedy():

@@ -101,3 +101,57 @@ def test_cosine_heatmap_shape_and_labels():
     assert list(fig.layout.yaxis.ticktext) == ["0: a", "1: b", "2: a"]  # repeated tokens stay apart
     assert list(fig.data[0].text[0]) == ["1.00", "0.00", "0.00"]
     assert cosine_heatmap(np.eye(12), ["a"] * 12, "cosine").data[0].text[0][0] == "1.0"  # 12 tokens: 1 decimal
+
+
+# ----- ids printed under the tokens, dark text on every chip (projector mode, both themes) ---------------------------
+
+IDS = re.compile(r'<span class="tok[^"]*" data-id=(\d+) ')
+
+
+def _contrast(foreground: str, background: str) -> float:
+    def luminance(hex_colour: str) -> float:
+        channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_every_token_view_carries_the_ids_for_the_css_to_print():
+    assert IDS.findall(token_spans_html([1212, 9, 300], [VOCAB[1212], VOCAB[9], VOCAB[300]])) == ["1212", "9", "300"]
+    replay = merge_steps_html([([97, 98, 97], None, None, None), ([256, 97], (97, 98), 256, 1)], VOCAB.__getitem__)
+    assert IDS.findall(replay) == ["97", "98", "97", "256", "97"]
+    table = merges_table_html([(1, (97, 98), 256, 12)], VOCAB.__getitem__)
+    assert IDS.findall(table) == ["97", "98", "256"]
+    windows = windows_html([([97, 98], [98, 97])], VOCAB.__getitem__)
+    assert re.findall(r'<small class="tok-id">(\d+)</small>', windows) == ["97", "98", "98", "97"]
+
+
+def test_a_token_ending_in_line_breaks_keeps_them_outside_its_chip():
+    out = token_spans_html([198, 628, 1212], [b"\n", b".\n\n", VOCAB[1212]])
+    assert '">↵</span>\n<span' in out  # the chip shows ↵, the real line break follows it
+    assert '">.↵↵</span>\n\n<span' in out
+    assert IDS.findall(out) == ["198", "628", "1212"]
+
+
+def test_chip_text_reads_at_4_5_to_1_on_every_chip_colour():
+    from visualizations.tokens import CHIP_TEXT, TOKEN_COLORS
+
+    assert min(_contrast(CHIP_TEXT, colour) for colour in TOKEN_COLORS) >= 4.5  # the chips' text (the app's CSS)
+    assert f"color:{CHIP_TEXT}" in windows_html([([97], [98])], VOCAB.__getitem__)
+
+
+def test_loss_mask_text_reads_at_4_5_to_1_on_every_cell_colour():
+    from visualizations.finetune import MASK_CSS, MASK_IGNORED, MASK_ROLES, MASK_TEXT
+
+    assert min(_contrast(MASK_TEXT, colour) for colour, _ in MASK_ROLES.values()) >= 4.5
+    assert min(_contrast(MASK_IGNORED, MASK_ROLES[role][0]) for role in ("masked", "padding")) >= 4.5
+    assert "#9ca3af" not in MASK_CSS  # the old pale grey (2:1)
+
+
+def test_heatmaps_are_transparent_so_they_follow_the_theme():
+    fig = cosine_heatmap(np.eye(3), ["a", "b", "a"], "cosine")
+    assert fig.layout.paper_bgcolor == "rgba(0,0,0,0)" and fig.layout.plot_bgcolor == "rgba(0,0,0,0)"
+    heatmaps = embedding_heatmaps(np.eye(2), np.eye(2), np.eye(2), ["a", "b"])
+    assert heatmaps.layout.paper_bgcolor == "rgba(0,0,0,0)"

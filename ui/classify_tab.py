@@ -1,14 +1,16 @@
 """Classify tab (chapter 6): turn the chosen GPT into a spam classifier, watch it learn, then try it.
 
 The run starts from a copy of the model in the shared picker (the cached model is never changed), swaps its
-50,257-way output layer for a 2-way one (ham, spam), and trains in the background through the server's
-job manager; a timer polls only the events that arrived since the last poll.
+vocabulary-sized output layer for a 2-way one (ham, spam), and trains in the background through the server's
+job manager; a timer polls only the events that arrived since the last poll. Before Start the tab shows its
+plan: the data, the new head's size for the chosen model, and the accuracy a random head starts from.
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,10 +26,11 @@ from gpt_core.classify import (
     last_token_logits,
     prepare_classifier,
 )
-from gpt_core.device import pick_device
+from gpt_core.device import device_in_words, pick_device
 from gpt_core.fast import speed_up_for_training
 from gpt_core.finetune_loop import FinetuneRun, set_trainable
 from gpt_core.spam_data import CLASS_NAMES, load_sms_spam, spam_splits
+from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import (
     NumberBox,
@@ -42,7 +45,7 @@ from ui.common import (
 from ui.jobs import JobView
 from ui.models import LoadedModel, load_choice, model_bytes
 from ui.run_tab import RunHistory, RunTab, with_note
-from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads
+from ui.runs import browser_id_state, job_manager, latest_job, owner_of, pin_torch_threads, run_threads
 from visualizations.finetune import accuracy_curves_figure, class_probability_figure, confusion_figure
 from visualizations.training import training_figure
 
@@ -54,22 +57,67 @@ SPLIT_NAMES = ("train", "val", "test")
 
 INTRO = """
 ### Classify: fine-tune the GPT into a spam filter
-A GPT ends in a layer that scores all 50,257 tokens of its vocabulary. For classification that layer is
-replaced by a tiny new one with **2 outputs: ham (a normal message) and spam**. The class is read at the
-**last real token** of each message: with causal attention, only that position has seen the whole message.
-Choose which parts may learn, press **Start**, and watch the loss fall and the accuracy rise. The run starts
-from a copy of the model chosen at the top of the page; then type your own message to test the classifier.
+A GPT ends in a layer that scores every token of its vocabulary. For classification that layer is replaced by
+a tiny new one with **2 outputs: ham (a normal message) and spam**. The class is read at the **last real
+token** of each message: with causal attention, only that position has seen the whole message. Choose which
+parts may learn, press **Start**, and watch the loss fall and the accuracy rise. The run starts from a copy
+of the model chosen at the top of the page; then type your own message to test the classifier.
 """
 
-TRAINABLE_LABELS = [
-    ("the new head only (1,538 weights for a 768-wide model)", "head"),
-    ("last block + final norm + head (the book's choice)", "last_block"),
-    ("everything", "all"),
-]
 PRESET_LABELS = [
     ("classroom: small model, offline, about 20 s on a CPU", "classroom"),
     ("the book: GPT-2 small (pick it at the top; online)", "book-gpt2-small"),
 ]
+
+
+def head_weights(width: int, n_classes: int = 2) -> str:
+    """The new head's size, written out.
+
+    >>> head_weights(192)
+    '2 × 192 + 2 = 386 weights'
+    """
+    return f"{n_classes} × {width:,} + {n_classes} = {n_classes * width + n_classes:,} weights"
+
+
+def trainable_labels(width: int | None) -> list[tuple[str, str]]:
+    """The choices of which parts learn; the head's size when the model's width is known."""
+    head = f"the new head only ({head_weights(width)})" if width else "the new head only (2 outputs)"
+    return [(head, "head"), ("last block + final norm + head (the book's choice)", "last_block"),
+            ("everything", "all")]
+
+
+def model_shape(choice: str | None) -> tuple[int, int] | None:
+    """(vocabulary size, width) of the model in the picker, when it is built in or already loaded, else None
+    (a GPT-2 that has not been downloaded yet is not loaded just to describe it)."""
+    if not choice:
+        return None
+    if choice not in models.built_in_labels() and choice not in models._loaded:
+        return None
+    try:
+        cfg = load_choice(choice).cfg
+    except ValueError:
+        return None
+    return cfg.vocab_size, cfg.emb_dim
+
+
+def model_markdown(choice: str | None) -> str:
+    """What changes in the chosen model, with its own numbers."""
+    shape = model_shape(choice)
+    if shape is None:
+        return ("The chosen model's output layer (one score per token of its vocabulary) is replaced by a new "
+                "2-way head; its size shows here once the model is loaded (press Start).")
+    vocab, width = shape
+    return (f"**The chosen model** ({choice}) ends in a layer that turns each position's {width:,}-wide vector "
+            f"into a score for all **{vocab:,} tokens** of its vocabulary ({width:,} × {vocab:,} weights). "
+            f"Fine-tuning replaces it by a new head with 2 outputs: **{head_weights(width)}** (a weight per "
+            f"input and class, plus a bias per class), started at random.")
+
+
+def model_views(choice: str | None):
+    """The model description and the trainable choices (their labels name the head's size) for the picker's model."""
+    shape = model_shape(choice)
+    return model_markdown(choice), gr.update(choices=trainable_labels(shape[1] if shape else None))
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The data preview
@@ -190,22 +238,64 @@ def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Req
     return RUN.stop(history, browser_id, request)
 
 
-def results_markdown(history: RunHistory) -> str:
-    """Accuracy on every message of each split, before and after training."""
+def results_markdown(history: RunHistory | None = None) -> str:
+    """Accuracy on every message of each split, before and after training. Without a run: the plan, a random
+    head on balanced classes is right about half of the time."""
     sizes = {name: len(texts) for name, (texts, _) in spam_splits().items()}
     header = "| | " + " | ".join(f"{name} ({sizes[name]:,})" for name in SPLIT_NAMES) + " |"
     lines = ["**Accuracy on every message of each split**", "", header, "|---|---:|---:|---:|"]
+    if history is None:
+        lines += ["| before training | ≈ 50% | ≈ 50% | ≈ 50% |", "| after training | … | … | … |", "",
+                  "Before training the new head is random and every split is about half spam, so it starts near "
+                  "a coin flip (≈ 50%). The run measures it on every message, trains, then measures again."]
+        return "\n".join(lines)
     for title, values in (("before training", history.baseline), ("after training", history.final)):
         cells = [f"{value:.1%}" if value is not None else "…" for value in values or (None,) * len(SPLIT_NAMES)]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+# The engine warns once per split about messages cut to max_length; the status says it once for all of them.
+CUT_MESSAGES = re.compile(r"(\d+) (\w+) messages were longer than (\d+) tokens; only their first \d+ tokens are read\.")
+
+
+def merged_warnings(warnings: list[str]) -> list[str]:
+    """The run's warnings, each once, with the per-split warnings about cut messages as one line.
+
+    >>> merged_warnings(["3 train messages were longer than 64 tokens; only their first 64 tokens are read.",
+    ...                  "1 test messages were longer than 64 tokens; only their first 64 tokens are read.",
+    ...                  "Slow.", "Slow."])
+    ['4 messages (3 train, 1 test) are longer than 64 tokens: the classifier reads only their first 64.', 'Slow.']
+    """
+    cut = [match.groups() for match in map(CUT_MESSAGES.fullmatch, warnings) if match]
+    kept = list(dict.fromkeys(warning for warning in warnings if not CUT_MESSAGES.fullmatch(warning)))
+    if cut:
+        splits = ", ".join(f"{int(count):,} {split}" for count, split, _ in cut)
+        total, limit = sum(int(count) for count, _, _ in cut), cut[0][2]
+        kept.insert(0, f"{total:,} messages ({splits}) are longer than {limit} tokens: the classifier reads only "
+                       f"their first {limit}.")
+    return kept
+
+
 def run_status(history: RunHistory, view: JobView) -> str:
-    status = history.status_line(view)
+    device = device_in_words(history.device, run_threads()) if history.device else None
+    status = replace(history, device=device, warnings=merged_warnings(history.warnings)).status_line(view)
     if view.done and history.confusion is not None:
         status += "\n\nThe classifier is ready: type a message below and press **Classify**."
     return status
+
+
+def planned_steps(config: ClassifyConfig) -> int:
+    """The optimizer steps of a run with this config: a step per batch of every epoch, or the server's cap."""
+    steps_per_epoch = len(spam_splits(config.seed)["train"][0]) // config.batch_size
+    return config.max_steps or config.epochs * steps_per_epoch
+
+
+def plan_figures(config: ClassifyConfig) -> tuple:
+    """Empty loss and accuracy plots over the planned steps (the accuracy plot marks the coin flip, 50%)."""
+    steps = planned_steps(config)
+    return (training_figure([], [], steps, title="loss while training (lower is better): appears after Start"),
+            accuracy_curves_figure([], steps, title="accuracy on the first batches of train and validation"))
 
 
 def run_views(history: RunHistory, view: JobView, owner: str) -> tuple:
@@ -226,11 +316,23 @@ reattach = RUN.reattach  # on page load: follow this browser's classification ru
 
 
 def classify_message(text: str, browser_id: str | None, request: gr.Request = None):
-    """The trained classifier's probabilities for one message, and a note when the message was cut."""
+    """The trained classifier's probabilities for one message, and a note when the message was cut.
+
+    Nothing to classify yet (no classifier, an empty box) is said in the note, in place: an error would
+    leave a red badge on the views until the next answer.
+    """
     text, char_note = cap_text(text, MAX_MESSAGE_CHARS, "message")
     if not text.strip():
-        raise ValueError("Type a message first: the box is empty.")
-    trained = classifier_of(owner_of(browser_id, request))
+        return None, "⚠ Type a message first: the box is empty."
+    owner = owner_of(browser_id, request)
+    try:
+        trained = classifier_of(owner)
+    except ValueError as error:
+        training = latest_job(owner, JOB_LABEL)
+        if training is not None and not training.done:
+            return None, ("⚠ Your classifier is still training: press Classify again when the run above has "
+                          "finished.")
+        return None, f"⚠ {error}"
     n_tokens = len(trained.tokenizer.encode_ordinary(text))  # as classify() reads it
     probs = classify(trained.model, trained.tokenizer, text, max_length=trained.max_length)
     notes = [char_note] if char_note else []
@@ -257,6 +359,9 @@ def preset_settings(preset: str):
 def build_tab(model_choice: gr.Dropdown) -> None:
     browser_id = browser_id_state()
     explain(INTRO)
+    shape = model_shape(models.DEFAULT_CHOICE)
+    model_md = gr.Markdown(model_markdown(models.DEFAULT_CHOICE), elem_classes=["lab-note"],
+                           elem_id="classify-model")
     counts, examples = data_preview(0)
     with gr.Row():
         with gr.Column(scale=3):
@@ -269,9 +374,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     examples_seed = NumberBox(0, visible=False)
 
     classroom = CLASSIFY_PRESETS["classroom"]
+    plan_loss, plan_accuracy = plan_figures(classify_config("classroom", classroom.trainable, classroom.epochs,
+                                                            classroom.lr)[0])
     with gr.Row():
         preset = gr.Dropdown(PRESET_LABELS, value="classroom", label="preset", scale=3)
-        trainable = gr.Radio(TRAINABLE_LABELS, value=classroom.trainable, label="which parts learn", scale=4)
+        trainable = gr.Radio(trainable_labels(shape[1] if shape else None), value=classroom.trainable,
+                             label="which parts learn", scale=4)
     with gr.Row():
         epochs = SliderBox(1, 10, value=classroom.epochs, step=1, label="epochs (passes over the training messages)")
         lr = NumberBox(classroom.lr, label="learning rate", minimum=0)
@@ -279,12 +387,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="classify-start")
             stop = gr.Button("Stop")
     status = gr.Markdown("Press **Start fine-tuning**: the run uses a copy of the model chosen at the top.",
-                         elem_classes=["lab-note"])
+                         elem_classes=["lab-note"], elem_id="classify-status")
     with gr.Row():
-        loss_plot = gr.Plot(show_label=False, elem_id="classify-loss")
-        accuracy_plot = gr.Plot(show_label=False, elem_id="classify-accuracy")
+        loss_plot = gr.Plot(plan_loss, show_label=False, elem_id="classify-loss")
+        accuracy_plot = gr.Plot(plan_accuracy, show_label=False, elem_id="classify-accuracy")
     with gr.Row():
-        results = gr.Markdown(elem_id="classify-results")
+        results = gr.Markdown(results_markdown(), elem_id="classify-results")
         confusion_plot = gr.Plot(show_label=False, elem_id="classify-confusion")
 
     gr.Markdown("#### Try the classifier")
@@ -293,7 +401,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             message = gr.Textbox("Congratulations! You have won a free cruise. Text WIN to 80082 to claim now!",
                                  label="a message", lines=3, max_length=MAX_MESSAGE_CHARS)
             classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-            verdict = gr.Markdown(elem_classes=["lab-note"])
+            verdict = gr.Markdown(elem_classes=["lab-note"], elem_id="classify-verdict")
         probs_plot = gr.Plot(show_label=False, scale=2, elem_id="classify-probs")
     history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
@@ -303,8 +411,11 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     more.click(lambda seed: seed + 1, examples_seed, examples_seed, api_name=False, queue=False).then(
         friendly(data_preview), examples_seed, [data_md, examples_table], api_name="classify_data")
     preset.change(friendly(preset_settings), preset, [trainable, epochs, lr], api_name=False, queue=False)
+    model_choice.change(friendly(model_views), model_choice, [model_md, trainable], api_name=False,
+                        show_progress="hidden")
     start.click(friendly(start_run), [model_choice, preset, trainable, epochs, lr, history, browser_id],
-                [status, history, timer], api_name="classify_start", concurrency_limit=4)
+                [status, history, timer], api_name="classify_start", concurrency_limit=4).then(
+        friendly(model_views), model_choice, [model_md, trainable], api_name=False, show_progress="hidden")
     stop.click(friendly(stop_run), [history, browser_id], status, api_name="classify_stop")
     timer.tick(friendly(poll_run), [history, browser_id],
                [status, loss_plot, accuracy_plot, results, confusion_plot, history, timer],

@@ -41,6 +41,10 @@ def source_of(*objects: object) -> str:
 FAST_LAYER_NOTE = ("# The book layer below is what computes this view. The app also applies the fast layer\n"
                    "# (gpt_core.fast: fused kernels, memory layouts, caches): same maths, tested equal.\n\n")
 
+# A code panel shows this many lines before it scrolls: about one projected screen of 15 px text (the app's CSS
+# sets the size of .lab-code text, and PAGE_JS darkens or lightens any syntax colour under 6:1 contrast).
+CODE_LINES = 44
+
 
 def show_source(*objects: object, title: str = "The gpt_core code this tab runs") -> gr.Code:
     """A collapsed accordion that shows the engine code behind a view, so students can read what runs.
@@ -51,7 +55,165 @@ def show_source(*objects: object, title: str = "The gpt_core code this tab runs"
 
     note = "" if plain_mode() else FAST_LAYER_NOTE
     with gr.Accordion(title, open=False):
-        return gr.Code(value=note + source_of(*objects), language="python", interactive=False, max_lines=60)
+        return gr.Code(value=note + source_of(*objects), language="python", interactive=False,
+                       max_lines=CODE_LINES, elem_classes=["lab-code"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Projector mode and readable colours (the page script; app.py passes it to launch() as `head`)
+# ---------------------------------------------------------------------------------------------------------------
+
+PROJECTOR_PARAM = "projector"  # ?projector=1 turns projector mode on (and ?projector=0 off), remembered
+
+# Runs once per page, before the app has drawn. It
+# 1. puts the class `lab-projector` on <html> when projector mode is on (the app's CSS then sets larger sizes),
+#    from ?projector=1/0 or else from localStorage, and keeps every #lab-projector-toggle checkbox (a
+#    `<label id="lab-projector-toggle"><input type="checkbox"> ...</label>` in the page, see app.INTRO) in step;
+# 2. wraps Plotly.react / Plotly.newPlot so that in projector mode every layout font (titles, ticks, legends,
+#    annotations, colour bars) is drawn at 16 px or more *before* plotly lays the figure out: the margins grow
+#    with the labels, nothing overlaps. Toggling redraws the plots already on the page;
+# 3. checks the syntax colours of the code panels (.lab-code) against their background and darkens (light
+#    theme) or lightens (dark theme) any colour under 6:1 (WCAG asks 4.5:1; a projector washes colours out),
+#    so docstrings and comments stay readable.
+PAGE_JS = r"""
+(() => {
+  const KEY = "llm-lab-projector", CLASS = "lab-projector", MIN_FONT = 16, MIN_CONTRAST = 6;
+  const root = document.documentElement;
+  const asked = new URLSearchParams(location.search).get("%(param)s");
+  const remember = (on) => { try { localStorage.setItem(KEY, on ? "1" : "0"); } catch (error) {} };
+  const remembered = () => { try { return localStorage.getItem(KEY) === "1"; } catch (error) { return false; } };
+  if (asked !== null) remember(["1", "true", "on", "yes"].includes(asked.toLowerCase()));
+  const isOn = () => root.classList.contains(CLASS);
+
+  // ---- 2. plot fonts --------------------------------------------------------------------------------------
+  function enlarge(layout) {
+    const copy = JSON.parse(JSON.stringify(layout || {}));
+    copy.font = Object.assign({}, copy.font, {size: Math.max((copy.font && copy.font.size) || 12, MIN_FONT)});
+    (function walk(node) {
+      for (const [key, value] of Object.entries(node)) {
+        if (!value || typeof value !== "object" || key === "template") continue;
+        if (/font$/i.test(key) && typeof value.size === "number") value.size = Math.max(value.size, MIN_FONT);
+        walk(value);
+      }
+    })(copy);
+    return copy;
+  }
+  function wrap(Plotly) {
+    if (!Plotly || Plotly.__labWrapped) return;
+    for (const name of ["react", "newPlot"]) {
+      const original = Plotly[name];
+      if (typeof original !== "function") continue;
+      Plotly[name] = function (gd, data, layout, config, ...rest) {
+        if (!gd || typeof gd !== "object" || !Array.isArray(data)) return original.call(this, gd, data, layout, config, ...rest);
+        gd.__labFigure = {layout: layout, config: config};
+        return original.call(this, gd, data, isOn() ? enlarge(layout) : layout, config, ...rest);
+      };
+    }
+    Plotly.__labWrapped = true;
+  }
+  if (window.Plotly) wrap(window.Plotly);
+  else {
+    let plotly;
+    Object.defineProperty(window, "Plotly", {
+      configurable: true, enumerable: true, get: () => plotly, set: (value) => { plotly = value; wrap(value); },
+    });
+  }
+  function redrawPlots() {
+    const Plotly = window.Plotly;
+    if (!Plotly) return;
+    for (const gd of document.querySelectorAll(".js-plotly-plot")) {
+      if (!gd.data) continue;
+      const saved = gd.__labFigure || {layout: gd.layout, config: {responsive: true}};
+      Promise.resolve(Plotly.react(gd, gd.data, saved.layout, saved.config)).then(() => Plotly.Plots.resize(gd));
+    }
+  }
+
+  // ---- 1. the mode and its checkbox -----------------------------------------------------------------------
+  function apply(on, redraw) {
+    root.classList.toggle(CLASS, on);
+    for (const box of document.querySelectorAll("#lab-projector-toggle input")) box.checked = on;
+    if (redraw) redrawPlots();
+  }
+  const initial = asked !== null ? ["1", "true", "on", "yes"].includes(asked.toLowerCase()) : remembered();
+  apply(initial, initial);  // plots drawn before this script ran are redrawn large
+  document.addEventListener("change", (event) => {
+    const box = event.target.closest && event.target.closest("#lab-projector-toggle input");
+    if (!box) return;
+    remember(box.checked);
+    apply(box.checked, true);
+  });
+
+  // ---- 3. code colours ------------------------------------------------------------------------------------
+  const rgb = (text) => (text.match(/[\d.]+/g) || []).slice(0, 4).map(Number);
+  const luminance = ([r, g, b]) => {
+    const channel = (c) => (c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  };
+  const contrast = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  function backgroundOf(element) {
+    for (let node = element; node; node = node.parentElement) {
+      const color = rgb(getComputedStyle(node).backgroundColor);
+      if (color.length >= 3 && (color.length === 3 || color[3] > 0.5)) return color.slice(0, 3);
+    }
+    return document.body.classList.contains("dark") ? [11, 15, 25] : [255, 255, 255];
+  }
+  function readable(color, background) {
+    const target = luminance(background) > 0.3 ? [0, 0, 0] : [255, 255, 255];
+    for (let mix = 0; mix <= 1.0001; mix += 0.05) {
+      const candidate = color.map((c, i) => Math.round(c + (target[i] - c) * mix));
+      if (contrast(candidate, background) >= MIN_CONTRAST) return mix === 0 ? null : `rgb(${candidate.join(", ")})`;
+    }
+    return `rgb(${target.join(", ")})`;
+  }
+  const fixes = document.createElement("style");
+  fixes.id = "lab-code-colours";
+  let fixedFor = "";
+  function fixCodeColours() {
+    const editor = document.querySelector(".lab-code .cm-editor");
+    if (!editor) return;
+    const background = backgroundOf(editor);
+    const sheets = [...document.styleSheets, ...(document.adoptedStyleSheets || [])];
+    let count = 0;
+    for (const sheet of sheets) { try { count += sheet.cssRules.length; } catch (error) {} }
+    const key = background.join() + ":" + count + ":" + editor.className;
+    if (key === fixedFor) return;
+    fixedFor = key;
+    const rules = [];
+    for (const sheet of sheets) {
+      let list;
+      try { list = sheet.cssRules; } catch (error) { continue; }
+      for (const rule of list) {
+        if (!rule.selectorText || !/^\.ͼ[\w-]+$/.test(rule.selectorText) || !rule.style.color.startsWith("rgb")) continue;
+        const better = readable(rgb(rule.style.color).slice(0, 3), background);
+        if (better) rules.push(`.lab-code .cm-content ${rule.selectorText} { color: ${better} !important; }`);
+      }
+    }
+    fixes.textContent = rules.join("\n");
+    if (!fixes.isConnected) document.head.appendChild(fixes);
+  }
+
+  // Keep the checkbox and the code colours in step with what the app draws (tabs, accordions, theme changes).
+  let queued = false;
+  new MutationObserver(() => {
+    if (queued) return;
+    queued = true;
+    requestAnimationFrame(() => {
+      queued = false;
+      for (const box of document.querySelectorAll("#lab-projector-toggle input")) box.checked = isOn();
+      fixCodeColours();
+    });
+  }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ["class"]});
+})();
+""".replace("%(param)s", PROJECTOR_PARAM)
+
+
+def page_head() -> str:
+    """The HTML that app.py passes to `launch(head=...)`: the page script above.
+
+    >>> page_head().startswith("<script>") and "lab-projector" in page_head()
+    True
+    """
+    return f"<script>{PAGE_JS}</script>"
 
 
 # Errors that mean "your input cannot be used": their message is written for the student.

@@ -2,20 +2,25 @@
 
 Cost per request, for a class on one small server: while tokens stream in, each update adds one span to the
 text HTML (Gradio sends only that span); the probability chart is drawn once, for the last step, and again
-only when the step slider moves. The KV-cache speed comparison times dozens of model calls, so it runs only
-when asked for, one request at a time, on its own endpoint (/generate_speed).
+only when the step slider moves. The page opens on a continuation of the default prompt made once when the
+server builds the page (so thirty students opening it cost nothing); picking another model redraws the
+prompt's next-token chart (one forward pass). The KV-cache speed comparison times a hundred model calls or
+more, so it runs only when asked for, one request at a time and within a time budget, on its own endpoint
+(/generate_speed).
 """
 
 from __future__ import annotations
 
+import functools
 import reprlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import gradio as gr
 import torch
 
 from gpt_core.fast import is_fast
+from gpt_core.files import human_size
 from gpt_core.generate import (
     filter_logits,
     generate,
@@ -26,17 +31,30 @@ from gpt_core.generate import (
     stream_generate,
 )
 from gpt_core.tokenizer import ENDOFTEXT
-from ui.common import cap_text, explain, friendly, number_input, show_source
+from ui.common import cap_text, explain, friendly, number_input, show_source, student_message
 from ui.decode_worker import worker_steps
-from ui.models import DEFAULT_CHOICE, LoadedModel, load_choice
-from visualizations.generation import candidates_figure, generation_html, prompt_span, token_span
+from ui.models import DEFAULT_CHOICE, LoadedModel, load_choice, one_torch_thread
+from visualizations.generation import (
+    candidates_figure,
+    generation_html,
+    kv_speed_figure,
+    prompt_span,
+    token_span,
+)
 
 MAX_NEW_TOKENS = 200
 MAX_PROMPT_CHARS = 5_000
 MAX_TEMPERATURE = 2.0
 MAX_TOP_K = 1_000_000  # more than any vocabulary: a top-k above the vocabulary size keeps every token
 MAX_SEED = 2**32 - 1
-SPEED_TOKENS = 24  # new tokens timed with and without the KV cache
+# The KV-cache speed test: greedy tokens timed one by one with and without the cache, side by side, after an
+# untimed warm-up; repeated while its time budget lasts (each position keeps its fastest time, which is steady
+# on a busy server). A big model gets fewer positions or runs, never more time.
+SPEED_TOKENS = 64  # new tokens timed (fewer when the prompt leaves less room in the context window)
+SPEED_WARMUP_TOKENS = 8  # untimed first: the first calls allocate memory
+SPEED_RUNS = 3  # at most this many timed runs; the fewest a run ends with is 1
+SPEED_NEIGHBOURS = 2  # each token's time is the fastest of itself and 2 neighbours each side (see without_pauses)
+SPEED_BUDGET_S = 1.5  # seconds of timed work at most (plus one step): the test must not stall the class
 TOP_N = 10
 # While streaming, the text is sent at most this often: each update is a trip through Gradio's queue, and
 # thirty students' 30-token answers sent token by token kept the server busy with messages, not with the model.
@@ -64,7 +82,8 @@ appended, and the loop starts again. **Temperature** sharpens (< 1) or flattens 
 0 means *greedy*: always the most likely token. **Top-k** keeps only the k most likely tokens, **top-p**
 the smallest set whose probabilities add up to p. The **seed** makes sampling repeatable.
 The **KV cache** keeps each layer's keys and values so a new token costs one position of work, not the
-whole text again: press **Measure KV-cache speed** to time generation with and without it.
+whole text again: press **Measure KV-cache speed** to time each new token with and without it.
+Press **Enter** in the prompt to generate; **Shift+Enter** starts a new line.
 """
 
 
@@ -193,6 +212,43 @@ def prepare(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> 
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def plural(count: int, word: str) -> str:
+    """'1 token', '2 tokens'.
+
+    >>> plural(1, "token"), plural(30, "token")
+    ('1 token', '30 tokens')
+    """
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
+def request_header(request: GenerationRequest) -> str:
+    """The model, the settings, the prompt's length and the notes about the inputs (Markdown)."""
+    return "\n\n".join([f"**{request.loaded.label}** · {request.settings_line()} · prompt "
+                         f"{plural(len(request.ids), 'token')}", *[f"⚠ {note}" for note in request.notes]])
+
+
+def final_update(request: GenerationRequest, prompt_shown: str, steps: list, new_ids: list[int], header: str):
+    """The last update of a run: the text with the last token marked, its chart, the status, the step slider,
+    the steps (for the slider) and the generated text."""
+    token, prob, candidates = steps[-1]
+    return (
+        generation_html(prompt_shown, [s[0] for s in steps], [s[1] for s in steps], highlight=len(steps)),
+        candidates_figure(candidates, token, len(steps), TOP_N, prob),
+        f"{header}\n\nGenerated {plural(len(steps), 'token')}. Move the step slider to see what the model "
+        f"considered at any step.",
+        gr.update(minimum=1, maximum=max(len(steps), 2), value=len(steps), interactive=True),
+        {"prompt": prompt_shown, "steps": steps},
+        request.loaded.tokenizer.decode(new_ids),
+    )
+
+
+def local_steps(request: GenerationRequest):
+    """Every step of a request, generated in this process (the worker process is for the class's requests)."""
+    return stream_generate(request.loaded.model, torch.tensor(request.ids), request.max_new_tokens,
+                           temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
+                           seed=request.seed, eos_id=None, top_n=TOP_N, use_cache=True)
+
+
 def run_generation(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
                    temperature=DEFAULT_TEMPERATURE, top_k=DEFAULT_TOP_K, top_p=DEFAULT_TOP_P, seed=DEFAULT_SEED):
     """Stream the text one token at a time, then draw the chart of the last step.
@@ -204,14 +260,11 @@ def run_generation(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, max_new_tokens=
     request = prepare(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed)
     tokenizer = request.loaded.tokenizer
     prompt_shown = tokenizer.decode(request.ids)
-    header = "\n\n".join([f"**{request.loaded.label}** · {request.settings_line()} · prompt {len(request.ids)} tokens",
-                          *[f"⚠ {note}" for note in request.notes]])
-    generating = f"{header}\n\nGenerating {request.max_new_tokens} tokens…"
+    header = request_header(request)
+    generating = f"{header}\n\nGenerating {plural(request.max_new_tokens, 'token')}…"
     settings = (request.max_new_tokens, request.temperature, request.top_k, request.top_p, request.seed)
     done = worker_steps(request.loaded.label, request.ids, *settings, TOP_N)  # the built-in models, elsewhere
-    stream = iter(done) if done is not None else stream_generate(
-        request.loaded.model, torch.tensor(request.ids), request.max_new_tokens, temperature=request.temperature,
-        top_k=request.top_k, top_p=request.top_p, seed=request.seed, eos_id=None, top_n=TOP_N, use_cache=True)
+    stream = iter(done) if done is not None else local_steps(request)
     text_html = prompt_span(prompt_shown)
     new_ids = []
     steps = []  # per step: (token text, prob, [(candidate text, prob), ...])
@@ -230,16 +283,83 @@ def run_generation(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, max_new_tokens=
         # Gradio 6.31 that costs less than gr.skip() (which rebuilds the skipped component on every update).
         slider = gr.update(value=1, interactive=False) if len(steps) == 1 else 1
         yield text_html, None, generating, slider, None, ""
-    token, prob, candidates = steps[-1]
-    yield (
-        generation_html(prompt_shown, [s[0] for s in steps], [s[1] for s in steps], highlight=len(steps)),
-        candidates_figure(candidates, token, len(steps), TOP_N, prob),
-        f"{header}\n\nGenerated {len(steps)} tokens. Move the step slider to see what the model considered at "
-        f"any step.",
-        gr.update(minimum=1, maximum=max(len(steps), 2), value=len(steps), interactive=True),
-        {"prompt": prompt_shown, "steps": steps},
-        tokenizer.decode(new_ids),
-    )
+    yield final_update(request, prompt_shown, steps, new_ids, header)
+
+
+@functools.cache
+def first_view(choice: str = DEFAULT_CHOICE) -> tuple:
+    """What the tab shows when the page opens: the default prompt's continuation with the default settings,
+    at its first step (the tokens the model considered right after the prompt).
+
+    Made once per server when the page is built (about 0.1 s for the bundled model, in this process), then
+    every visitor gets it as the components' first values. Sampling is seeded, so it is the same text that
+    pressing Generate with the defaults makes.
+    """
+    request = prepare(choice, DEFAULT_PROMPT, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_K,
+                      DEFAULT_TOP_P, DEFAULT_SEED)
+    tokenizer = request.loaded.tokenizer
+    steps, new_ids = [], []
+    for step in local_steps(request):
+        new_ids.append(step.token_id)
+        steps.append((tokenizer.decode([step.token_id]), step.prob,
+                      [(tokenizer.decode([token_id]), prob) for token_id, prob in step.candidates]))
+    _, _, _, _, run, text = final_update(request, tokenizer.decode(request.ids), steps, new_ids,
+                                         request_header(request))
+    # The first step whose token is in its chart (a sampled token can be a rare one, drawn outside the top 10).
+    shown = next((number for number, (token, _, candidates) in enumerate(steps, start=1)
+                  if token in [candidate for candidate, _ in candidates]), 1)
+    text_html, chart = show_step(shown, run)
+    where = "right after the prompt" if shown == 1 else f"for the {ordinal(shown)} new token"
+    status = (f"{request_header(request)}\n\nAn example of {plural(len(steps), 'token')} with the default "
+              f"settings, at step {shown}: the tokens the model considered {where}. Move the step slider (or use "
+              f"the arrow keys) to follow it; press **Generate** (or Enter in the prompt) to write your own.")
+    return text_html, chart, status, len(steps), shown, run, text
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st.
+
+    >>> [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)]
+    ['1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', '22nd']
+    """
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def preview_next_token(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, temperature=DEFAULT_TEMPERATURE,
+                       top_k=DEFAULT_TOP_K, top_p=DEFAULT_TOP_P):
+    """After another model is picked: the prompt and the chart of its next-token candidates (one forward pass).
+
+    Returns the same outputs as a run, the old run cleared. A problem (a model that needs the internet, a
+    prompt or setting that cannot be used) is said in the status line, never as a popup: the student only
+    picked a model.
+    """
+    try:
+        loaded = load_choice(choice)
+        prompt, notes = prompt_text(prompt)
+        temperature, top_k, top_p, sampling_notes = sampling_settings(temperature, top_k, top_p,
+                                                                      loaded.cfg.vocab_size)
+        ids, prompt_notes = encode_prompt(loaded.tokenizer, prompt)
+        ids, _, context_notes = fit_in_context(ids, 1, loaded.cfg.context_length)
+        with torch.inference_mode():
+            logits = start_decoding(loaded.model, 1, use_cache=False)(torch.tensor([ids]))  # (1, vocab)
+            probs = next_token_probs(logits, temperature, top_k, top_p)[0]  # (vocab,)
+            top = torch.topk(probs, min(TOP_N, probs.shape[0]))
+        candidates = [(loaded.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)
+                      if p > 0]
+    except Exception as error:  # noqa: BLE001 - said in the status line
+        return (None, None, f"⚠ {student_message(error)}", gr.update(value=1, interactive=False), None, "")
+    shown = "sampling" if temperature > 0 else "softmax"
+    chart = candidates_figure(candidates, None, 1, TOP_N,
+                              title=f"after your prompt: the {TOP_N} most likely next tokens ({shown})")
+    status = "\n\n".join([
+        f"**{loaded.label}** · prompt {plural(len(ids), 'token')} · the chart shows the tokens it would most "
+        f"likely write next. Press **Generate** (or Enter in the prompt) to continue the prompt.",
+        *[f"⚠ {note}" for note in notes + prompt_notes + context_notes +
+          [note for note in sampling_notes if not note.startswith("Temperature 0")]],
+    ])
+    return (prompt_span(loaded.tokenizer.decode(ids)), chart, status, gr.update(value=1, interactive=False),
+            None, "")
 
 
 def show_step(step, run: dict | None):
@@ -258,45 +378,161 @@ def show_step(step, run: dict | None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def tokens_per_second(model, idx: torch.Tensor, n_tokens: int, use_cache: bool) -> float:
-    """Time greedy generation of n_tokens new tokens."""
-    start = time.perf_counter()
-    out = generate(model, idx, n_tokens, use_cache=use_cache)
-    elapsed = time.perf_counter() - start
-    return (out.shape[-1] - idx.shape[-1]) / max(elapsed, 1e-9)
+@dataclass
+class KVTimings:
+    """One KV-cache speed test: for each new token i, the tokens the model read to make it (lengths[i]), the
+    fastest time over the runs with and without the cache (seconds), and the positions each layer's cache held
+    once it was made (empty when the model keeps no cache: the book layer alone)."""
+
+    prompt_tokens: int
+    lengths: list[int]
+    cached_s: list[float]
+    uncached_s: list[float]
+    cache_positions: list[int]
+    runs: int  # timed runs (each position keeps its fastest)
+    cache_bytes: int  # what the cache holds at the end, all layers, keys and values
 
 
-def measure_speed(model, idx: torch.Tensor, n_tokens: int, model_name: str = "") -> str:
-    """Cached vs uncached tokens/s on the same prompt (after a warm-up; best of 3 runs each, interleaved): one line."""
-    n_tokens = max(1, min(n_tokens, SPEED_TOKENS))
-    generate(model, idx, 2, use_cache=True)  # warm-up: the first calls allocate memory
-    generate(model, idx, 2, use_cache=False)
-    cached, uncached = [], []
-    for _ in range(3):
-        cached.append(tokens_per_second(model, idx, n_tokens, use_cache=True))
-        uncached.append(tokens_per_second(model, idx, n_tokens, use_cache=False))
-    fast, slow = max(cached), max(uncached)
+def cache_length(decoder) -> int:
+    """Positions the decoder's KV cache holds (0 without one)."""
+    caches = getattr(decoder, "kv_caches", None)
+    return caches[0].length if caches else 0
+
+
+def cache_bytes(decoder) -> int:
+    """Bytes of keys and values stored so far, all layers together."""
+    caches = getattr(decoder, "kv_caches", None) or []
+    return sum(2 * cache.keys[:, :, :cache.length].numel() * cache.keys.element_size() for cache in caches)
+
+
+def timed_run(model, ids: list[int], n_tokens: int, deadline: float):
+    """Greedy decoding of up to n_tokens, each token made twice, with and without the KV cache, side by side
+    (so both see the same load on the machine). Stops early at `deadline` (time.perf_counter()).
+
+    Returns (seconds with the cache, seconds without, positions in the cache after each token, cache bytes).
+    """
+    cached = start_decoding(model, n_tokens, use_cache=True)
+    uncached = start_decoding(model, n_tokens, use_cache=False)
+    idx = torch.tensor([ids])  # (1, T)
+    with_cache, without_cache, positions = [], [], []
+    with torch.inference_mode():
+        for _ in range(n_tokens):
+            start = time.perf_counter()
+            next_id = cached(idx).argmax(dim=-1, keepdim=True)  # only the new position's work
+            middle = time.perf_counter()
+            uncached(idx).argmax(dim=-1, keepdim=True)  # the whole text again
+            end = time.perf_counter()
+            with_cache.append(middle - start)
+            without_cache.append(end - middle)
+            positions.append(cache_length(cached))
+            idx = torch.cat((idx, next_id), dim=1)  # both read the same text: the cached run's tokens
+            if end > deadline:
+                break
+    return with_cache, without_cache, positions, cache_bytes(cached)
+
+
+def time_kv_cache(model, ids: list[int], n_tokens: int, budget_s: float = SPEED_BUDGET_S,
+                  runs: int = SPEED_RUNS) -> KVTimings:
+    """Time every new token with and without the KV cache: an untimed warm-up, then up to `runs` runs while
+    `budget_s` lasts (the first run is cut when it would go past it); each position keeps its fastest time
+    over the runs and its neighbours (`without_pauses`)."""
+    timed_run(model, ids, min(SPEED_WARMUP_TOKENS, n_tokens), time.perf_counter() + budget_s / 4)  # untimed
+    started = time.perf_counter()
+    deadline = started + budget_s
+    best_cached, best_uncached, positions, stored = timed_run(model, ids, n_tokens, deadline)
+    n_tokens = len(best_cached)  # the first run sets the length
+    done = 1
+    run_s = time.perf_counter() - started
+    while done < runs and time.perf_counter() + run_s <= deadline:
+        cached, uncached, _, _ = timed_run(model, ids, n_tokens, deadline)
+        best_cached = [min(a, b) for a, b in zip(best_cached, cached)] + best_cached[len(cached):]
+        best_uncached = [min(a, b) for a, b in zip(best_uncached, uncached)] + best_uncached[len(uncached):]
+        done += 1
+    lengths = [len(ids) + i for i in range(n_tokens)]
+    return KVTimings(len(ids), lengths, without_pauses(best_cached), without_pauses(best_uncached),
+                     positions if any(positions) else [], done, stored)
+
+
+def without_pauses(seconds: list[float], reach: int = SPEED_NEIGHBOURS) -> list[float]:
+    """Each token's time as the fastest of itself and its `reach` neighbours on each side: a shared server that
+    pauses the test for a moment (another student's request) then shows no spike. The first token keeps its
+    own time: with the cache it also reads the prompt, so it is slower for a reason.
+
+    >>> without_pauses([5.0, 1.0, 1.1, 9.0, 1.2, 1.3], reach=1)
+    [5.0, 1.0, 1.0, 1.1, 1.2, 1.2]
+    """
+    rest = seconds[1:]
+    return seconds[:1] + [min(rest[max(0, i - reach): i + reach + 1]) for i in range(len(rest))]
+
+
+def speed_line(timings: KVTimings, model_name: str = "", plain: bool = False) -> str:
+    """What the test found, in a few sentences (Markdown)."""
+    n = len(timings.lengths)
+    # The first token with the cache also reads the whole prompt into it; the ones after it are the cache's gain.
+    steady = slice(1, None) if n > 1 else slice(None)
+    cached_ms = 1000 * sum(timings.cached_s[steady]) / len(timings.cached_s[steady])
+    uncached_ms = 1000 * sum(timings.uncached_s[steady]) / len(timings.uncached_s[steady])
+    total_cached, total_uncached = sum(timings.cached_s), sum(timings.uncached_s)
+    ratio = total_uncached / max(total_cached, 1e-9)
     on_model = f"{model_name}, " if model_name else ""
-    text = (f"**KV-cache speed** ({on_model}{n_tokens} greedy tokens after your {idx.shape[-1]}-token prompt, "
-            f"best of 3): with the KV cache **{fast:,.0f} tokens/s**, without **{slow:,.0f} tokens/s** "
-            f"(the cache runs at {fast / slow:.2f}× the speed).")
-    if not is_fast(model):
-        text += (" This server runs the book layer alone (LLM_LAB_PLAIN=1): its model keeps no KV cache, so "
-                 "both runs read the whole text for every token.")
-    elif fast < 1.3 * slow:
-        text += (" With a short text, most of the work is the output layer (emb_dim × vocabulary), so the cache "
-                 "saves little; its gain grows with the length of the text and the size of the model.")
+    runs = "1 run" if timings.runs == 1 else f"fastest of {timings.runs} runs"
+    runs += ", pauses of the server smoothed out"
+    text = (f"**KV-cache speed** ({on_model}{plural(n, 'greedy token')} after your "
+            f"{timings.prompt_tokens:,}-token prompt, {runs}): with the KV cache "
+            f"**{n / max(total_cached, 1e-9):,.0f} tokens/s**, without **{n / max(total_uncached, 1e-9):,.0f} "
+            f"tokens/s**. ")
+    if plain:
+        return text + (f"This server runs the book layer alone (LLM_LAB_PLAIN=1): its model keeps no KV cache, so "
+                       f"both runs read the whole text for every token ({ratio:.2f}×, the same work).")
+    if ratio >= 1.1:
+        text += (f"The cache makes these {plural(n, 'token')} **{ratio:.1f}× faster**: a new token costs about "
+                 f"{cached_ms:.1f} ms with it, and {uncached_ms:.1f} ms on average without it, growing with the text.")
+    else:
+        text += (f"Here the cache saved little ({ratio:.2f}×): with a short text most of the work is the output "
+                 "layer (emb_dim × vocabulary), which the cache does not shorten; its gain grows with the length "
+                 "of the text and the size of the model.")
+    if timings.cache_positions:
+        first, last = timings.cache_positions[0], timings.cache_positions[-1]
+        text += (f" The cache filled up as it went: {plural(first, 'position')} after the prompt, "
+                 f"{plural(last, 'position')} at the end (keys and values of every layer: "
+                 f"{human_size(timings.cache_bytes)}).")
     return text
 
 
+def measure_speed(model, idx: torch.Tensor, n_tokens: int, model_name: str = "") -> tuple[str, KVTimings]:
+    """Time the KV cache on a prompt: (the Markdown summary, the timings for the plot)."""
+    n_tokens = max(1, min(n_tokens, SPEED_TOKENS))
+    timings = time_kv_cache(model, idx.tolist(), n_tokens)
+    return speed_line(timings, model_name, plain=not is_fast(model)), timings
+
+
 def measure_kv_speed(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT) -> str:
-    """Time greedy generation after the prompt with and without the KV cache: one line with both speeds."""
+    """Time greedy generation after the prompt, token by token, with and without the KV cache: what was found,
+    in a few sentences (what the endpoint /generate_speed returns)."""
+    return kv_speed_test(choice, prompt)[0]
+
+
+def kv_speed_test(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT) -> tuple[str, dict]:
+    """Time greedy generation after the prompt, token by token, with and without the KV cache.
+
+    Returns what was found in a few sentences, and the timings (for the tab's plot; API clients get the
+    sentences only).
+    """
     prompt, notes = prompt_text(prompt)
     loaded = load_choice(choice)
     ids, prompt_notes = encode_prompt(loaded.tokenizer, prompt)
     ids, n_tokens, context_notes = fit_in_context(ids, SPEED_TOKENS, loaded.cfg.context_length)
-    line = measure_speed(loaded.model, torch.tensor(ids), n_tokens, loaded.label)
-    return "\n\n".join([line, *[f"⚠ {note}" for note in notes + prompt_notes + context_notes]])
+    line, timings = measure_speed(loaded.model, torch.tensor(ids), n_tokens, loaded.label)
+    return "\n\n".join([line, *[f"⚠ {note}" for note in notes + prompt_notes + context_notes]]), asdict(timings)
+
+
+def speed_plot(timings: dict | None):
+    """The plot of a speed test: ms per new token against the length of the text, and the cache filling."""
+    if not timings:
+        return gr.update(visible=False)
+    figure = kv_speed_figure(timings["lengths"], [1000 * t for t in timings["cached_s"]],
+                             [1000 * t for t in timings["uncached_s"]], timings["cache_positions"])
+    return gr.update(value=figure, visible=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -304,15 +540,48 @@ def measure_kv_speed(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+EXAMPLE_PROMPTS = [
+    "Every effort moves you",
+    "ROMEO:\nBut soft, what light",
+    "To be, or not to be",
+    "First Citizen:\nWe are accounted poor citizens",
+    "The king is dead, and",
+    "Once upon a time",
+]
+
+# After the step slider moves or a run ends: scroll the text so the marked token is in view (a long text scrolls
+# inside its box). Only the box scrolls, never the page.
+SCROLL_TO_STEP_JS = """
+() => {
+  const chosen = document.querySelector('#generate-text [data-chosen]');
+  if (!chosen) return;
+  let box = chosen.parentElement;
+  while (box && box !== document.body && box.scrollHeight <= box.clientHeight + 1) box = box.parentElement;
+  if (!box || box === document.body) return;
+  const offset = chosen.getBoundingClientRect().top - box.getBoundingClientRect().top;
+  if (offset < 0 || offset > box.clientHeight - chosen.offsetHeight) {
+    box.scrollTop += offset - box.clientHeight / 2;
+  }
+}
+"""
+
+
 def build_tab(model_choice: gr.Dropdown) -> None:
+    with one_torch_thread():  # made once, while the page is built
+        first_html, first_chart, first_status, first_steps, first_step, first_run, first_text = first_view(
+            model_choice.value)
     explain(INTRO)
     with gr.Row():
         with gr.Column(scale=3):
-            prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=3, max_length=MAX_PROMPT_CHARS)
+            # One line: Enter generates (Shift+Enter adds a line; a pasted text keeps its lines).
+            prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=1, max_lines=8, max_length=MAX_PROMPT_CHARS,
+                                elem_id="generate-prompt")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop")
                 speed = gr.Button("Measure KV-cache speed")
+            gr.Examples([[example] for example in EXAMPLE_PROMPTS], inputs=[prompt], label="Prompts to try",
+                        api_visibility="private")
         with gr.Column(scale=2):
             max_new = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="max new tokens")
             temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=DEFAULT_TEMPERATURE, step=0.05,
@@ -321,16 +590,24 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                 top_k = gr.Number(DEFAULT_TOP_K, label="top-k (0 = off)", precision=0, minimum=0, maximum=MAX_TOP_K)
                 top_p = gr.Number(DEFAULT_TOP_P, label="top-p (1 = off)", step=0.05, minimum=0, maximum=1)
                 seed = gr.Number(DEFAULT_SEED, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
-    status = gr.Markdown(elem_classes=["lab-note"])
-    speed_note = gr.Markdown(elem_classes=["lab-note"])
+    status = gr.Markdown(first_status, elem_classes=["lab-note"], elem_id="generate-status")
+    speed_note = gr.Markdown(elem_classes=["lab-note"], elem_id="generate-speed")
+    speed_chart = gr.Plot(show_label=False, visible=False, elem_id="generate-speed-plot")
+    speed_state = gr.State(None)  # the last speed test's timings, for its plot
     with gr.Row():
         with gr.Column(scale=3):
-            text_html = gr.HTML(label="text", elem_classes=["lab-tokens", "lab-generation"])
-            step = gr.Slider(1, 2, value=1, step=1, label="step (after a run: revisit any step)", interactive=False)
+            # The box scrolls, not the HTML inside it: gr.HTML puts its classes on its block and on its content,
+            # and a 420 px content in a 420 px block spilled over the slider below.
+            with gr.Column(elem_classes=["lab-tokens", "lab-generation"], elem_id="generate-text-box"):
+                text_html = gr.HTML(first_html, show_label=False, padding=False, elem_id="generate-text",
+                                    css_template="line-height: 2.1;")
+            step = gr.Slider(1, max(first_steps, 2), value=first_step, step=1,
+                             label="step (after a run: revisit any step)", interactive=True)
             with gr.Accordion("The generated text alone (to copy)", open=False):
-                generated_text = gr.Textbox(label="generated text", interactive=False, lines=3, buttons=["copy"])
-        candidates_plot = gr.Plot(show_label=False, scale=2, elem_id="generate-candidates")
-    steps_state = gr.State(None)  # {"prompt": text, "steps": [(token, prob, candidates), ...]}
+                generated_text = gr.Textbox(first_text, label="generated text", interactive=False, lines=3,
+                                            buttons=["copy"])
+        candidates_plot = gr.Plot(first_chart, show_label=False, scale=2, elem_id="generate-candidates")
+    steps_state = gr.State(first_run)  # {"prompt": text, "steps": [(token, prob, candidates), ...]}
     show_source(generate, generation_loop, start_decoding, sample_next_token, next_token_probs, filter_logits,
                 stream_generate)
 
@@ -338,10 +615,25 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     outputs = [text_html, candidates_plot, status, step, steps_state, generated_text]
     # preprocess=False: the handlers get the values as sent and check each one themselves (number_input), so a
     # NaN, an infinity or a wrong type from an API client gets a plain message, not Gradio's or Python's wording.
-    event = run.click(friendly(run_generation), inputs, outputs, api_name="generate", preprocess=False,
-                      concurrency_limit=GENERATE_AT_ONCE, concurrency_id="generate")
-    stop.click(None, None, None, cancels=[event], api_name=False)
-    speed.click(friendly(measure_kv_speed), [model_choice, prompt], speed_note, api_name="generate_speed",
-                preprocess=False, concurrency_limit=SPEED_AT_ONCE, concurrency_id="generate_speed")
-    step.release(friendly(show_step), [step, steps_state], [text_html, candidates_plot], api_name=False,
-                 preprocess=False, concurrency_limit=SHOW_STEP_AT_ONCE)
+    generation = {"fn": friendly(run_generation), "inputs": inputs, "outputs": outputs, "preprocess": False,
+                  "concurrency_limit": GENERATE_AT_ONCE, "concurrency_id": "generate"}
+    event = run.click(**generation, api_name="generate")
+    event.then(None, js=SCROLL_TO_STEP_JS)
+    submitted = prompt.submit(**generation, api_name=False)
+    submitted.then(None, js=SCROLL_TO_STEP_JS)
+    stop.click(None, None, None, cancels=[event, submitted], api_name=False)
+    # The endpoint returns the summary only (the timings go to a State, which API clients do not get); the plot
+    # is drawn from them by a second, private step.
+    speed.click(friendly(kv_speed_test), [model_choice, prompt], [speed_note, speed_state],
+                api_name="generate_speed", preprocess=False, concurrency_limit=SPEED_AT_ONCE,
+                concurrency_id="generate_speed").success(
+        speed_plot, speed_state, speed_chart, api_name=False, queue=False)
+    # Keys move the slider with `input` (no `release`); the mouse sends both. always_last: a drag sends only
+    # its last value once the handler is free.
+    for trigger in (step.release, step.input):
+        trigger(friendly(show_step), [step, steps_state], [text_html, candidates_plot], api_name=False,
+                preprocess=False, concurrency_limit=SHOW_STEP_AT_ONCE, concurrency_id="generate_step",
+                trigger_mode="always_last").then(None, js=SCROLL_TO_STEP_JS)
+    # Another model: its view of the prompt (the next-token chart), the last model's run cleared.
+    model_choice.change(preview_next_token, [model_choice, prompt, temperature, top_k, top_p], outputs,
+                        api_name=False, preprocess=False, concurrency_limit=4, concurrency_id="generate_preview")

@@ -4,6 +4,8 @@ memory and the token/position embeddings.
 Serving a class: thirty students often look at the same sentence, so a finished view is kept in a small
 ResultCache (keyed by model and text) with its figures already turned into the JSON the browser gets. The
 first student pays for the forward pass and the figures (about 0.1 s); the others get a dictionary look-up.
+The view of the default text is made when the server builds the page and is every visitor's first view;
+picking another model redraws the tab.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from gradio.components.plot import PlotData
 from gpt_core.attention import MultiHeadAttention
 from gpt_core.model import GPTModel, TransformerBlock, estimate_memory, parameter_breakdown
 from ui.common import cap_text, explain, friendly, number_input, show_source
-from ui.models import encode_capped, load_choice, token_strings
+from ui.models import encode_capped, load_choice, one_torch_thread, token_strings
 from ui.view_cache import ResultCache, plot_value
 from visualizations.attention import head_figure
+from visualizations.generation import visible_token
 from visualizations.model import (
     attention_grid_figure,
     embedding_figure,
@@ -41,8 +44,9 @@ INTRO = """
 Run the chosen model on your text and look at what it computes. Every small square is one attention head:
 row = layer, column = head, and inside each square rows are the tokens that look (queries) and columns the
 tokens they look at (keys); the upper-right triangle is empty because a GPT cannot look at the future.
-Pick a layer and a head below to enlarge it. Further down: where the parameters are, how much memory the
-model needs, and the vectors each token starts as (token embedding + position embedding).
+Pick a layer and a head below to enlarge it (drag the sliders or use the arrow keys). Further down: where the
+parameters are, how much memory the model needs, and the vectors each token starts as (token embedding +
+position embedding). Tokens are written as in the Tokenizer tab: `·` is a space, `↵` a new line.
 """
 
 
@@ -97,6 +101,22 @@ def embeddings(model: GPTModel, ids: list[int]) -> tuple[np.ndarray, np.ndarray,
     return tok.numpy(), pos.numpy(), pos_norms.numpy()
 
 
+TIED_HEAD = "shared with the token embedding (weight tying)"
+
+
+def share(name: str, count: int, total: int, tied: bool) -> str:
+    """The share column of the parameter table; a tied output head says where its weights are.
+
+    >>> share("output head", 0, 1000, tied=True)
+    'shared with the token embedding (weight tying)'
+    >>> share("layer norms", 25, 1000, tied=True)
+    '2.5%'
+    """
+    if tied and name == "output head":
+        return TIED_HEAD
+    return f"{100 * count / total:.1f}%"
+
+
 def model_facts(loaded) -> ModelFacts:
     """The parameter table and chart and the memory estimates of a model (cached per model)."""
     facts = FACTS.get(loaded.label, owner=loaded.model)
@@ -105,14 +125,15 @@ def model_facts(loaded) -> ModelFacts:
     cfg = loaded.cfg
     breakdown = parameter_breakdown(cfg)
     total = sum(count for _, count in breakdown)
-    table = [[name, f"{count:,}", f"{100 * count / total:.1f}%"] for name, count in breakdown]
+    table = [[name, f"{count:,}", share(name, count, total, cfg.tie_weights)] for name, count in breakdown]
     table.append(["total", f"{total:,}", "100%"])
     memory = "\n\n".join([
         memory_markdown(estimate_memory(cfg, torch.float32), "Using the model (float32 weights)"),
         memory_markdown(estimate_memory(cfg, torch.float32, training=True, batch_size=8),
                         f"Training it (float32, AdamW, batch 8 × {cfg.context_length} tokens)"),
     ])
-    facts = ModelFacts(table, plot_value(parameter_figure(breakdown)), memory)
+    notes = {"output head": "0: uses the token embedding's weights"} if cfg.tie_weights else {}
+    facts = ModelFacts(table, plot_value(parameter_figure(breakdown, notes)), memory)
     FACTS.put(loaded.label, facts, owner=loaded.model)
     return facts
 
@@ -124,12 +145,12 @@ def build_view(loaded, text: str, char_note: str | None) -> InsideView:
     ids, token_note = encode_capped(loaded.tokenizer, text, limit)
     if token_note and cfg.context_length < MAX_TOKENS:
         token_note += f" (the model's context window is {cfg.context_length} tokens)"
-    tokens = token_strings(loaded.tokenizer, ids)
+    tokens = [visible_token(token) for token in token_strings(loaded.tokenizer, ids)]  # '·the', as the Tokenizer
     attn = capture(loaded.model, ids)
     n_layers, n_heads, n_tokens, _ = attn.shape
     note_lines = [
         f"**{loaded.label}**: {loaded.note}",
-        f"{n_tokens} tokens · {n_layers} layers × {n_heads} heads · captured attention weights "
+        f"{plural(n_tokens, 'token')} · {n_layers} layers × {n_heads} heads · captured attention weights "
         f"({n_layers}, {n_heads}, {n_tokens}, {n_tokens}) = (layers, heads, queries, keys) · "
         f"emb_dim {cfg.emb_dim}, context window {cfg.context_length}",
     ]
@@ -151,8 +172,8 @@ def build_view(loaded, text: str, char_note: str | None) -> InsideView:
     )
 
 
-def look_inside(choice: str, text: str):
-    """Everything the tab shows for one model and one text (from the cache when someone asked before)."""
+def inside_view(choice: str, text: str) -> InsideView:
+    """The view of one model and one text (from the cache when someone asked before)."""
     loaded = load_choice(choice)
     if text is not None and not isinstance(text, str):
         raise ValueError(f"The text must be a string of characters, not {type(text).__name__}.")
@@ -162,6 +183,12 @@ def look_inside(choice: str, text: str):
     if view is None:
         view = build_view(loaded, text, char_note)
         VIEWS.put(key, view, owner=loaded.model)
+    return view
+
+
+def look_inside(choice: str, text: str):
+    """Everything the tab shows for one model and one text (from the cache when someone asked before)."""
+    view = inside_view(choice, text)
     return (
         view.note,
         view.grid,
@@ -193,26 +220,41 @@ def enlarged_head(state: dict | None, layer=None, head=None):
     return plot_value(head_plot(state, layer, head))
 
 
+def plural(count: int, word: str) -> str:
+    """'1 token', '12 tokens'.
+
+    >>> plural(1, "token"), plural(12, "token")
+    ('1 token', '12 tokens')
+    """
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
 def build_tab(model_choice: gr.Dropdown) -> None:
+    with one_torch_thread():  # every visitor's first view, made once per server while the page is built
+        first = inside_view(model_choice.value, DEFAULT_TEXT)
     explain(INTRO)
     with gr.Row():
-        text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=2, scale=4, max_length=MAX_CHARS)
+        # One line: Enter looks inside.
+        text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=1, max_lines=4, scale=4, max_length=MAX_CHARS,
+                          elem_id="inside-text")
         run = gr.Button("Look inside", variant="primary", scale=1)
-    note = gr.Markdown(elem_classes=["lab-note"])
-    grid = gr.Plot(show_label=False, elem_id="inside-grid")
+    note = gr.Markdown(first.note, elem_classes=["lab-note"])
+    grid = gr.Plot(first.grid, show_label=False, elem_id="inside-grid")
     with gr.Row():
-        layer = gr.Slider(0, 1, value=0, step=1, label="layer")
-        head = gr.Slider(0, 1, value=0, step=1, label="head")
-    head_plot_view = gr.Plot(show_label=False, elem_id="inside-head")
+        layer = gr.Slider(0, first.n_layers - 1, value=first.n_layers - 1, step=1, label="layer",
+                          elem_id="inside-layer")
+        head = gr.Slider(0, first.n_heads - 1, value=0, step=1, label="head", elem_id="inside-head-slider")
+    head_plot_view = gr.Plot(first.head, show_label=False, elem_id="inside-head")
     with gr.Row():
         with gr.Column():
-            params = gr.Dataframe(headers=["component", "parameters", "share"], label="parameters",
-                                  interactive=False)
-            memory = gr.Markdown()
-        params_plot = gr.Plot(show_label=False)
-    embed_plot = gr.Plot(show_label=False)
-    pos_plot = gr.Plot(show_label=False)
-    state = gr.State(None)
+            params = gr.Dataframe(first.facts.table, headers=["component", "parameters", "share"],
+                                  label="parameters", interactive=False, wrap=True, elem_id="inside-params",
+                                  column_widths=["34%", "22%", "44%"])
+            memory = gr.Markdown(first.facts.memory)
+        params_plot = gr.Plot(first.facts.parameters, show_label=False)
+    embed_plot = gr.Plot(first.embeddings, show_label=False)
+    pos_plot = gr.Plot(first.positions, show_label=False)
+    state = gr.State(first.state)
     show_source(GPTModel.forward, GPTModel.embed, TransformerBlock.forward, MultiHeadAttention.forward,
                 GPTModel.forward_with_capture, parameter_breakdown, estimate_memory)
 
@@ -223,8 +265,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                     "concurrency_limit": 4, "concurrency_id": "inside"}
     run.click(**inside_event, api_name="inside")
     text.submit(**inside_event, api_name=False)
+    model_choice.change(**inside_event, api_name=False)  # another model: its view of the same text
     for slider in (layer, head):
+        # The mouse sends `input` while dragging and `release` at the end; the arrow keys send `input` only.
+        # always_last: a fast drag redraws with its last value, not every value it passed.
         # preprocess=False: the handler checks the numbers itself (number_input), so NaN, infinity or a word
         # from an API client gets a plain message.
-        slider.release(friendly(enlarged_head), [state, layer, head], head_plot_view, api_name=False,
-                       preprocess=False, concurrency_limit=8, concurrency_id="inside_head")
+        for trigger in (slider.release, slider.input):
+            trigger(friendly(enlarged_head), [state, layer, head], head_plot_view, api_name=False,
+                    preprocess=False, concurrency_limit=8, concurrency_id="inside_head", trigger_mode="always_last")

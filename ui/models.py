@@ -7,9 +7,10 @@ Each is the book's GPTModel sped up in place by gpt_core.fast (nothing changes w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,21 @@ def model_picker() -> gr.Dropdown:
         "(internet needed).",
         interactive=True,
     )
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside the block, then as before: for the views made while the page is built.
+
+    A small model is fastest on one thread, and on a busy 2-core machine two threads fight the other processes
+    for the cores: the bundled model's first views took 12 s with two threads there, 0.3 s with one.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 LOAD_WAIT_S = 3.0  # how long a request waits for another request that is loading the same model

@@ -9,6 +9,7 @@ samples. When it is done, download the checkpoint or make it the model of the In
 from __future__ import annotations
 
 import hashlib
+import html
 import os
 import shutil
 import tempfile
@@ -16,23 +17,33 @@ import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import torch
 
+from gpt_core.batches import BatchStream, as_dataset
 from gpt_core.checkpoints import load_checkpoint
-from gpt_core.corpora import the_verdict_text
+from gpt_core.corpora import cache_dir, the_verdict_text
 from gpt_core.data import read_user_text, shakespeare_text, window_starts
-from gpt_core.device import describe_device, pick_device
+from gpt_core.device import cpu_peak_flops, device_in_words, pick_device
 from gpt_core.fast import speed_up_for_training
-from gpt_core.files import human_size
+from gpt_core.files import human_size, write_atomically
 from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
+from gpt_core.tokenizer import BPETokenizer
 from gpt_core.tokenizer_choice import encode_corpus
 from gpt_core.tokenizer_choice import make_tokenizer as tokenizer_spec
 from gpt_core.train import batch_loss, make_optimizer, train, training_loop
-from gpt_core.train_config import TrainConfig, flops_per_token, lr_at, lr_schedule, peak_flops
+from gpt_core.train_config import (
+    TrainConfig,
+    flops_per_token,
+    lr_at,
+    lr_schedule,
+    peak_flops,
+    training_autocast_dtype,
+)
 from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, explain, friendly, learning_rate, number_input, show_source
@@ -40,7 +51,7 @@ from ui.jobs import JobView
 from ui.run_tab import RunHistory, RunTab, with_note
 from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads, run_threads
 from ui.uploads import read_upload
-from visualizations.training import samples_html, stats_markdown, training_figure
+from visualizations.training import batch_html, samples_html, stats_markdown, training_figure
 
 JOB_LABEL = "pretrain"
 PRESET_NAMES = ("nano", "micro", "mini")
@@ -48,22 +59,29 @@ SHAKESPEARE, VERDICT, UPLOAD = "Shakespeare (packaged)", "The Verdict (the book'
 CORPUS_CHOICES = (SHAKESPEARE, VERDICT, UPLOAD)
 BPE_4096, GPT2_VOCAB = "BPE, 4,096 tokens trained on this text", "GPT-2's 50,257 tokens"
 TOKENIZER_CHOICES = (BPE_4096, GPT2_VOCAB)
-# The classroom default: nano, batch 16 x 64 tokens, lr 2e-3. In 60 s on 2 CPU cores it takes ~2,600 steps and
-# reaches val loss ~4.4 (bench/train.py); 16 x 64 takes more optimizer steps in that minute than 8 x 128.
-CLASSROOM_BATCH, CLASSROOM_CONTEXT = 16, 64
-# 1,000 steps: 25-50 s on 2 CPU cores. After 200 steps greedy samples are still "ROMEO:" and line breaks; by
-# 1,000 they are Shakespeare-like lines and stage directions (val loss ~4.8).
-CLASSROOM_STEPS = 1000
+TOKENIZER_SPECS = {BPE_4096: "bpe:4096", GPT2_VOCAB: "gpt2"}  # gpt_core.tokenizer_choice's names
+# The classroom default: about a minute from click to done on one CPU thread (a 2-core server gives a run one).
+# nano, 700 steps of 16 x 64 tokens, lr 6e-3 after 200 warm-up steps: on 2 AMD EPYC cores 60 s and val loss ~4.7,
+# greedy samples in verse lines with stage directions (bench/pretrain_demo.py runs it through this tab). The
+# sweep behind it (same tokens): lr 2e-3 with 20 warm-up steps ends 0.25 higher; lr 1e-2 needs 300 warm-up
+# steps and is no better; 32 x 64 or 8 x 64 learn less per second.
+CLASSROOM_PRESET, CLASSROOM_STEPS, CLASSROOM_BATCH, CLASSROOM_CONTEXT = "nano", 700, 16, 64
+CLASSROOM_LR, CLASSROOM_WARMUP = 6e-3, 200
 MAX_UPLOAD_BYTES = 10_000_000  # an uploaded text larger than 10 MB is refused
 MAX_CONTEXT = 1024  # GPT-2's context length; longer ones are refused
 VAL_FRACTION = 0.1  # the last 10% of the tokens are held out for the validation loss
 N_SAMPLES_SHOWN = 4
+WINDOWS_SHOWN = 3  # windows of the first batch shown before Start
+SEED = 123  # the batch order and the initial weights of every tab run (the same run for every student)
+EVAL_BATCHES = 4  # the validation loss is measured on the same first 4 batches of the last 10% every time
+SAMPLE_TOKENS = 32
 # Finished runs kept with their checkpoints (least recently used go first; running and queued runs always stay).
 KEPT_RUNS = int(env_number("LLM_LAB_KEPT_RUNS", 30))
 RUNS_DISK_BYTES = env_number("LLM_LAB_RUNS_DISK_GB", 20) * 1e9
 RUNS_DIR = Path(os.environ.get("LLM_LAB_RUNS_DIR") or Path(tempfile.gettempdir()) / "llm_lab_runs")
-# Rough training speed (FLOP/s actually reached) used for the time estimate before a run starts.
-CPU_FLOPS_PER_THREAD = 60e9  # nano on an AVX512 CPU: ~74e9 in fp32, ~85e9 with bf16 autocast (in a tab run)
+# Rough training speed, for the time estimate before a run starts: the share of the device's peak FLOP/s a small
+# model reaches (on a CPU the peak is measured: gpt_core.device.cpu_peak_flops).
+CPU_SHARE_OF_PEAK = 0.4  # nano on 1 thread of an AMD EPYC reaches 42% of the bf16 matmul peak (bench/pretrain_demo.py)
 MPS_FLOPS = 2e12
 GPU_SHARE_OF_PEAK = 0.3
 
@@ -87,8 +105,8 @@ never trains on, tells you whether it is learning the language or just memorisin
 class Corpus:
     name: str
     tokenizer: object  # BPETokenizer: .encode, .decode, .vocab_size, .save
-    train_ids: list[int]
-    val_ids: list[int]
+    train_ids: torch.Tensor | list[int]  # a 1-D tensor of ids (the run's windows read it without a copy)
+    val_ids: torch.Tensor | list[int]
 
 
 _corpora: OrderedDict[tuple, Corpus] = OrderedDict()
@@ -112,23 +130,34 @@ def read_corpus(corpus: str, upload: str | None) -> tuple[str, str]:
 
 
 def make_tokenizer(choice: str, text: str):
-    """GPT-2's vocabulary, or a 4,096-token BPE trained on the text itself (about a second for 5 MB)."""
-    specs = {GPT2_VOCAB: "gpt2", BPE_4096: "bpe:4096"}
-    if choice not in specs:
+    """GPT-2's vocabulary, or a 4,096-token BPE trained on the text itself (a few seconds for 5 MB)."""
+    if choice not in TOKENIZER_SPECS:
         raise ValueError(f"Unknown tokenizer {choice!r}; choose one of: {', '.join(TOKENIZER_CHOICES)}.")
-    return tokenizer_spec(specs[choice], text)
+    return tokenizer_spec(TOKENIZER_SPECS[choice], text)
 
 
 def prepare_corpus(corpus: str, upload: str | None, tokenizer_choice: str) -> Corpus:
-    """Read, tokenize and split a corpus (first 90% train, last 10% validation); the last few are cached."""
+    """Read, tokenize and split a corpus (first 90% train, last 10% validation); the last few are cached.
+
+    The tokenizer and the ids depend only on the text and the tokenizer choice, so they are computed once per
+    text: kept in memory, and for the packaged texts also on disk (``cached_tokens``), so that a restarted
+    server does not train the 4,096-token BPE again.
+    """
     name, text = read_corpus(corpus, upload)
-    key = (name, hashlib.sha256(text.encode("utf-8")).hexdigest(), tokenizer_choice)
+    text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    key = (name, text_hash, tokenizer_choice)
     with _corpora_lock:
         if key in _corpora:
             _corpora.move_to_end(key)
             return _corpora[key]
-    tokenizer = make_tokenizer(tokenizer_choice, text)
-    ids = encode_corpus(tokenizer, text)
+    folder = cache_dir() / "corpora" / f"{text_hash[:24]}-{TOKENIZER_SPECS[tokenizer_choice].replace(':', '')}"
+    on_disk = corpus in (SHAKESPEARE, VERDICT)  # uploads stay in memory only
+    tokenizer, ids = cached_tokens(folder, tokenizer_choice) if on_disk else (None, None)
+    if ids is None:
+        tokenizer = make_tokenizer(tokenizer_choice, text)
+        ids = torch.tensor(encode_corpus(tokenizer, text), dtype=torch.long)
+        if on_disk:
+            keep_tokens(folder, tokenizer_choice, tokenizer, ids)
     split = int(len(ids) * (1 - VAL_FRACTION))
     prepared = Corpus(name, tokenizer, ids[:split], ids[split:])
     with _corpora_lock:
@@ -136,6 +165,32 @@ def prepare_corpus(corpus: str, upload: str | None, tokenizer_choice: str) -> Co
         while len(_corpora) > 4:
             _corpora.popitem(last=False)
     return prepared
+
+
+def cached_tokens(folder: Path, tokenizer_choice: str) -> tuple[object, torch.Tensor | None]:
+    """(tokenizer, ids) kept by ``keep_tokens``, or (None, None) when there are none (or they cannot be read)."""
+    try:
+        ids = torch.from_numpy(np.load(folder / "ids.npy").astype(np.int64))
+        if tokenizer_choice == BPE_4096:
+            return BPETokenizer.load(folder / "tokenizer.json"), ids
+        return make_tokenizer(tokenizer_choice, ""), ids
+    except (OSError, ValueError):
+        return None, None
+
+
+def keep_tokens(folder: Path, tokenizer_choice: str, tokenizer, ids: torch.Tensor) -> None:
+    """Save a text's tokenizer and ids (uint16: every id is below 65,536); a disk that refuses is no error."""
+    def save_ids(tmp: str) -> None:
+        with open(tmp, "wb") as file:
+            np.save(file, ids.numpy().astype(np.uint16))
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if tokenizer_choice == BPE_4096:
+            write_atomically(folder / "tokenizer.json", tokenizer.save)
+        write_atomically(folder / "ids.npy", save_ids)  # written last: its presence means both are complete
+    except OSError:
+        pass
 
 
 def check_fits(corpus: Corpus, context_length: int, batch_size: int) -> None:
@@ -175,23 +230,41 @@ def model_config(preset: str, vocab_size: int, context_length: int) -> GPTConfig
     return GPTConfig.preset(preset, vocab_size=vocab_size, context_length=context_length, drop_rate=0.0)
 
 
+def cpu_peak() -> float:
+    """This server's CPU peak for one run: a matmul on the run's threads, in the dtype its matmuls use
+    (``gpt_core.device.cpu_peak_flops``, measured once when the tab is built, then cached)."""
+    dtype = training_autocast_dtype(torch.device("cpu"), "auto") or torch.float32
+    return cpu_peak_flops(run_threads(), dtype)
+
+
 def tokens_per_second_guess(cfg: GPTConfig, context_length: int, device: torch.device) -> float:
-    """A rough training speed from the FLOPs per token and what the device typically reaches."""
+    """A rough training speed: the FLOP/s the device reaches on a small model, over the FLOPs per token."""
     if device.type == "cuda":
         reached = (peak_flops(device) or 50e12) * GPU_SHARE_OF_PEAK  # an unknown GPU: guess 50 TFLOP/s
     elif device.type == "mps":
         reached = MPS_FLOPS
     else:
-        reached = CPU_FLOPS_PER_THREAD * run_threads()
+        reached = cpu_peak() * CPU_SHARE_OF_PEAK
     return reached / flops_per_token(cfg, context_length)
 
 
 def device_words(device: torch.device) -> str:
-    """'CPU, 1 thread per run' or describe_device's line for a GPU."""
-    if device.type != "cpu":
-        return describe_device(device)
-    threads = run_threads()
-    return f"CPU, {threads} thread{'s' if threads > 1 else ''} per run"
+    """The device a run trains on, in words: 'CPU, 1 thread' (the threads one run gets), 'NVIDIA H100'."""
+    return device_in_words(device, run_threads())
+
+
+def duration_words(seconds: float) -> str:
+    """A duration as a student reads it.
+
+    >>> duration_words(44.6), duration_words(150), duration_words(10_980)
+    ('45 s', '2 min 30 s', '3 h 03 min')
+    """
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, context_length) -> str:
@@ -212,11 +285,14 @@ def _settings_summary(preset: str, tokenizer_choice: str, steps, batch_size, con
     n_params = sum(count for _, count in parameter_breakdown(cfg))
     memory = estimate_memory(cfg, training=True, batch_size=batch_size, context_length=context_length)["total"]
     device = pick_device("auto")
-    seconds = steps_run * batch_size * context_length / tokens_per_second_guess(cfg, context_length, device)
-    minutes = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    step_s = batch_size * context_length / tokens_per_second_guess(cfg, context_length, device)
+    cap_s = job_manager().max_minutes_cap * 60
+    timing = f"roughly **{duration_words(steps_run * step_s)}** for {steps_run:,} steps on {device_words(device)}"
+    if steps_run * step_s > cap_s:
+        timing += (f", but **this server stops runs after {job_manager().max_minutes_cap:g} minutes: about "
+                   f"{int(cap_s / step_s):,} of {steps_run:,} steps**")
     return (f"**{preset}**: {cfg.n_layers} layers × {cfg.emb_dim} wide, {cfg.n_heads} heads · "
-            f"**{n_params:,} parameters** · about **{human_size(memory)}** of memory to train · "
-            f"roughly **{minutes}** for {steps_run:,} steps on {device_words(device)} "
+            f"**{n_params:,} parameters** · about **{human_size(memory)}** of memory to train · {timing} "
             f"({batch_size * context_length:,} tokens per step; a guess from FLOPs, the run shows the real speed)")
 
 
@@ -259,10 +335,67 @@ def pretrain_config(steps: int, batch_size: int, context_length: int, lr: float,
     """The TrainConfig of a tab run: about 10 evaluations and 8 samples, and checkpoints to keep the last good one."""
     return TrainConfig(
         lr=lr, warmup_steps=warmup, max_steps=steps, batch_size=batch_size, context_length=context_length,
-        eval_every=max(1, steps // 10), eval_batches=2, sample_every=max(1, steps // 8), sample_tokens=24,
-        sample_prompt=sample_prompt, checkpoint_every=max(10, steps // 4), keep_checkpoints=1,
-        out_dir=out_dir, tokenizer=corpus.tokenizer, log_every=1,
+        eval_every=max(1, steps // 10), eval_batches=EVAL_BATCHES, sample_every=max(1, steps // 8),
+        sample_tokens=SAMPLE_TOKENS, sample_prompt=sample_prompt, checkpoint_every=max(10, steps // 4),
+        keep_checkpoints=1, out_dir=out_dir, tokenizer=corpus.tokenizer, log_every=1, seed=SEED,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan: what the tab shows before Start (built once from the defaults, so opening the page costs nothing)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def plan_figure(steps: int, lr: float, warmup: int):
+    """The planned learning rate of every step, under a loss plot that fills in once the run starts."""
+    config = TrainConfig(lr=lr, warmup_steps=min(warmup, steps), max_steps=steps)
+    return training_figure([], [], steps, lr_schedule(config),
+                           title="the plan: the learning rate of every step (the losses appear after Start)")
+
+
+def plan_batch(corpus: Corpus, batch_size: int, context_length: int, shown: int = WINDOWS_SHOWN) -> str:
+    """The first windows of the first batch a run with these settings trains on (the same seed, the same order)."""
+    train_set = as_dataset(corpus.train_ids, context_length, "training")
+    inputs, _ = BatchStream(train_set, batch_size, SEED, n_eval=1).next_batch()  # (batch_size, context_length)
+    token_bytes = corpus.tokenizer.token_bytes
+    windows = [[(token_id, token_bytes(token_id)) for token_id in row] for row in inputs[:shown].tolist()]
+    intro = (f"<p><b>What the model reads.</b> Each step is one batch of {batch_size} windows of {context_length} "
+             f"tokens, picked at random from the training text ({len(corpus.train_ids):,} tokens of "
+             f"{html.escape(corpus.name)}). At every position the model predicts the next token, so one batch holds "
+             f"{batch_size} × {context_length} = {batch_size * context_length:,} predictions to score. The first "
+             f"{min(shown, batch_size)} windows of the first batch:</p>")
+    return intro + batch_html(windows, batch_size, context_length)
+
+
+def prepared_corpus(corpus_choice: str, tokenizer_choice: str) -> Corpus | None:
+    """A packaged corpus already prepared (by the plan or a run), without preparing it; else None."""
+    names = {SHAKESPEARE: "Shakespeare", VERDICT: "The Verdict"}
+    with _corpora_lock:
+        return next((corpus for (name, _, choice), corpus in reversed(_corpora.items())
+                     if name == names.get(corpus_choice) and choice == tokenizer_choice), None)
+
+
+def plan_views(corpus_choice: str, tokenizer_choice: str, steps, batch_size, context_length, lr, warmup,
+               history: RunHistory | None):
+    """The plan for the settings on screen (schedule, batch), until this page starts a run."""
+    if history is not None:
+        return gr.skip(), gr.skip()
+    try:
+        steps, _ = job_manager().clamp_steps(whole_number(steps, "The number of steps", 1))
+        figure = plan_figure(steps, learning_rate(lr), min(whole_number(warmup, "The number of warm-up steps", 0), steps))
+    except ValueError:
+        figure = gr.skip()
+    corpus = prepared_corpus(corpus_choice, tokenizer_choice)
+    try:
+        batch_size = whole_number(batch_size, "The batch size", 1, 512)
+        context_length = whole_number(context_length, "The context length", 2, MAX_CONTEXT)
+        if corpus is None:
+            return figure, ("<p class='lab-note'>The text is tokenized when you press Start; its first batch "
+                            "is shown here for the packaged texts once they are prepared.</p>")
+        check_fits(corpus, context_length, batch_size)
+        return figure, plan_batch(corpus, batch_size, context_length)
+    except ValueError as error:
+        return figure, f"<p class='lab-note'>⚠ {error}</p>"
 
 
 def pretrain_job(run: PretrainRun):
@@ -331,9 +464,19 @@ def run_figure(history: RunHistory, log_scale: bool, run: PretrainRun):
                            bool(log_scale))
 
 
-def run_stats(history: RunHistory) -> str:
+def run_stats(history: RunHistory, model_flops_per_token: float) -> str:
+    """Speed, MFU, time left and tokens seen. A GPU's MFU comes from the engine (its data-sheet peak); a CPU
+    run's is measured against this server's matmul peak (``cpu_peak``). An MFU that cannot be right (a peak
+    measured while the machine was busy) or a device without a known peak shows none."""
     eta = 0.0 if history.done else history.eta_s
-    return stats_markdown(history.tokens_per_s, history.mfu, eta, history.tokens_seen, history.device)
+    device = torch.device(history.device) if history.device else None
+    mfu, peak = history.mfu, "the GPU's peak FLOP/s"
+    if device is not None and device.type == "cpu" and history.tokens_per_s:
+        mfu, peak = model_flops_per_token * history.tokens_per_s / cpu_peak(), "this CPU's measured matmul peak"
+    if mfu is not None and not 0 < mfu <= 1:
+        mfu = None
+    return stats_markdown(history.tokens_per_s, mfu, eta, history.tokens_seen,
+                          device_words(device) if device is not None else None, peak=peak)
 
 
 def checkpoint_zip(history: RunHistory) -> str | None:
@@ -351,8 +494,9 @@ def checkpoint_zip(history: RunHistory) -> str | None:
 
 
 def run_status(history: RunHistory, view: JobView) -> str:
-    status = history.status_line(view, show_eta=False,  # the stats line shows the time left
-                                 preparing="⏳ Starting: building a fresh model with random weights…")
+    named = replace(history, device=device_words(torch.device(history.device))) if history.device else history
+    status = named.status_line(view, show_eta=False,  # the stats line shows the time left
+                               preparing="⏳ Starting: building a fresh model with random weights…")
     if view.done and history.checkpoint:
         status += "\n\nThe checkpoint is ready: download it below, or press **Use this model in the explorer**."
     return status
@@ -366,7 +510,8 @@ def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool) -
         zip_path = checkpoint_zip(history)
         download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
         RUNS.resize(owner, run.job_id, folder_bytes(run.out_dir))  # the finished folder's real size, zip included
-    return (run_stats(history), run_figure(history, log_scale, run),
+    model_flops = flops_per_token(run.model_cfg, run.config.context_length)
+    return (run_stats(history, model_flops), run_figure(history, log_scale, run),
             samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download)
 
 
@@ -422,11 +567,27 @@ def corpus_upload_visible(corpus: str):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def default_plan() -> tuple[object, str]:
+    """The plan of the default run (its schedule, its first batch), made once when the tab is built.
+
+    The default text is prepared here, so the first Start does not wait for it (and a restarted server reads
+    its tokens from disk).
+    """
+    figure = plan_figure(CLASSROOM_STEPS, CLASSROOM_LR, CLASSROOM_WARMUP)
+    try:
+        corpus = prepare_corpus(SHAKESPEARE, None, BPE_4096)
+        return figure, plan_batch(corpus, CLASSROOM_BATCH, CLASSROOM_CONTEXT)
+    except (ValueError, OSError) as error:  # the text could not be read: the run will say why
+        return figure, f"<p class='lab-note'>⚠ {html.escape(str(error))}</p>"
+
+
 def build_tab(model_choice: gr.Dropdown) -> None:
     browser_id = browser_id_state()
+    cpu_peak()  # measured once, now: the yardstick of CPU runs' MFU and of the time estimates
+    plan_plot, plan_html = default_plan()
     explain(INTRO)
     with gr.Row():
-        preset = gr.Dropdown(list(PRESET_NAMES), value="nano", label="model size (preset)", scale=1)
+        preset = gr.Dropdown(list(PRESET_NAMES), value=CLASSROOM_PRESET, label="model size (preset)", scale=1)
         corpus = gr.Radio(list(CORPUS_CHOICES), value=SHAKESPEARE, label="text to learn from", scale=2)
         tokenizer = gr.Radio(list(TOKENIZER_CHOICES), value=BPE_4096, label="tokenizer", scale=2)
     upload = gr.File(label=f"your text (.txt, UTF-8, at most {MAX_UPLOAD_BYTES / 1e6:.0f} MB)", file_types=[".txt"],
@@ -436,11 +597,11 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         batch_size = NumberBox(CLASSROOM_BATCH, label="batch size", precision=0, elem_id="pretrain-batch")
         context_length = NumberBox(CLASSROOM_CONTEXT, label="context (tokens)", precision=0,
                                    elem_id="pretrain-context")
-        lr = NumberBox(2e-3, label="peak learning rate")
-        warmup = NumberBox(20, label="warm-up steps", precision=0, minimum=0)
+        lr = NumberBox(CLASSROOM_LR, label="peak learning rate")
+        warmup = NumberBox(CLASSROOM_WARMUP, label="warm-up steps", precision=0, minimum=0)
         sample_prompt = gr.Textbox("ROMEO:", label="sample prompt", max_length=200)
-    summary = gr.Markdown(settings_summary("nano", BPE_4096, CLASSROOM_STEPS, CLASSROOM_BATCH, CLASSROOM_CONTEXT),
-                          elem_classes=["lab-note"], elem_id="pretrain-summary")
+    summary = gr.Markdown(settings_summary(CLASSROOM_PRESET, BPE_4096, CLASSROOM_STEPS, CLASSROOM_BATCH,
+                                           CLASSROOM_CONTEXT), elem_classes=["lab-note"], elem_id="pretrain-summary")
     with gr.Row():
         start = gr.Button("Start pretraining", variant="primary", elem_id="pretrain-start")
         stop = gr.Button("Stop", elem_id="pretrain-stop")
@@ -449,11 +610,13 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     stats = gr.Markdown(elem_id="pretrain-stats")
     with gr.Row():
         with gr.Column(scale=3):
-            plot = gr.Plot(show_label=False, elem_id="pretrain-plot")
+            plot = gr.Plot(plan_plot, show_label=False, elem_id="pretrain-plot")
             log_scale = gr.Checkbox(False, label="log-scale loss axis")
         with gr.Column(scale=2):
             gr.Markdown("**Samples** (greedy, newest first): the same prompt after more and more steps")
             samples = gr.HTML(samples_html([], ""), elem_id="pretrain-samples")
+    with gr.Accordion("The first batch: what the model reads at step 1", open=True):
+        batch_view = gr.HTML(plan_html, elem_id="pretrain-batch-view")
     with gr.Row():
         download = gr.File(label="checkpoint (model.safetensors + config.json + tokenizer.json)", interactive=False,
                            visible=False, elem_id="pretrain-download")
@@ -468,6 +631,9 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     for control in settings:
         control.change(friendly(settings_summary), settings, summary, api_name=False, queue=False,
                        show_progress="hidden")
+    plan_inputs = [corpus, tokenizer, steps, batch_size, context_length, lr, warmup, history]
+    for control in plan_inputs[:-1]:
+        control.change(friendly(plan_views), plan_inputs, [plot, batch_view], api_name=False, show_progress="hidden")
     preset.change(preset_context, preset, context_length, api_name=False, queue=False)
     corpus.change(corpus_upload_visible, corpus, upload, api_name=False, queue=False)
     start.click(friendly(start_run), [preset, corpus, upload, tokenizer, steps, batch_size, context_length, lr,

@@ -44,6 +44,16 @@ UPLOAD_SOURCE = "An uploaded .txt file"
 DEFAULT_TEXT = "Hello, world! I'm learning how GPT-2 reads text:   1,234 tokens later, it's 🤖-ready."
 DEFAULT_WORD = "understanding"
 DEFAULT_EMBED_TEXT = "the cat sat on the mat, the dog sat on the rug"
+# Texts a student tries next (section 1): (label, text).
+EXAMPLE_TEXTS = [
+    ("English", DEFAULT_TEXT),
+    ("Python code", 'def greet(name):\n    """Say hello."""\n    return f"Hello, {name}!"  # 4 spaces of indent\n'),
+    ("Numbers", "In 2024, 1,234,567 people paid $3.99 each: 3.14159 × 10^6 ≈ 3141590. Call 555-0123."),
+    ("Other languages", "Bonjour le monde ! Der Kühlschrank ist leer. Привет, мир! 你好，世界！ こんにちは世界"),
+    ("Emoji and accents", "naïve café 🤖👩🏽‍💻 résumé — “quotes” …"),
+    ("Repeated words", "the the the The THE the, the. the\nthe"),
+    ("Shakespeare", "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun."),
+]
 
 MAX_DRAWN_TOKENS = 2_000  # spans drawn in the browser; the counts cover the whole text
 # Text of sections 1 and 3 is cut to this: the from-scratch encoder takes about 2 µs a character on new text.
@@ -106,6 +116,15 @@ def _note(text: str) -> str:
     return f'<p class="lab-note">{text}</p>'
 
 
+def plural(count: int, word: str) -> str:
+    """'1 window', '3 windows'.
+
+    >>> plural(1, "window"), plural(1_000, "token")
+    ('1 window', '1,000 tokens')
+    """
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
+
+
 def checked_text(value, what: str) -> str:
     """Text from a text box ("" for nothing); anything else an API client sends gets a plain message."""
     if value is None:
@@ -163,7 +182,14 @@ def parity_message(ours: list[int], reference: list[int], tokenizer: BPETokenize
 
 
 def tokenize_text(text: str, choice: str, trained: BPETokenizer | None = None) -> tuple[str, str, str]:
-    """Section 1: the coloured tokens, the counts and the tiktoken check for `text`."""
+    """Section 1: the coloured tokens, the counts and the tiktoken check for `text`.
+
+    Choosing "Your trained BPE" before training one gives a note in this section (the text box redraws the
+    tokens at every change, so a popup would come back at every key).
+    """
+    if choice == TRAINED_CHOICE and trained is None:
+        return _note("Train your own BPE in section 2 first, then choose it here (GPT-2's tokens meanwhile: "
+                     "choose GPT-2)."), "0 tokens", ""
     tokenizer = _pick_tokenizer(choice, trained)
     text, cut_note = bounded_text(tokenizer, text, MAX_TEXT_CHARS)
     if not text:
@@ -173,7 +199,7 @@ def tokenize_text(text: str, choice: str, trained: BPETokenizer | None = None) -
     pieces = [tokenizer.token_bytes(token_id) for token_id in ids[:MAX_DRAWN_TOKENS]]
     spans = token_spans_html(ids, pieces, max_tokens=MAX_DRAWN_TOKENS)
     stats = (
-        f"**{len(ids):,} tokens** · {len(text):,} characters · "
+        f"**{plural(len(ids), 'token')}** · {plural(len(text), 'character')} · "
         f"{len(text) / max(len(ids), 1):.2f} characters per token · tokenizer: {tokenizer.name} "
         f"({tokenizer.vocab_size:,} ids)"
     )
@@ -273,6 +299,11 @@ def replay_merge(word: str = DEFAULT_WORD, step=None, trained: BPETokenizer | No
     return _note(header) + body, gr.update(maximum=max(last_step, 1), value=step)
 
 
+def replay_steps_only(word: str = DEFAULT_WORD, step=None, trained: BPETokenizer | None = None) -> str:
+    """The replay's html alone (while the slider moves: its own value stays as the student set it)."""
+    return replay_merge(word, step, trained)[0]
+
+
 def replay_word(word: str = DEFAULT_WORD, trained: BPETokenizer | None = None):
     """A new word: replay all of its merges (the slider then goes back through them)."""
     return replay_merge(word, None, trained)
@@ -283,25 +314,51 @@ def replay_word(word: str = DEFAULT_WORD, trained: BPETokenizer | None = None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def windows_problem(n_tokens: int, context_length: int, stride: int) -> str | None:
+    """Why no window can be cut (a note for section 3), or None when windows can be cut.
+
+    >>> print(windows_problem(2, 8, 4))
+    No windows yet: the text above has 2 tokens, and a window of 8 tokens needs 9 (8 inputs, and 1 more for the last target). Type a longer text in section 1 or lower the context length.
+    """
+    if stride < 1:
+        return ("No windows: the stride is 0, so a window would never move on. Set the stride to 1 or more "
+                "(it is how far each window moves).")
+    if n_tokens < context_length + 1:
+        return (f"No windows yet: the text above has {plural(n_tokens, 'token')}, and a window of "
+                f"{plural(context_length, 'token')} needs {context_length + 1} ({context_length} inputs, and 1 "
+                f"more for the last target). Type a longer text in section 1 or lower the context length.")
+    return None
+
+
 def training_pairs(text: str = DEFAULT_TEXT, context_length=8, stride=4) -> tuple[str, str]:
-    """Section 3: the first (input, target) windows cut from `text` tokenized with GPT-2."""
+    """Section 3: the first (input, target) windows cut from `text` tokenized with GPT-2.
+
+    When no window can be cut (a short text, a stride of 0), this section says why in its summary: section 1's
+    text box redraws it at every change, so a short text is normal here, not an error.
+    """
     context_length = number_input(context_length, "The context length", minimum=1, maximum=MAX_CONTEXT, whole=True,
                                   default=8)
     stride = number_input(stride, "The stride", minimum=0, maximum=MAX_CONTEXT, whole=True, default=4)
     tokenizer = gpt2_tokenizer()
     text, cut_note = bounded_text(tokenizer, text, MAX_TEXT_CHARS)
     ids = tokenizer.encode(text, allowed_special="all")
-    n_windows = len(window_starts(len(ids), context_length, stride))  # raises a clear ValueError on bad sizes
+    problem = windows_problem(len(ids), context_length, stride)
+    if problem:
+        return "", f"⚠ {problem}"
+    n_windows = len(window_starts(len(ids), context_length, stride))
     pairs = windows(ids, context_length, stride, limit=SHOWN_WINDOWS)
     if stride < context_length:
-        overlap = f"windows overlap by {context_length - stride} tokens"
+        overlap = f"windows overlap by {plural(context_length - stride, 'token')}"
     elif stride == context_length:
         overlap = "windows touch without overlapping"
     else:
-        overlap = f"{stride - context_length} tokens between windows are never used"
+        skipped = stride - context_length
+        overlap = f"{plural(skipped, 'token')} between windows {'is' if skipped == 1 else 'are'} never used"
+    shown = f"Showing the first {len(pairs)}." if n_windows > len(pairs) else \
+        ("Showing it." if n_windows == 1 else "Showing them all.")
     summary = (
-        f"{len(ids):,} tokens → **{n_windows:,} windows** of {context_length} tokens "
-        f"(stride {stride}: {overlap}). Showing the first {len(pairs)}."
+        f"{plural(len(ids), 'token')} → **{plural(n_windows, 'window')}** of {plural(context_length, 'token')} "
+        f"(stride {stride}: {overlap}). {shown}"
     )
     if cut_note:
         summary += f"  \n{cut_note}"
@@ -381,6 +438,9 @@ def build_tab() -> None:
         with gr.Column(scale=1, min_width=200):
             choice = gr.Radio([GPT2_CHOICE, TRAINED_CHOICE], value=GPT2_CHOICE, label="Tokenizer")
             tokenize_button = gr.Button("Tokenize", variant="primary")
+    gr.Examples([[example] for _, example in EXAMPLE_TEXTS], inputs=[text], label="Texts to try",
+                example_labels=[label for label, _ in EXAMPLE_TEXTS], api_visibility="private",
+                elem_id="tok-examples")
     first_spans, first_stats, first_parity = tokenize_text(DEFAULT_TEXT, GPT2_CHOICE)
     token_view = gr.HTML(first_spans, elem_id="tok-spans", css_template=TABLE_CSS)
     stats = gr.Markdown(first_stats)
@@ -449,7 +509,8 @@ def build_tab() -> None:
         embed_text = gr.Textbox(value=DEFAULT_EMBED_TEXT, label="Text (first 16 tokens)", scale=4)
         embed_button = gr.Button("Embed", scale=1)
     first_summary, first_heatmaps, first_cosine = embeddings(DEFAULT_EMBED_TEXT)
-    heatmaps = gr.Plot(first_heatmaps, label="token + positional = input", show_label=False)
+    heatmaps = gr.Plot(first_heatmaps, label="token + positional = input", show_label=False,
+                       elem_id="tok-embeddings")
     with gr.Row():
         cosine = gr.Plot(first_cosine, label="cosine similarity", show_label=False, scale=3)
         with gr.Column(scale=2):
@@ -490,6 +551,8 @@ def build_tab() -> None:
     }
     context_length.release(**pairs_event, api_name="training_pairs")
     stride.release(**pairs_event, api_visibility="undocumented")
+    for slider in (context_length, stride):  # the arrow keys send `input` (no `release`)
+        slider.input(**pairs_event, trigger_mode="always_last", api_name=False)
     text.change(**pairs_event, trigger_mode="always_last", api_visibility="undocumented")
 
     replay_outputs = [replay_view, replay_step]
@@ -507,6 +570,9 @@ def build_tab() -> None:
     )
     replay_step.release(friendly(replay_merge), [word, replay_step, trained_state], replay_outputs,
                         api_name="replay_merge", preprocess=False, **SMALL_VIEWS)
+    # The arrow keys send `input` (no `release`); its answer leaves the slider alone, so a drag is never pulled back.
+    replay_step.input(friendly(replay_steps_only), [word, replay_step, trained_state], replay_view, api_name=False,
+                      preprocess=False, trigger_mode="always_last", **SMALL_VIEWS)
     word.submit(friendly(replay_word), [word, trained_state], replay_outputs, api_name="replay_word",
                 preprocess=False, **SMALL_VIEWS)
 

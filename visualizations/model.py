@@ -120,18 +120,23 @@ def _tile_labels(n_tiles: int, tokens: list[str], tile_name: str, token_role: st
     return labels
 
 
-def parameter_figure(breakdown: list[tuple[str, int]]) -> go.Figure:
-    """Horizontal bars: parameters per component, largest at the top."""
+def parameter_figure(breakdown: list[tuple[str, int]], notes: dict[str, str] | None = None) -> go.Figure:
+    """Horizontal bars: parameters per component, largest at the top.
+
+    notes: a text instead of the count for some components, e.g. a tied output head (no parameters of its own).
+    """
     names = [name for name, _ in breakdown]
     counts = [int(count) for _, count in breakdown]
     total = sum(counts) or 1
+    notes = notes or {}
     bars = {
         "type": "bar",
         "x": counts,
         "y": names,
         "orientation": "h",
-        "text": [f"{c / 1e6:,.2f} M ({100 * c / total:.0f}%)" for c in counts],
-        "textposition": "auto",
+        "text": [notes.get(name, _count_text(c, total)) for name, c in zip(names, counts)],
+        # Short bars (layer norms, a tied head) print their text beside the bar, not in it.
+        "textposition": ["auto" if c > 0.1 * max(counts, default=0) else "outside" for c in counts],
         "marker": {"color": "#4292c6"},
         "hovertemplate": "%{y}: %{x:,} parameters<extra></extra>",
     }
@@ -144,6 +149,17 @@ def parameter_figure(breakdown: list[tuple[str, int]]) -> go.Figure:
         "plot_bgcolor": "white",
     }
     return fast_figure([bars], layout)
+
+
+def _count_text(count: int, total: int) -> str:
+    """A bar's label: millions for big counts, the exact count for small ones, and the share.
+
+    >>> _count_text(786_432, 2_615_424), _count_text(3_456, 2_615_424)
+    ('0.79 M (30%)', '3,456 (0.1%)')
+    """
+    if count >= 100_000:
+        return f"{count / 1e6:,.2f} M ({100 * count / total:.0f}%)"
+    return f"{count:,} ({100 * count / total:.1f}%)"
 
 
 def embedding_figure(tok_emb: np.ndarray, pos_emb: np.ndarray, tokens: list[str], n_dims: int = 32,

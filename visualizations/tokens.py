@@ -13,8 +13,11 @@ import plotly.graph_objects as go
 
 from visualizations.attention import colorscale, fast_figure, grid_layout, rounded
 
-# Pastel backgrounds with dark text; neighbours always differ (colour by position).
+# Pastel backgrounds with dark text; neighbours always differ (colour by position). The chips stay light in
+# the dark theme too, so their text is always CHIP_TEXT (at least 12:1 on every one of these colours; the app's
+# CSS gives it to every span.tok[data-id], the windows table has it inline).
 TOKEN_COLORS = ("#fde68a", "#bbf7d0", "#bfdbfe", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#d9f99d")
+CHIP_TEXT = "#111827"
 HIGHLIGHT = "#dc2626"  # outline of the pair merged at a replay step
 MAX_REPLAY_HTML = 150_000  # characters of HTML in one merge replay; the steps beyond are named, not drawn
 
@@ -42,20 +45,44 @@ def token_title(token_id: int, token: bytes) -> str:
     return f"id {token_id} · {token!r}"
 
 
-def _span(token_id: int, token: bytes, color: str, css_class: str = "tok", style: str = "") -> str:
+def _span(token_id: int, token: bytes, color: str, css_class: str = "tok", style: str = "",
+          label: str | None = None) -> str:
+    """One token chip. Its id is in `data-id`: the app's CSS prints it under the token (a projector cannot show
+    the hover tooltip) and gives the chip its CHIP_TEXT colour; the tooltip still gives the id and the bytes.
+    A long merge replay holds thousands of chips, so a chip stays short (the id needs no quotes).
+
+    >>> _span(262, b" the", "#fde68a")
+    '<span class="tok" data-id=262 style="background:#fde68a" title="id 262 · b&#x27; the&#x27;">·the</span>'
+    """
     title = html.escape(token_title(token_id, token), quote=True)
-    label = html.escape(token_text(token))
-    return f'<span class="{css_class}" style="background:{color};{style}" title="{title}">{label}</span>'
+    label = html.escape(token_text(token)) if label is None else label
+    style = f"background:{color};{style}" if style else f"background:{color}"
+    return f'<span class="{css_class}" data-id={int(token_id)} style="{style}" title="{title}">{label}</span>'
+
+
+def token_chip(token_id: int, token: bytes, color: str) -> str:
+    r"""A token as a chip in running text, its id printed under it by the app's CSS (any view of token ids can use
+    it). A token that ends with line breaks shows them as ↵ inside the chip, and the real breaks follow it (a chip
+    keeps its id under it, so it cannot itself be split over two lines).
+
+    >>> token_chip(198, b".\n\n", "#bbf7d0").endswith('>.↵↵</span>\n\n')
+    True
+    """
+    breaks = len(token) - len(token.rstrip(b"\n"))
+    if not breaks:
+        return _span(token_id, token, color)
+    label = html.escape(token_text(token[:-breaks])) + "↵" * breaks
+    return _span(token_id, token, color, label=label) + "\n" * breaks
 
 
 def token_spans_html(ids: Sequence[int], pieces: Sequence[bytes], max_tokens: int = 2000) -> str:
-    """Each token as a coloured `<span class="tok" title="id … · b'…'">` inside `<div class="lab-tokens">`.
+    """Each token as a coloured `<span class="tok" data-id=… title="id … · b'…'">` in `<div class="lab-tokens">`.
 
     Only the first `max_tokens` are drawn (a browser slows down with many thousands of spans); a note says so.
     """
     shown = min(len(ids), max_tokens)
     spans = [
-        _span(token_id, piece, TOKEN_COLORS[position % len(TOKEN_COLORS)])
+        token_chip(token_id, piece, TOKEN_COLORS[position % len(TOKEN_COLORS)])
         for position, (token_id, piece) in enumerate(zip(ids[:shown], pieces[:shown]))
     ]
     note = ""
@@ -175,8 +202,8 @@ def windows_html(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], token_byt
                 label = html.escape(token_text(token_bytes(token_id)))
                 title = html.escape(token_title(token_id, token_bytes(token_id)), quote=True)
                 out.append(
-                    f'<td class="tok" style="background:{color}" title="{title}">{label}<br>'
-                    f'<small>{token_id}</small></td>'
+                    f'<td class="tok" style="background:{color};color:{CHIP_TEXT}" title="{title}">{label}<br>'
+                    f'<small class="tok-id">{token_id}</small></td>'
                 )
             out += ["<td></td>"] * (columns - offset - len(ids))
             return "".join(out)
@@ -195,6 +222,9 @@ def windows_html(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], token_byt
 
 HEATMAP_HEIGHT = 430
 FONT = {"size": 13}
+# Transparent paper and plot area: the figure sits on the page's own background in the light and the dark theme
+# (the app's CSS recolours the axis text and grid lines in the dark one).
+CLEAR = "rgba(0,0,0,0)"
 
 
 def _token_axis(labels: Sequence[str]) -> dict:
@@ -237,7 +267,8 @@ def embedding_heatmaps(
         })
         layout[f"xaxis{suffix}"].update(title={"text": "dimension"}, dtick=4)
     layout["yaxis"].update(_token_axis(labels))
-    layout.update(height=HEATMAP_HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 40}, font=FONT)
+    layout.update(height=HEATMAP_HEIGHT, margin={"l": 10, "r": 10, "t": 50, "b": 40}, font=FONT,
+                  paper_bgcolor=CLEAR, plot_bgcolor=CLEAR)
     return fast_figure(data, layout)
 
 
@@ -266,5 +297,7 @@ def cosine_heatmap(similarities: np.ndarray, labels: Sequence[str], title: str) 
         "height": HEATMAP_HEIGHT + 70,
         "margin": {"l": 10, "r": 10, "t": 50, "b": 10},
         "font": FONT,
+        "paper_bgcolor": CLEAR,
+        "plot_bgcolor": CLEAR,
     }
     return fast_figure([heatmap], layout)

@@ -17,10 +17,17 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from visualizations.tokens import CHIP_TEXT, TOKEN_COLORS, token_text
+
 TRAIN_COLOR = "#3182bd"
 VAL_COLOR = "#e6550d"
 STEP_COLOR = "#9ecae1"
 LR_COLOR = "#31a354"
+CLEAR = "rgba(0,0,0,0)"  # transparent paper and plot area: the figure sits on the page's light or dark background
+GRID = "rgba(128,128,128,0.25)"  # a grid line that shows on both
+# Text colours from the page's theme (Gradio's CSS variables, with light-theme fallbacks), at least 4.5:1 on both.
+NOTE_COLOR = "var(--lab-note-color, #4b5563)"
+SAMPLE_BACKGROUND = "var(--background-fill-secondary, #f7f7f9)"
 MAX_POINTS = 400  # per trace: enough for a smooth curve, small enough to send every second
 
 StepLoss = tuple[int, float]  # (step, loss of that step's batch)
@@ -129,7 +136,8 @@ def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], 
     figure.update_layout(
         height=460 if schedule else 320,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        plot_bgcolor="white",
+        paper_bgcolor=CLEAR,
+        plot_bgcolor=CLEAR,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "right", "x": 1.0},
         title={"text": title, "font": {"size": 14}, "x": 0.01},
         uirevision=title,  # keep the user's zoom between updates
@@ -146,7 +154,7 @@ def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], 
                     "tickvals": [0, peak_lr], "ticktext": ["0", f"{peak_lr:.3g}"]},
         )
     for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2") if schedule else ("xaxis", "yaxis"):
-        figure.layout[axis].update(showgrid=True, gridcolor="#eee", zeroline=False)
+        figure.layout[axis].update(showgrid=True, gridcolor=GRID, zeroline=False)
     return figure
 
 
@@ -164,15 +172,20 @@ def _duration(seconds: float | None) -> str:
 
 
 def stats_markdown(tokens_per_s: float | None, mfu: float | None, eta_s: float | None, tokens_seen: int,
-                   device: str | None) -> str:
+                   device: str | None, peak: str = "the GPU's peak FLOP/s") -> str:
     """One line of run statistics: speed, model FLOPs utilisation, time left, tokens seen.
 
-    >>> stats_markdown(12000, None, 30, 48000, "cpu")
-    '**12,000 tokens/s** · MFU n/a on cpu (no known peak FLOP/s) · about **30 s** left · 48,000 tokens seen'
+    ``peak`` names what the MFU is a share of (a CPU's is measured: "this CPU's measured matmul peak").
+
+    >>> stats_markdown(12000, 0.25, 30, 48000, "CPU, 1 thread", peak="this CPU's measured matmul peak").split(" · ")
+    ['**12,000 tokens/s**', "MFU **25.0%** (share of this CPU's measured matmul peak spent on the model)", \
+'about **30 s** left', '48,000 tokens seen']
+    >>> stats_markdown(12000, None, 30, 48000, "Apple GPU (MPS)").split(" · ")[1]
+    'MFU n/a on Apple GPU (MPS) (no known peak FLOP/s)'
     """
     speed = f"**{tokens_per_s:,.0f} tokens/s**" if tokens_per_s else "tokens/s …"
     if mfu is not None:
-        use = f"MFU **{mfu:.1%}** (share of the GPU's peak FLOP/s spent on the model)"
+        use = f"MFU **{mfu:.1%}** (share of {peak} spent on the model)"
     else:
         use = f"MFU n/a on {device or 'this device'} (no known peak FLOP/s)"
     return f"{speed} · {use} · about **{_duration(eta_s)}** left · {tokens_seen:,} tokens seen"
@@ -184,9 +197,10 @@ def compact_line_breaks(escaped_text: str) -> str:
     An early model often predicts a line break again and again ("ROMEO:\n\n\n\n..."): drawn as is, that is a
     tall empty box. The marker keeps what the model did visible.
     >>> compact_line_breaks("ROMEO:\n\n\n\nBut")
-    "ROMEO:\n<span style='color:#888'>⏎ × 4</span>\nBut"
+    "ROMEO:\n<span style='color:var(--lab-note-color, #4b5563)'>⏎ × 4</span>\nBut"
     """
-    return re.sub(r"\n{3,}", lambda run: f"\n<span style='color:#888'>⏎ × {len(run.group())}</span>\n", escaped_text)
+    return re.sub(r"\n{3,}", lambda run: f"\n<span style='color:{NOTE_COLOR}'>⏎ × {len(run.group())}</span>\n",
+                  escaped_text)
 
 
 def samples_html(samples: Sequence[tuple[int, str]], prompt: str, last: int = 4) -> str:
@@ -202,8 +216,31 @@ def samples_html(samples: Sequence[tuple[int, str]], prompt: str, last: int = 4)
         rest = text[len(prompt):] if text.startswith(prompt) else text
         body = f"<b>{html.escape(prompt if text.startswith(prompt) else '')}</b>{compact_line_breaks(html.escape(rest))}"
         rows.append(
-            f"<div style='margin-bottom:8px'><div style='color:#666;font-size:0.85rem'>step {step}</div>"
-            f"<div style='font-family:ui-monospace,monospace;white-space:pre-wrap;background:#f7f7f9;"
+            f"<div style='margin-bottom:8px'><div style='color:{NOTE_COLOR};font-size:var(--text-sm, 12px)'>"
+            f"step {step}</div>"
+            f"<div style='font-family:ui-monospace,monospace;white-space:pre-wrap;background:{SAMPLE_BACKGROUND};"
+            f"color:var(--body-text-color, #1f2937);font-size:var(--text-md, 14px);"
             f"border-radius:6px;padding:6px 8px;max-height:14em;overflow-y:auto'>{body}</div></div>"
         )
     return "".join(rows)
+
+
+def batch_html(windows: Sequence[Sequence[tuple[int, bytes]]], batch_size: int, context_length: int) -> str:
+    """The first windows of a training batch as text: each token a chip, neighbours in different colours,
+    spaces as · and line breaks as ↵ (then a real break), the id in the tooltip.
+
+    ``windows``: (id, bytes) of every token of each window shown; the caption counts the whole batch.
+
+    >>> page = batch_html([[(72, b"Hi"), (13, b"\\n")]], batch_size=16, context_length=2)
+    >>> "window 1 of 16" in page and ">Hi</span>" in page and "↵" in page
+    True
+    """
+    blocks = []
+    for number, tokens in enumerate(windows, start=1):
+        chips = "".join(
+            f'<span class="tok" style="background:{TOKEN_COLORS[position % len(TOKEN_COLORS)]};color:{CHIP_TEXT}" '
+            f'title="id {token_id}">{html.escape(token_text(token))}</span>'
+            for position, (token_id, token) in enumerate(tokens))
+        blocks.append(f"<div class='lab-note'>window {number} of {batch_size} · {context_length} tokens</div>"
+                      f"<div class='lab-tokens' style='margin-bottom:10px'>{chips}</div>")
+    return "".join(blocks)
