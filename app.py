@@ -174,7 +174,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # One torch thread per request on a small server: thirty students' requests already fill the cores, and
     # two threads per request on two busy cores cost 2-6x the CPU (see bench/classroom.py).
-    torch.set_num_threads(runs.run_threads())
+    torch.set_num_threads(runs.shared_threads())
     # Tiny numbers (denormals) take x86 CPUs many cycles each; a trained small model's activations have them, and
     # flushing them to zero made the bundled model generate 22% faster (a GPU's fast paths do the same).
     torch.set_flush_denormal(True)

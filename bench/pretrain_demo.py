@@ -75,8 +75,10 @@ def one_run(mode: str, seed: int, settings: dict, poll_s: float) -> dict:
     pretrain_tab.SEED = seed
     if mode == "cold":
         empty_caches(tempfile.mkdtemp(prefix="pretrain_demo_cache_"))
-    else:
-        pretrain_tab.default_plan()  # what build_tab does when the server starts
+    else:  # what the server does when it starts: app.main's threads, then build_tab's measurements and plan
+        torch.set_num_threads(runs.shared_threads())
+        pretrain_tab.measure_cpu_peaks()
+        pretrain_tab.default_plan()
     browser = runs.new_browser_id()
     cpu0, load = time.process_time(), os.getloadavg()[0]
     clicked = time.perf_counter()

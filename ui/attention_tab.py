@@ -21,6 +21,7 @@ from gpt_core.attention import (
 )
 from ui.common import cap_text, explain, friendly, number_input, show_source
 from ui.models import encode_capped, gpt2_tokenizer, token_strings
+from ui.runs import explore_view
 from ui.view_cache import ResultCache, plot_value
 from visualizations.attention import Matrix, dim_labels, ladder_figure, masked_cells, short_token_labels
 
@@ -301,7 +302,7 @@ def build_tab() -> None:
 
     # One queue for every trigger of the ladder: a cached ladder costs ~1 ms, a new one ~30-100 ms. preprocess=False:
     # the handler checks each value itself, so NaN, infinity or a word from an API client gets a plain message.
-    event = {"fn": friendly(attention_ladder), "inputs": [text, dim, d_out, causal, use_dropout, dropout_rate],
+    event = {"fn": friendly(explore_view(attention_ladder)), "inputs": [text, dim, d_out, causal, use_dropout, dropout_rate],
              "outputs": outputs, "preprocess": False, "concurrency_limit": 4, "concurrency_id": "attention"}
     run.click(**event, api_name="attention")
     text.submit(**event, api_name=False)  # Enter in the sentence box

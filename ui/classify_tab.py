@@ -45,7 +45,15 @@ from ui.common import (
 from ui.jobs import JobView
 from ui.models import LoadedModel, load_choice, model_bytes
 from ui.run_tab import RunHistory, RunTab, with_note
-from ui.runs import browser_id_state, job_manager, latest_job, owner_of, pin_torch_threads, run_threads
+from ui.runs import (
+    browser_id_state,
+    job_manager,
+    latest_job,
+    owner_of,
+    pin_torch_threads,
+    run_threads,
+    sharing_cores,
+)
 from visualizations.finetune import accuracy_curves_figure, class_probability_figure, confusion_figure
 from visualizations.training import training_figure
 
@@ -204,7 +212,7 @@ def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
         speed_up_for_training(model, pick_device(config.device))
         context_length = model.cfg.context_length
         max_length = min(config.max_length or context_length, context_length)
-        for event in finetune_classifier(model, loaded.tokenizer, config, stop):
+        for event in sharing_cores(finetune_classifier(model, loaded.tokenizer, config, stop)):
             if event.kind == "done" and event.reason != "nan":  # diverged weights would answer nonsense
                 model.eval()
                 keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label))

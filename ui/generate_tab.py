@@ -34,6 +34,7 @@ from gpt_core.tokenizer import ENDOFTEXT
 from ui.common import cap_text, explain, friendly, number_input, show_source, student_message
 from ui.decode_worker import worker_steps
 from ui.models import DEFAULT_CHOICE, LoadedModel, load_choice, one_torch_thread
+from ui.runs import explore_view
 from visualizations.generation import (
     candidates_figure,
     generation_html,
@@ -615,7 +616,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     outputs = [text_html, candidates_plot, status, step, steps_state, generated_text]
     # preprocess=False: the handlers get the values as sent and check each one themselves (number_input), so a
     # NaN, an infinity or a wrong type from an API client gets a plain message, not Gradio's or Python's wording.
-    generation = {"fn": friendly(run_generation), "inputs": inputs, "outputs": outputs, "preprocess": False,
+    generation = {"fn": friendly(explore_view(run_generation)), "inputs": inputs, "outputs": outputs, "preprocess": False,
                   "concurrency_limit": GENERATE_AT_ONCE, "concurrency_id": "generate"}
     event = run.click(**generation, api_name="generate")
     event.then(None, js=SCROLL_TO_STEP_JS)

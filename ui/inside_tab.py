@@ -21,6 +21,7 @@ from gpt_core.attention import MultiHeadAttention
 from gpt_core.model import GPTModel, TransformerBlock, estimate_memory, parameter_breakdown
 from ui.common import cap_text, explain, friendly, number_input, show_source
 from ui.models import encode_capped, load_choice, one_torch_thread, token_strings
+from ui.runs import explore_view
 from ui.view_cache import ResultCache, plot_value
 from visualizations.attention import head_figure
 from visualizations.generation import visible_token
@@ -261,7 +262,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     outputs = [note, grid, layer, head, head_plot_view, params, params_plot, memory, embed_plot, pos_plot, state]
     # Concurrency by cost: a cached view costs ~1 ms, a new one a forward pass (0.05-0.5 s, torch uses both
     # cores), so 4 at once; the head slider only redraws one small figure, so it has its own queue.
-    inside_event = {"fn": friendly(look_inside), "inputs": [model_choice, text], "outputs": outputs,
+    inside_event = {"fn": friendly(explore_view(look_inside)), "inputs": [model_choice, text], "outputs": outputs,
                     "concurrency_limit": 4, "concurrency_id": "inside"}
     run.click(**inside_event, api_name="inside")
     text.submit(**inside_event, api_name=False)

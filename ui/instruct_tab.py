@@ -49,7 +49,7 @@ from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, nu
 from ui.jobs import JobView
 from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
 from ui.run_tab import RunHistory, RunTab, with_note
-from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads
+from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads, sharing_cores
 from ui.uploads import read_upload
 from visualizations.finetune import MASK_CSS, loss_mask_html, mask_roles
 from visualizations.training import training_figure
@@ -369,9 +369,9 @@ def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, 
         pin_torch_threads()
         model = copy.deepcopy(loaded.model)  # the shared, cached model is never modified
         speed_up_for_training(model, pick_device(config.device))
-        yield from finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
-                                     val_records=splits["val"] or None, score_records=eval_records,
-                                     score_tokens=answer_tokens(config))
+        yield from sharing_cores(finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
+                                                   val_records=splits["val"] or None, score_records=eval_records,
+                                                   score_tokens=answer_tokens(config)))
 
     return run
 

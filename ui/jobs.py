@@ -195,6 +195,11 @@ class JobManager:
             error=job.error, note=job.note,
         )
 
+    def running_count(self) -> int:
+        """How many jobs are running now (not queued, not finished)."""
+        with self._lock:
+            return self._running_count()
+
     def _running_count(self) -> int:
         return sum(job.status == RUNNING for job in self._jobs.values())
 

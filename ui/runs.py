@@ -7,20 +7,26 @@
 - ``owner_of(browser_id, request)``: the owner a job is started and polled with. The server decides it: a
   browser id counts only with this server's signature, so a client cannot claim another student's runs by
   sending their id; a client without a browser id (a script) owns what it starts in its Gradio session.
-- ``pin_torch_threads()``: called at the start of each run, inside its thread; it also lowers the run's
-  priority, so the explore views stay quick while runs train.
+- ``pin_torch_threads()`` / ``sharing_cores(events)``: called in each run's thread at its start and before each
+  step. A lone run on a quiet server trains on every core at normal priority; once students explore (handlers
+  wrapped in ``explore_view``) or a second run starts, every run shares the cores at a lower priority, so the
+  explore views stay quick while runs train.
 
 How a tab follows its run (the typed history, start/stop/poll/reattach) is in ``ui.run_tab``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import inspect
 import logging
 import os
 import secrets
 import threading
+import time
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 import torch
@@ -125,15 +131,78 @@ def latest_job(owner: str, label_prefix: str) -> JobView | None:
     return views[-1] if views else None
 
 
-def run_threads() -> int:
-    """Threads for torch inside one run: LLM_LAB_TORCH_THREADS, else half the cores (1 on a 2-core machine).
+VIEWS_QUIET_S = 10.0  # a lone run takes every core once no explore view has been asked for this long
+_last_view_at = -VIEWS_QUIET_S  # time.monotonic() of the latest explore-view request
 
-    Two runs with every core each fight for the same cores, and torch can then run many times slower.
+
+def shared_threads() -> int:
+    """Torch's threads while students explore: LLM_LAB_TORCH_THREADS, else half the cores (1 on a 2-core machine).
+
+    Thirty students' requests already fill the cores; two threads per request on two busy cores cost 2-6x the
+    CPU (bench/classroom.py), and two runs with every core each fight for the same cores.
     """
     value = os.environ.get("LLM_LAB_TORCH_THREADS", "").strip()
     if value:
         return max(1, int(value))
     return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def run_threads() -> int:
+    """Threads for torch inside a run, decided again before every step (``sharing_cores``): every core (up to 8)
+    while the server is quiet (``server_is_busy``; a teacher's demo: the default Pretrain run trains about 1.4x
+    faster on both cores of a 2-core server), else ``shared_threads()``. Torch's thread count is process-wide,
+    so the views get the same count meanwhile."""
+    if os.environ.get("LLM_LAB_TORCH_THREADS", "").strip() or server_is_busy():
+        return shared_threads()
+    return lone_run_threads()
+
+
+def server_is_busy() -> bool:
+    """True while students explore (an explore view was asked for in the last ``VIEWS_QUIET_S`` seconds) or
+    more than one run is going."""
+    return time.monotonic() - _last_view_at <= VIEWS_QUIET_S or job_manager().running_count() > 1
+
+
+def lone_run_threads() -> int:
+    """Threads for a run alone on a quiet server: every core, up to 8."""
+    return max(1, min(8, os.cpu_count() or 2))
+
+
+def sharing_cores(events: Iterator) -> Iterator:
+    """Pass a run's events on, calling ``pin_torch_threads`` again before each next step: a lone run on a quiet
+    server trains on every core, and shares them as soon as students explore or a second run starts."""
+    for event in events:
+        pin_torch_threads()
+        yield event
+
+
+def explore_view(handler: Callable) -> Callable:
+    """Mark a handler as an explore view (Tokenizer, Attention, Inside GPT, Generate): while students explore,
+    runs train on ``shared_threads()`` and leave the other cores to the views."""
+
+    def seen() -> None:
+        global _last_view_at
+        _last_view_at = time.monotonic()
+        threads = shared_threads()
+        if torch.get_num_threads() > threads:  # a lone run had every core: give them back now, not after its step
+            torch.set_num_threads(threads)
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def streamed(*args, **kwargs):
+            for update in handler(*args, **kwargs):
+                seen()
+                yield update
+
+        return streamed
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        seen()
+        return handler(*args, **kwargs)
+
+    return wrapped
 
 
 def run_priority() -> int:
@@ -154,12 +223,14 @@ def lower_thread_priority(nice: int) -> bool:
 
 
 def pin_torch_threads() -> None:
-    """Set torch's number of threads for the run that calls it (torch's setting is process-wide), and lower
-    the priority of the run's thread."""
+    """Set torch's threads for the run that calls it (``run_threads``; torch's setting is process-wide). While the
+    server is busy (``server_is_busy``), also lower the priority of the run's thread so the explore views stay
+    quick. A lone run on a quiet server keeps its priority: niced, it would lose the cores to the page's own
+    polls (13.6k instead of 18.8k tokens/s for the default Pretrain run), and a thread's niceness only goes up."""
     threads = run_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if run_priority():
+    if run_priority() and server_is_busy():
         lower_thread_priority(run_priority())
 
 

@@ -24,6 +24,7 @@ from gpt_core.data import (
 from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 from ui import models
 from ui.common import SliderBox, cap_text, explain, friendly, number_input, show_source
+from ui.runs import explore_view
 from ui.uploads import read_upload
 from visualizations.tokens import (
     cosine_heatmap,
@@ -531,7 +532,7 @@ def build_tab() -> None:
     # preprocess=False where a handler takes numbers: it checks them itself (number_input), so NaN, infinity or
     # a word from an API client gets a plain message instead of Gradio's.
     tokenize_event = {
-        "fn": friendly(tokenize_text),
+        "fn": friendly(explore_view(tokenize_text)),
         "inputs": [text, choice, trained_state],
         "outputs": [token_view, stats, parity],
         "concurrency_limit": 4,
