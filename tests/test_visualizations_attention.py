@@ -86,7 +86,7 @@ def test_explicit_mask_on_weights_and_dropped_layer():
 
 def test_token_labels_are_unique_and_show_spaces():
     labels = token_labels(["a", " a", "a", "\n"])
-    assert labels == ["0:a", "1:␣a", "2:a", "3:↵"]
+    assert labels == ["0:a", "1:·a", "2:a", "3:↵"]
     assert len(set(labels)) == 4
 
 

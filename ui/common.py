@@ -387,3 +387,12 @@ def learning_rate(value) -> float:
         raise ValueError(f"The learning rate must be a number above 0 and at most 10, such as 0.003; "
                          f"got {describe_value(value)}.")
     return rate
+
+
+def plural(count: int, word: str) -> str:
+    """A count with its word, in the plural unless it is one: '1 window', '1,000 tokens'.
+
+    >>> plural(1, "window"), plural(1_000, "token")
+    ('1 window', '1,000 tokens')
+    """
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"

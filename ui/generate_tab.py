@@ -31,7 +31,7 @@ from gpt_core.generate import (
     stream_generate,
 )
 from gpt_core.tokenizer import ENDOFTEXT
-from ui.common import cap_text, explain, friendly, number_input, show_source, student_message
+from ui.common import cap_text, explain, friendly, number_input, plural, show_source, student_message
 from ui.decode_worker import worker_steps
 from ui.models import DEFAULT_CHOICE, LoadedModel, load_choice, one_torch_thread
 from ui.runs import explore_view
@@ -211,15 +211,6 @@ def prepare(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed) -> 
 # ---------------------------------------------------------------------------------------------------------------
 # Generate: stream the text, draw the chart once
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def plural(count: int, word: str) -> str:
-    """'1 token', '2 tokens'.
-
-    >>> plural(1, "token"), plural(30, "token")
-    ('1 token', '30 tokens')
-    """
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
 def request_header(request: GenerationRequest) -> str:

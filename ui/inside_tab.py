@@ -19,7 +19,7 @@ from gradio.components.plot import PlotData
 
 from gpt_core.attention import MultiHeadAttention
 from gpt_core.model import GPTModel, TransformerBlock, estimate_memory, parameter_breakdown
-from ui.common import cap_text, explain, friendly, number_input, show_source
+from ui.common import cap_text, explain, friendly, number_input, plural, show_source
 from ui.models import encode_capped, load_choice, one_torch_thread, token_strings
 from ui.runs import explore_view
 from ui.view_cache import ResultCache, plot_value
@@ -219,15 +219,6 @@ def enlarged_head(state: dict | None, layer=None, head=None):
     layer = number_input(layer, "The layer", minimum=0, maximum=n_layers - 1, whole=True, default=n_layers - 1)
     head = number_input(head, "The head", minimum=0, maximum=n_heads - 1, whole=True, default=0)
     return plot_value(head_plot(state, layer, head))
-
-
-def plural(count: int, word: str) -> str:
-    """'1 token', '12 tokens'.
-
-    >>> plural(1, "token"), plural(12, "token")
-    ('1 token', '12 tokens')
-    """
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
 def build_tab(model_choice: gr.Dropdown) -> None:

@@ -23,7 +23,7 @@ from gpt_core.data import (
 )
 from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 from ui import models
-from ui.common import SliderBox, cap_text, explain, friendly, number_input, show_source
+from ui.common import SliderBox, cap_text, explain, friendly, number_input, plural, show_source
 from ui.runs import explore_view
 from ui.uploads import read_upload
 from visualizations.tokens import (
@@ -115,15 +115,6 @@ def _reference_encoding(tokenizer: BPETokenizer):
 
 def _note(text: str) -> str:
     return f'<p class="lab-note">{text}</p>'
-
-
-def plural(count: int, word: str) -> str:
-    """'1 window', '3 windows'.
-
-    >>> plural(1, "window"), plural(1_000, "token")
-    ('1 window', '1,000 tokens')
-    """
-    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"
 
 
 def checked_text(value, what: str) -> str:

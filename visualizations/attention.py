@@ -116,14 +116,9 @@ def token_labels(tokens: list[str]) -> list[str]:
     """Unique, visible axis labels: plotly merges equal category names, so repeated tokens get their position.
 
     >>> token_labels(["the", " cat", " the"])
-    ['0:the', '1:␣cat', '2:␣the']
+    ['0:the', '1:·cat', '2:·the']
     """
-    return [f"{i}:{_visible(tok)}" for i, tok in enumerate(tokens)]
-
-
-def _visible(token: str) -> str:
-    """Show leading spaces and newlines so ' the' and 'the' look different on an axis."""
-    return token.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+    return [f"{i}:{visible_token(tok)}" for i, tok in enumerate(tokens)]
 
 
 def masked_cells(values: np.ndarray) -> np.ndarray:
@@ -284,6 +279,15 @@ def dim_labels(count: int, prefix: str = "dim") -> list[str]:
 LABEL_WHITESPACE = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 
 
+def visible_token(token: str) -> str:
+    """Whitespace made visible inside a token, so ' the' and 'the' look different: a space as ·, a new line as ↵.
+
+    >>> visible_token(" the\\n"), visible_token("")
+    ('·the↵', '∅')
+    """
+    return "".join(LABEL_WHITESPACE.get(char, char) for char in token) or "∅"
+
+
 def short_token_labels(tokens: list[str], max_chars: int = MAX_LABEL_CHARS) -> list[str]:
     """Axis labels for tokens: the position, then the token with its whitespace drawn as in the Tokenizer tab
     (· a space, ↵ a new line), cut to `max_chars` characters (the position keeps equal tokens apart).
@@ -291,8 +295,7 @@ def short_token_labels(tokens: list[str], max_chars: int = MAX_LABEL_CHARS) -> l
     >>> short_token_labels([" a", " extraordinarily", "\\n", ""])
     ['0:·a', '1:·extraord…', '2:↵', '3:∅']
     """
-    labels = [f"{i}:{''.join(LABEL_WHITESPACE.get(char, char) for char in token) or '∅'}"
-              for i, token in enumerate(tokens)]
+    labels = token_labels(tokens)
     return [label if len(label) <= max_chars else label[:max_chars - 1] + "…" for label in labels]
 
 

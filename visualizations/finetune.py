@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from visualizations.attention import visible_token
 from visualizations.training import TRAIN_COLOR, VAL_COLOR
 
 CLASS_COLORS = {"ham": "#31a354", "spam": "#de2d26"}
@@ -137,15 +138,6 @@ MASK_CSS = f"""
 .lab-mask-legend span {{ border-radius: 4px; padding: 1px 6px; color: {MASK_TEXT}; }}
 .lab-mask-break {{ flex-basis: 100%; height: 0; }}
 """
-
-
-def visible_token(token: str) -> str:
-    """Whitespace made visible inside a token: space as ·, newline as ↵.
-
-    >>> visible_token(" the\\n")
-    '·the↵'
-    """
-    return token.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
 
 
 def mask_roles(targets: Sequence[int], n_ids: int, prompt_length: int, ignore_index: int = -100) -> list[str]:

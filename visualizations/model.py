@@ -76,10 +76,13 @@ def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, tit
         "colorscale": PERCENT_COLORS,
         "zmin": 0,
         "zmax": 101,
-        "colorbar": {"title": {"text": "weight %"}, "tickvals": [0, 25, 50, 75, 100], "len": 0.6},
+        # under the grid, centred like it, so it stays beside the grid however wide the page is
+        "colorbar": {"title": {"text": "weight %", "side": "right"}, "tickvals": [0, 25, 50, 75, 100],
+                     "orientation": "h", "x": 0.5, "xanchor": "center", "y": -0.01, "yanchor": "top",
+                     "len": 0.45, "thickness": 14},
         "hovertemplate": "%{y}<br>%{x}<br>weight %{z}%<extra></extra>",
     }
-    side = min(900, max(360, 70 * max(n_layers, n_heads)))
+    side = min(960, max(640, 160 * max(n_layers, n_heads)))  # the bundled model's 4 x 4: 160 px per head
     layout = {
         "xaxis": {
             "type": "category",
@@ -98,8 +101,8 @@ def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, tit
             "scaleanchor": "x",
             "constrain": "domain",
         },
-        "height": side + 90,
-        "margin": {"l": 10, "r": 10, "t": 90, "b": 10},
+        "height": side + 150,
+        "margin": {"l": 10, "r": 10, "t": 90, "b": 60},
         "plot_bgcolor": "white",
         "title": {"text": title, "font": {"size": 14}, "x": 0.01},
     }
