@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import gradio as gr
-import torch
 
 from ui import (
     attention_tab,
@@ -172,15 +170,7 @@ def launch_options() -> dict:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # One torch thread per request on a small server: thirty students' requests already fill the cores, and
-    # two threads per request on two busy cores cost 2-6x the CPU (see bench/classroom.py).
-    torch.set_num_threads(runs.shared_threads())
-    # Tiny numbers (denormals) take x86 CPUs many cycles each; a trained small model's activations have them, and
-    # flushing them to zero made the bundled model generate 22% faster (a GPU's fast paths do the same).
-    torch.set_flush_denormal(True)
-    # A thread that waits for the interpreter lock after each small torch call waits up to this long: 1 ms
-    # instead of Python's 5 ms lowered /generate's p95 under 30 students (bench/classroom.py).
-    sys.setswitchinterval(0.001)
+    runs.serve_settings()
     decode_worker.start(models.built_in_labels())  # generation for the built-in models in a second process
     demo = build_demo()
     demo.queue(default_concurrency_limit=int(os.environ.get("LLM_LAB_CONCURRENCY", "4")))

@@ -96,6 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-mask", action="store_true", help="learn the instruction too (default: the preset's)")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls (the page's timer: 1)")
     args = parser.parse_args(argv)
+    runs.serve_settings()  # the process settings of a server (threads, interpreter-lock switching)
     preset = INSTRUCT_PRESETS[args.preset]
     settings = {"model": args.model, "source": args.source, "records": args.records, "preset": args.preset,
                 "epochs": args.epochs or preset.epochs, "lr": args.lr or preset.lr,

@@ -76,7 +76,7 @@ def one_run(mode: str, seed: int, settings: dict, poll_s: float) -> dict:
     if mode == "cold":
         empty_caches(tempfile.mkdtemp(prefix="pretrain_demo_cache_"))
     else:  # what the server does when it starts: app.main's threads, then build_tab's measurements and plan
-        torch.set_num_threads(runs.shared_threads())
+        runs.serve_settings()
         pretrain_tab.measure_cpu_peaks()
         pretrain_tab.default_plan()
     browser = runs.new_browser_id()

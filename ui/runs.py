@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -241,3 +242,15 @@ def queue_status(view: JobView) -> str | None:
                 f"(this server runs {job_manager().max_running} at a time).")
     return None
 
+
+def serve_settings() -> None:
+    """The process settings of a server (app.main; the demo benches too, to time what a server does)."""
+    # One torch thread per request on a small server: thirty students' requests already fill the cores, and
+    # two threads per request on two busy cores cost 2-6x the CPU (see bench/classroom.py).
+    torch.set_num_threads(shared_threads())
+    # Tiny numbers (denormals) take x86 CPUs many cycles each; a trained small model's activations have them, and
+    # flushing them to zero made the bundled model generate 22% faster (a GPU's fast paths do the same).
+    torch.set_flush_denormal(True)
+    # A thread that waits for the interpreter lock after each small torch call waits up to this long: 1 ms
+    # instead of Python's 5 ms lowered /generate's p95 under 30 students (bench/classroom.py).
+    sys.setswitchinterval(0.001)
