@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
+from visualizations.attention import fast_figure
 from visualizations.tokens import CHIP_TEXT, TOKEN_COLORS, token_text
 
 TRAIN_COLOR = "#3182bd"
@@ -74,33 +75,34 @@ def loss_range(losses: Sequence[float], log_scale: bool) -> list[float]:
 
 
 def _loss_trace(points: Sequence[tuple[int, float]], name: str, color: str, width: float,
-                markers: bool = False) -> go.Scatter:
+                markers: bool = False) -> dict:
     points = thin(points)
     steps = [step for step, _ in points]
     losses = [round(loss, 4) for _, loss in points]
-    return go.Scatter(
-        x=steps, y=losses, name=name, mode="lines+markers" if markers else "lines",
-        line={"color": color, "width": width}, marker={"size": 6},
-        customdata=[round(perplexity(loss), 1) for loss in losses],
-        hovertemplate=f"{name}<br>step %{{x}}: loss %{{y:.3f}}<br>perplexity %{{customdata:,.1f}}<extra></extra>",
-        xaxis="x", yaxis="y",
-    )
+    return {
+        "type": "scatter", "x": steps, "y": losses, "name": name, "mode": "lines+markers" if markers else "lines",
+        "line": {"color": color, "width": width}, "marker": {"size": 6},
+        "customdata": [round(perplexity(loss), 1) for loss in losses],
+        "hovertemplate": f"{name}<br>step %{{x}}: loss %{{y:.3f}}<br>perplexity %{{customdata:,.1f}}<extra></extra>",
+        "xaxis": "x", "yaxis": "y",
+    }
 
 
-def _lr_traces(schedule: Sequence[float], current_step: int) -> list[go.Scatter]:
+def _lr_traces(schedule: Sequence[float], current_step: int) -> list[dict]:
     """The whole planned schedule as a line (step 1 .. max_steps) and a dot at the current step."""
     points = thin(list(enumerate(schedule, start=1)))
-    traces = [go.Scatter(
-        x=[step for step, _ in points], y=[lr for _, lr in points], name="learning rate", mode="lines",
-        line={"color": LR_COLOR, "width": 2}, hovertemplate="step %{x}: lr %{y:.2e}<extra></extra>",
-        xaxis="x2", yaxis="y2", showlegend=False,
-    )]
+    traces = [{
+        "type": "scatter", "x": [step for step, _ in points], "y": [lr for _, lr in points],
+        "name": "learning rate", "mode": "lines", "line": {"color": LR_COLOR, "width": 2},
+        "hovertemplate": "step %{x}: lr %{y:.2e}<extra></extra>", "xaxis": "x2", "yaxis": "y2", "showlegend": False,
+    }]
     if 1 <= current_step <= len(schedule):
-        traces.append(go.Scatter(
-            x=[current_step], y=[schedule[current_step - 1]], name="now", mode="markers",
-            marker={"color": LR_COLOR, "size": 10, "line": {"color": "white", "width": 1.5}},
-            hovertemplate="now: step %{x}, lr %{y:.2e}<extra></extra>", xaxis="x2", yaxis="y2", showlegend=False,
-        ))
+        traces.append({
+            "type": "scatter", "x": [current_step], "y": [schedule[current_step - 1]], "name": "now",
+            "mode": "markers", "marker": {"color": LR_COLOR, "size": 10, "line": {"color": "white", "width": 1.5}},
+            "hovertemplate": "now: step %{x}, lr %{y:.2e}<extra></extra>", "xaxis": "x2", "yaxis": "y2",
+            "showlegend": False,
+        })
     return traces
 
 
@@ -131,31 +133,30 @@ def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], 
         traces += _lr_traces(schedule, current_step)
     losses = [loss for _, loss in step_losses] + [loss for _, loss in train_points + val_points]
     x_range = [0, max(max_steps, 1)]
-    step_axis = {"domain": [0, 1], "range": x_range, "title": {"text": "optimizer step"}}
-    figure = go.Figure(traces)
-    figure.update_layout(
-        height=460 if schedule else 320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        paper_bgcolor=CLEAR,
-        plot_bgcolor=CLEAR,
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "right", "x": 1.0},
-        title={"text": title, "font": {"size": 14}, "x": 0.01},
-        uirevision=title,  # keep the user's zoom between updates
-        xaxis={**step_axis, "anchor": "y"},
-        yaxis={"domain": list(LOSS_DOMAIN) if schedule else [0, 1], "range": loss_range(losses, log_scale),
-               "type": "log" if log_scale else "linear", "title": {"text": "cross-entropy (nats)"}},
-    )
+    grid = {"showgrid": True, "gridcolor": GRID, "zeroline": False}
+    step_axis = {"domain": [0, 1], "range": x_range, "title": {"text": "optimizer step"}, **grid}
+    layout = {
+        "height": 460 if schedule else 320,
+        "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+        "paper_bgcolor": CLEAR,
+        "plot_bgcolor": CLEAR,
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "right", "x": 1.0},
+        "title": {"text": title, "font": {"size": 14}, "x": 0.01},
+        "uirevision": title,  # keep the user's zoom between updates
+        "xaxis": {**step_axis, "anchor": "y"},
+        "yaxis": {"domain": list(LOSS_DOMAIN) if schedule else [0, 1], "range": loss_range(losses, log_scale),
+                  "type": "log" if log_scale else "linear", "title": {"text": "cross-entropy (nats)"}, **grid},
+    }
     if schedule:  # the loss plot shares its step axis with the schedule strip under it
         peak_lr = max(schedule)
-        figure.update_layout(
-            xaxis={"title": None, "showticklabels": False, "matches": "x2"},
-            xaxis2={**step_axis, "anchor": "y2"},
-            yaxis2={"domain": list(LR_DOMAIN), "range": [0, peak_lr * 1.15], "title": {"text": "learning rate"},
-                    "tickvals": [0, peak_lr], "ticktext": ["0", f"{peak_lr:.3g}"]},
-        )
-    for axis in ("xaxis", "yaxis", "xaxis2", "yaxis2") if schedule else ("xaxis", "yaxis"):
-        figure.layout[axis].update(showgrid=True, gridcolor=GRID, zeroline=False)
-    return figure
+        layout["xaxis"].update(title=None, showticklabels=False, matches="x2")
+        layout["xaxis2"] = {**step_axis, "anchor": "y2"}
+        layout["yaxis2"] = {"domain": list(LR_DOMAIN), "range": [0, peak_lr * 1.15],
+                            "title": {"text": "learning rate"}, "tickvals": [0, peak_lr],
+                            "ticktext": ["0", f"{peak_lr:.3g}"], **grid}
+    # Built from plain dicts without plotly's checks: a run's page redraws this every second, and the checks
+    # cost ten times the drawing (they held the interpreter lock the training thread needs).
+    return fast_figure(traces, layout)
 
 
 def _duration(seconds: float | None) -> str:
