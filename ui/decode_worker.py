@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -32,8 +34,18 @@ _labels: frozenset[str] = frozenset()
 _lock = threading.Lock()
 
 
+def _exit_with_parent(parent: int, check_s: float = 5.0) -> None:
+    """In the worker: end once the server that started it is gone (killed without a clean ``stop()``), so no
+    orphan keeps its memory and its CPU."""
+    while os.getppid() == parent:
+        time.sleep(check_s)
+    os._exit(0)
+
+
 def _worker_setup() -> None:
-    """In the worker: one torch thread, tiny numbers flushed to zero (as in the server), then the bundled model."""
+    """In the worker: one torch thread, tiny numbers flushed to zero (as in the server), then the bundled model;
+    a watchdog thread ends the worker with its server."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-server", daemon=True).start()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     from ui.models import DEFAULT_CHOICE, load_choice
