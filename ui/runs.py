@@ -142,10 +142,14 @@ def shared_threads() -> int:
     Thirty students' requests already fill the cores; two threads per request on two busy cores cost 2-6x the
     CPU (bench/classroom.py), and two runs with every core each fight for the same cores.
     """
+    value = fixed_threads()
+    return value if value else max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def fixed_threads() -> int | None:
+    """LLM_LAB_TORCH_THREADS when set: one thread count for runs and views alike, else None."""
     value = os.environ.get("LLM_LAB_TORCH_THREADS", "").strip()
-    if value:
-        return max(1, int(value))
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    return max(1, int(value)) if value else None
 
 
 def run_threads() -> int:
@@ -153,7 +157,7 @@ def run_threads() -> int:
     while the server is quiet (``server_is_busy``; a teacher's demo: the default Pretrain run trains about 1.4x
     faster on both cores of a 2-core server), else ``shared_threads()``. Torch's thread count is process-wide,
     so the views get the same count meanwhile."""
-    if os.environ.get("LLM_LAB_TORCH_THREADS", "").strip() or server_is_busy():
+    if fixed_threads() or server_is_busy():
         return shared_threads()
     return lone_run_threads()
 
