@@ -128,17 +128,23 @@ class MultiHeadAttention(nn.Module):
     """Causal multi-head attention: one W_query/W_key/W_value of width d_out, split into `num_heads` heads.
 
     The same maths as MultiHeadAttentionWrapper's stacked heads, done with one matrix multiplication per
-    projection and a reshape. This is the module the GPT model uses.
+    projection and a reshape. This is the module the GPT model uses. `causal=False` drops the mask (an
+    ablation: every token then sees the whole sequence, as SelfAttention does).
 
         >>> _ = torch.manual_seed(123)
         >>> mha = MultiHeadAttention(d_in=3, d_out=4, context_length=6, dropout=0.0, num_heads=2)
         >>> context, weights = mha(torch.rand(1, 6, 3), return_weights=True)
         >>> context.shape, weights.shape    # (B, T, d_out), (B, num_heads, T, T)
         (torch.Size([1, 6, 4]), torch.Size([1, 2, 6, 6]))
+        >>> weights[0, 0, 0, 1:].sum().item()   # the first token sees only itself
+        0.0
+        >>> mha.causal = False                  # no mask: it sees the later tokens too
+        >>> mha(torch.rand(1, 6, 3), return_weights=True)[1][0, 0, 0, 1:].sum().item() > 0.5
+        True
     """
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False):
+                 qkv_bias: bool = False, causal: bool = True):
         super().__init__()
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads}).")
@@ -146,6 +152,7 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads  # each head works in a d_out / num_heads slice
         self.context_length = context_length
+        self.causal = causal  # False (an ablation): no mask, every token also sees the tokens after it
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -165,8 +172,9 @@ class MultiHeadAttention(nn.Module):
         values = self.split_heads(self.W_value(x))
 
         attn_scores = queries @ keys.transpose(2, 3)  # (B, num_heads, T, T): a dot product per head
-        mask = causal_mask(num_tokens, num_tokens, device=x.device)  # True above the diagonal: the future
-        attn_scores = attn_scores.masked_fill(mask, -torch.inf)
+        if self.causal:  # hide the future (skipped when causal=False)
+            mask = causal_mask(num_tokens, num_tokens, device=x.device)  # True above the diagonal: the future
+            attn_scores = attn_scores.masked_fill(mask, -torch.inf)
         attn_weights = torch.softmax(attn_scores / math.sqrt(self.head_dim), dim=-1)  # rows sum to 1
         context_vec = self.dropout(attn_weights) @ values  # (B, num_heads, T, head_dim)
 

@@ -3,6 +3,8 @@
     tokens -> tok_emb + pos_emb -> dropout -> n_layers x TransformerBlock -> final_norm -> out_head -> logits
 
 Each TransformerBlock is pre-norm:  x = x + attention(norm1(x));  x = x + feed_forward(norm2(x)).
+GPTConfig's switches (causal_mask, pos_embedding, residual, norm, activation) turn parts of this off or move
+them, for ablations (gpt_core.ablations); their defaults are GPT-2.
 
     >>> cfg = GPTConfig.preset("nano")
     >>> model = GPTModel(cfg)
@@ -25,8 +27,11 @@ from torch import nn
 
 from gpt_core.attention import MultiHeadAttention
 
-
 # ---------------------------------------------------------------- configuration
+NORM_CHOICES = ("pre", "post", "none")  # GPT-2's pre-norm, the original Transformer's post-norm, no LayerNorm
+ACTIVATION_CHOICES = ("gelu", "relu")
+
+
 @dataclass
 class GPTConfig:
     vocab_size: int = 50257  # GPT-2's BPE vocabulary
@@ -39,6 +44,12 @@ class GPTConfig:
     tie_weights: bool = True  # output head shares its weights with the token embedding
     init: str = "gpt2"  # "gpt2": every matrix from normal(0, 0.02), as OpenAI's; "pytorch": the layers' own
     #                     defaults, as the book's chapters 4-5 model (with its seed, the book's very weights)
+    # switches for ablations (gpt_core.ablations); the defaults are GPT-2's
+    causal_mask: bool = True  # False: attention also sees the tokens after each position
+    pos_embedding: bool = True  # False: no position embedding at all (the model gets no word order)
+    residual: bool = True  # False: no shortcut connections around attention and the feed-forward
+    norm: str = "pre"  # "pre": GPT-2's norm before each sublayer; "post": x = norm(x + sublayer(x)); "none"
+    activation: str = "gelu"  # "gelu": the book's tanh GELU; "relu": max(0, x)
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -52,6 +63,14 @@ class GPTConfig:
             raise ValueError(f"drop_rate must be between 0 and 1 (1 excluded), got {self.drop_rate}.")
         if self.init not in ("gpt2", "pytorch"):
             raise ValueError(f"init must be 'gpt2' or 'pytorch', got {self.init!r}.")
+        for name in ("causal_mask", "pos_embedding", "residual"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name} must be True or False, got {getattr(self, name)!r}.")
+        if self.norm not in NORM_CHOICES:
+            raise ValueError(f"norm must be one of {', '.join(NORM_CHOICES)} (where the LayerNorms go), "
+                             f"got {self.norm!r}.")
+        if self.activation not in ACTIVATION_CHOICES:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATION_CHOICES)}, got {self.activation!r}.")
 
     @property
     def head_dim(self) -> int:
@@ -134,13 +153,13 @@ class GELU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Expand each token vector 4x, GELU, project back. Works on every position separately."""
+    """Expand each token vector 4x, GELU (or ReLU: cfg.activation), project back. Works on every position separately."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (B, T, 4 * emb_dim)
-            GELU(),
+            GELU() if cfg.activation == "gelu" else nn.ReLU(),  # ReLU: negative values become exactly 0
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (B, T, emb_dim)
         )
 
@@ -149,25 +168,52 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Attention then feed-forward, each after a LayerNorm and with a shortcut around it (pre-norm)."""
+    """Attention then feed-forward, each after a LayerNorm and with a shortcut around it (pre-norm).
+
+    The ablation switches of GPTConfig change where the LayerNorms go and whether the shortcuts exist:
+        GPT-2 (norm="pre"):           x = x + attention(norm1(x));  x = x + feed_forward(norm2(x))
+        original Transformer ("post"): x = norm1(x + attention(x));  x = norm2(x + feed_forward(x))
+        norm="none":                  as "pre", with norm1 and norm2 doing nothing (nn.Identity)
+        residual=False:               the same lines without "x +"
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.att = MultiHeadAttention(d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
-                                      dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias)
+                                      dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias,
+                                      causal=cfg.causal_mask)
         self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg.emb_dim)
-        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.norm1 = make_norm(cfg)
+        self.norm2 = make_norm(cfg)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+        self.post_norm = cfg.norm == "post"
+        self.residual = cfg.residual
 
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         """x (B, T, emb_dim) -> (B, T, emb_dim); with return_weights, also attention's (B, n_heads, T, T)."""
-        attn_out = self.att(self.norm1(x), return_weights=return_weights)
+        attn_out = self.att(self.norm_before(x, self.norm1), return_weights=return_weights)
         if return_weights:
             attn_out, attn_weights = attn_out
-        x = x + self.drop_shortcut(attn_out)  # shortcut around attention
-        x = x + self.drop_shortcut(self.ff(self.norm2(x)))  # shortcut around the feed-forward
+        x = self.add_shortcut(x, attn_out, self.norm1)  # shortcut around attention
+        x = self.add_shortcut(x, self.ff(self.norm_before(x, self.norm2)), self.norm2)  # around the feed-forward
         return (x, attn_weights) if return_weights else x
+
+    def norm_before(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """What goes into a sublayer: pre-norm (GPT-2) normalises it; post-norm leaves it as it is."""
+        return x if self.post_norm else norm(x)
+
+    def add_shortcut(self, x: torch.Tensor, sublayer_out: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """x + dropout(sublayer_out): the shortcut. Without residual only the sublayer's output goes on;
+        post-norm normalises the sum afterwards."""
+        out = self.drop_shortcut(sublayer_out)  # (B, T, emb_dim)
+        if self.residual:
+            out = x + out  # the shortcut: the sublayer only adds a change to x
+        return norm(out) if self.post_norm else out
+
+
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    """A LayerNorm of width emb_dim, or nn.Identity (does nothing, no parameters) when cfg.norm is "none"."""
+    return nn.Identity() if cfg.norm == "none" else LayerNorm(cfg.emb_dim)
 
 
 @dataclass
@@ -184,10 +230,11 @@ class GPTModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
-        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        # no position embedding (cfg.pos_embedding False): the model is told nothing about word order
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim) if cfg.pos_embedding else None
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.final_norm = make_norm(cfg)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.out_head.weight = self.tok_emb.weight  # one matrix, used twice
@@ -225,6 +272,8 @@ class GPTModel(nn.Module):
         num_tokens = idx.shape[1]
         self.check_length(num_tokens)
         tok_embeds = self.tok_emb(idx)  # (B, T, emb_dim): one learned vector per token id
+        if self.pos_emb is None:  # cfg.pos_embedding False: nothing tells the model where each token is
+            return self.drop_emb(tok_embeds)
         pos_embeds = self.pos_emb(torch.arange(num_tokens, device=idx.device))  # (T, emb_dim): one per position
         return self.drop_emb(tok_embeds + pos_embeds)  # (B, T, emb_dim)
 
@@ -262,10 +311,10 @@ def parameter_breakdown(model_or_cfg: GPTModel | GPTConfig) -> list[tuple[str, i
     d, n = cfg.emb_dim, cfg.n_layers
     attention = 3 * (d * d + (d if cfg.qkv_bias else 0)) + d * d + d  # W_query/W_key/W_value + out_proj
     feed_forward = d * 4 * d + 4 * d + 4 * d * d + d
-    layer_norms = 2 * d * (2 * n + 1)  # norm1, norm2 per block + final_norm; scale and shift each
+    layer_norms = 0 if cfg.norm == "none" else 2 * d * (2 * n + 1)  # norm1, norm2 per block + final_norm
     return [
         ("token embedding", cfg.vocab_size * d),
-        ("position embedding", cfg.context_length * d),
+        ("position embedding", cfg.context_length * d if cfg.pos_embedding else 0),
         ("attention (all layers)", n * attention),
         ("feed-forward (all layers)", n * feed_forward),
         ("layer norms", layer_norms),
