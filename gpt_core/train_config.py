@@ -1,7 +1,7 @@
 """The settings of a pretraining run (chapter 5) and what follows from them before the first step.
 
 - ``TrainConfig``: every setting, checked as soon as it is made (a bad value raises ValueError);
-- ``lr_at``: the learning rate of each step (linear warm-up, then cosine decay), ``lr_schedule`` for a plot;
+- ``lr_at``: the learning rate of each step (linear warm-up, then cosine decay or constant), ``lr_schedule`` for a plot;
 - ``flops_per_token`` and ``peak_flops``: the model FLOPs utilisation (MFU) a step reaches;
 - ``training_autocast_dtype``: bf16 autocast where the device supports it.
 
@@ -24,6 +24,7 @@ from gpt_core.events import jsonable
 from gpt_core.model import GPTConfig, parameter_breakdown
 
 AUTOCAST_CHOICES = ("auto", "bf16", "off")
+SCHEDULE_CHOICES = ("cosine", "constant")  # after the warm-up: decay to min_lr, or stay at lr
 OPTIMIZER_CHOICES = ("lab", "book")
 
 
@@ -34,6 +35,7 @@ class TrainConfig:
     lr: float = 3e-4  # peak learning rate, reached at the end of warmup
     min_lr: float | None = None  # floor of the cosine decay; None -> lr / 10 (as in nanoGPT)
     warmup_steps: int = 10  # linear warmup from lr / warmup_steps up to lr
+    schedule: str = "cosine"  # after warmup: "cosine" decays to min_lr, "constant" stays at lr (see lr_at)
     max_steps: int = 200  # optimizer steps in the whole run (a resumed run counts the earlier ones)
     max_tokens: int | None = None  # stop once this many training tokens were seen (None: no limit)
     time_budget_s: float | None = None  # stop after this many seconds (None: no limit)
@@ -98,6 +100,8 @@ class TrainConfig:
             check_whole(self.seed, "The seed", 0)
         check(self.optimizer in OPTIMIZER_CHOICES,
               f"optimizer must be one of {', '.join(OPTIMIZER_CHOICES)}; got {self.optimizer!r}.")
+        check(self.schedule in SCHEDULE_CHOICES,
+              f"schedule must be one of {', '.join(SCHEDULE_CHOICES)}; got {self.schedule!r}.")
         check(self.autocast in AUTOCAST_CHOICES,
                f"autocast must be one of {', '.join(AUTOCAST_CHOICES)}; got {self.autocast!r}.")
 
@@ -144,13 +148,20 @@ def lr_at(step: int, config: TrainConfig) -> float:
     - warmup, steps 1..W:      lr * step / W            (step W uses exactly lr)
     - decay, steps W+1..max:   min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2,
                                progress = (step - W) / (max_steps - W)   (the last step uses exactly min_lr)
+    - schedule="constant":     lr after the warmup, to the end (min_lr is not used)
 
     With lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110: lr_at(10) = 1e-3, lr_at(60) = 5.5e-4 (halfway),
     lr_at(110) = 1e-4.
+
+        >>> config = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=110, schedule="constant")
+        >>> [lr_at(step, config) for step in (1, 10, 60, 110)]
+        [0.0001, 0.001, 0.001, 0.001]
     """
     peak, floor, warmup = config.lr, config.min_lr, config.warmup_steps
     if warmup > 0 and step <= warmup:
         return peak * max(step, 1) / warmup
+    if config.schedule == "constant":
+        return peak
     decay_steps = config.max_steps - warmup
     progress = min(1.0, (step - warmup) / decay_steps) if decay_steps > 0 else 1.0
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
