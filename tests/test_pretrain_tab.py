@@ -204,7 +204,7 @@ def test_a_packaged_text_is_tokenized_once_and_kept_on_disk(tmp_path, monkeypatc
     monkeypatch.setattr(pretrain_tab, "_corpora", pretrain_tab.OrderedDict())
     first = pretrain_tab.prepare_corpus(pretrain_tab.VERDICT, None, BPE)
     (folder,) = (tmp_path / "corpora").iterdir()
-    assert sorted(path.name for path in folder.iterdir()) == ["ids.npy", "tokenizer.json"]
+    assert sorted(path.name for path in folder.iterdir()) == ["ids.npy", "lab_tokenizer.json"]
     monkeypatch.setattr(pretrain_tab, "_corpora", pretrain_tab.OrderedDict())  # a restarted server
 
     def no_training(*args):
@@ -266,7 +266,7 @@ def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, m
     print("download:", download)
     assert download["visible"] is True and download["value"].endswith(".zip")
     with zipfile.ZipFile(download["value"]) as archive:
-        assert sorted(archive.namelist()) == ["config.json", "model.safetensors", "tokenizer.json"]
+        assert sorted(archive.namelist()) == ["config.json", "lab_tokenizer.json", "model.safetensors"]
     dropdown, note = client.predict(browser, api_name="/pretrain_use")
     print(dropdown)
     label = dropdown["value"]

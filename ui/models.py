@@ -91,7 +91,7 @@ def bundled_tokenizer():
     """The 4,096-token BPE trained on the same Shakespeare text as the bundled model."""
     from gpt_core.tokenizer import BPETokenizer
 
-    return BPETokenizer.load(BUNDLED_DIR / "tokenizer.json")
+    return BPETokenizer.load(BUNDLED_DIR / "lab_tokenizer.json")
 
 
 UNTRAINED = "Untrained: random weights (seed 123), so attention is spread almost evenly and the text is gibberish."

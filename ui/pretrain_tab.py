@@ -185,7 +185,7 @@ def cached_tokens(folder: Path, tokenizer_choice: str) -> tuple[object, torch.Te
     try:
         ids = torch.from_numpy(np.load(folder / "ids.npy").astype(np.int64))
         if tokenizer_choice == BPE_4096:
-            return BPETokenizer.load(folder / "tokenizer.json"), ids
+            return BPETokenizer.load(folder / "lab_tokenizer.json"), ids
         return make_tokenizer(tokenizer_choice, ""), ids
     except (OSError, ValueError):
         return None, None
@@ -200,7 +200,7 @@ def keep_tokens(folder: Path, tokenizer_choice: str, tokenizer, ids: torch.Tenso
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if tokenizer_choice == BPE_4096:
-            write_atomically(folder / "tokenizer.json", tokenizer.save)
+            write_atomically(folder / "lab_tokenizer.json", tokenizer.save)
         write_atomically(folder / "ids.npy", save_ids)  # written last: its presence means both are complete
     except OSError:
         pass
@@ -506,14 +506,14 @@ def run_stats(history: RunHistory, model_flops_per_token: float) -> str:
 
 
 def checkpoint_zip(history: RunHistory) -> str | None:
-    """A zip of the final checkpoint (model.safetensors, config.json, tokenizer.json), made once per run."""
+    """A zip of the final checkpoint (model.safetensors, config.json, lab_tokenizer.json), made once per run."""
     if not history.checkpoint:
         return None
     folder = Path(history.checkpoint)
     target = folder.parent / f"{history.job_id}-step{history.step}.zip"
     if not target.exists():
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name in ("model.safetensors", "config.json", "tokenizer.json"):
+            for name in ("model.safetensors", "config.json", "lab_tokenizer.json"):
                 if (folder / name).exists():
                     archive.write(folder / name, arcname=name)
     return str(target)
@@ -645,7 +645,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Accordion("The first batch: what the model reads at step 1", open=True):
         batch_view = gr.HTML(plan_html, elem_id="pretrain-batch-view")
     with gr.Row():
-        download = gr.File(label="checkpoint (model.safetensors + config.json + tokenizer.json)", interactive=False,
+        download = gr.File(label="checkpoint (model.safetensors + config.json + lab_tokenizer.json)", interactive=False,
                            visible=False, elem_id="pretrain-download")
         with gr.Column():
             use = gr.Button("Use this model in the explorer (Inside GPT, Generate)", elem_id="pretrain-use")
