@@ -4,6 +4,12 @@ Every book module whose class has a fast subclass gets that class (``module.__cl
 object, its parameters and its state_dict stay the book's, only the forward passes change. Then the weights
 are put in the memory order the job wants. ``SPEED_UPS`` lists what changes, what it replaces and why.
 
+Every ablation switch of GPTConfig (gpt_core.ablations) is honoured, none needs a module left on its book
+class: the fast attention runs its kernel without a mask when ``causal_mask`` is False (and generation then
+keeps no KV cache), the fast block reuses the book's ``norm_before`` / ``add_shortcut`` (norm placement,
+shortcuts), the fast ``embed`` adds no positions without ``pos_embedding``; nn.ReLU and nn.Identity (ReLU,
+no LayerNorm) have no fast class and stay as they are. tests/test_fast_equal.py checks every ablation.
+
     >>> from gpt_core.model import GPTConfig, GPTModel
     >>> model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
     >>> is_fast(model)

@@ -81,12 +81,14 @@ def causal_sdpa(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
 
 
 def fused_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                    dropout_p: float = 0.0) -> torch.Tensor:
-    """`causal_sdpa`, in float32 when `use_fp32_attention` says so (the result is then float32)."""
+                    dropout_p: float = 0.0, causal: bool = True) -> torch.Tensor:
+    """`causal_sdpa` (causal=False: scaled_dot_product_attention with no mask), in float32 when
+    `use_fp32_attention` says so (the result is then float32)."""
+    attend = causal_sdpa if causal else F.scaled_dot_product_attention
     if use_fp32_attention(queries):
         with torch.autocast("cpu", enabled=False):  # autocast would turn float32 back into bf16
-            return causal_sdpa(queries.float(), keys.float(), values.float(), dropout_p)
-    return causal_sdpa(queries, keys, values, dropout_p)
+            return attend(queries.float(), keys.float(), values.float(), dropout_p=dropout_p)
+    return attend(queries, keys, values, dropout_p=dropout_p)
 
 
 class FastMultiHeadAttention(MultiHeadAttention):
@@ -95,6 +97,8 @@ class FastMultiHeadAttention(MultiHeadAttention):
     the (T x T) score and weight matrices (flash attention on CPU and GPU), and with a KV cache
     (`kv_cache=`) for generation. Differences: dropout draws other random numbers (same rate); with
     `return_weights=True` (the app's views) it runs the book's forward, which computes the weights.
+    `causal=False` (an ablation) runs the kernel without a mask, and refuses a KV cache: there every token's
+    keys and values in later layers change when a token is added, so nothing could be kept.
 
     Measured (the whole module, forward + backward, 2 CPU cores, float32): nano's 16 x 64 tokens 7.0 ms ->
     6.6 ms; GPT-2 small's 256 tokens 36 ms -> 30 ms (the projections around it are the same matmuls).
@@ -110,8 +114,11 @@ class FastMultiHeadAttention(MultiHeadAttention):
         keys = self.split_heads(self.W_key(x))
         values = self.split_heads(self.W_value(x))
         if kv_cache is not None:
+            if not self.causal:
+                raise ValueError("Attention without the causal mask cannot use a KV cache: every new token "
+                                 "changes what the earlier tokens see. Generate with use_cache=False.")
             keys, values = kv_cache.update(keys, values)  # (B, num_heads, past + T, head_dim)
         dropout_p = self.dropout.p if self.training else 0.0
-        context_vec = fused_attention(queries, keys, values, dropout_p)  # (B, num_heads, T, head_dim)
+        context_vec = fused_attention(queries, keys, values, dropout_p, self.causal)  # (B, num_heads, T, head_dim)
         context_vec = context_vec.transpose(1, 2).reshape(batch, num_tokens, self.d_out)
         return self.out_proj(context_vec)  # (B, T, d_out)

@@ -21,13 +21,15 @@ from gpt_core.model import GPTModel, TransformerBlock
 
 class FastTransformerBlock(TransformerBlock):
     """``TransformerBlock.forward`` with a KV cache handed on to its attention (`FastMultiHeadAttention`);
-    otherwise the same two shortcuts. Replaces the book block's forward only so that the cache can pass."""
+    otherwise the same steps (the book's `norm_before` / `add_shortcut`, so every norm placement and the
+    no-shortcut ablation too). Replaces the book block's forward only so that the cache can pass."""
 
     def forward(self, x: torch.Tensor, return_weights: bool = False, kv_cache: KVCache | None = None):
         if return_weights:
             return super().forward(x, return_weights=True)
-        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache=kv_cache))  # shortcut around attention
-        return x + self.drop_shortcut(self.ff(self.norm2(x)))  # shortcut around the feed-forward
+        attn_out = self.att(self.norm_before(x, self.norm1), kv_cache=kv_cache)
+        x = self.add_shortcut(x, attn_out, self.norm1)  # shortcut around attention
+        return self.add_shortcut(x, self.ff(self.norm_before(x, self.norm2)), self.norm2)  # around the feed-forward
 
 
 def sparse_embedding_grad(model: GPTModel, idx: torch.Tensor) -> bool:
@@ -55,6 +57,8 @@ class FastGPTModel(GPTModel):
         num_tokens = idx.shape[1]
         self.check_length(start_pos + num_tokens)
         tok_embeds = F.embedding(idx, self.tok_emb.weight, sparse=sparse_embedding_grad(self, idx))
+        if self.pos_emb is None:  # no position embedding (an ablation)
+            return self.drop_emb(tok_embeds)
         pos_embeds = self.pos_emb(torch.arange(start_pos, start_pos + num_tokens, device=idx.device))
         return self.drop_emb(tok_embeds + pos_embeds)  # (B, T, emb_dim)
 
@@ -121,12 +125,15 @@ class FastDecoder:
     - with `use_cache`, each layer's keys and values stay in a KVCache, so only the tokens the decoder has
       not seen yet go through the model (the prompt once, then one token per step). The loop's window
       must be the previous one plus the new tokens; once it slides (longer than the context), the cache no
-      longer fits it and every step runs the whole window, as the book's does.
+      longer fits it and every step runs the whole window, as the book's does. A model without the causal
+      mask never uses the cache (each step runs the whole window).
     - the head runs on the last position only, with `head_for_decoding`'s copy, and for one token
       `one_token_linear` (GPT-2 small: greedy decoding 1.67x transformers' in float32).
     """
 
     def __init__(self, model: FastGPTModel, max_new_tokens: int, use_cache: bool = True):
+        # no causal mask (an ablation): a new token changes every earlier token's keys and values, so no cache
+        use_cache = use_cache and model.cfg.causal_mask
         self.model, self.max_new_tokens, self.use_cache = model, max_new_tokens, use_cache
         self.kv_caches: list[KVCache] | None = None  # allocated at the first call, for its batch size
         self.head_t, self.head_bias = head_for_decoding(model), model.out_head.bias  # (emb_dim, vocab), (vocab,)
