@@ -9,6 +9,7 @@ dropped while in use and their owners are told when they go.)
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from collections import OrderedDict
@@ -17,10 +18,21 @@ import numpy as np
 from gradio.components.plot import PlotData
 
 
-def plot_value(figure) -> PlotData:
+def plot_value(figure, config: dict | None = None) -> PlotData:
     """A figure as the JSON gr.Plot sends to the browser, made once (gr.Plot would run fig.to_json() on
-    every request, even for a view that comes from the cache)."""
-    return PlotData(type="plotly", plot=figure.to_json())
+    every request, even for a view that comes from the cache).
+
+    ``config``: plotly's config for this plot (Gradio's plot passes the JSON's "config" to Plotly.react), such
+    as ``ui.downloads.png_config(stem)`` to name the PNG the toolbar's camera button saves.
+
+    >>> import plotly.graph_objects as go
+    >>> json.loads(plot_value(go.Figure(), config={"displaylogo": False}).plot)["config"]
+    {'displaylogo': False}
+    """
+    plot = figure.to_json()
+    if config:
+        plot = f'{plot[:-1]},"config":{json.dumps(config, separators=(",", ":"))}}}'  # plot ends with the "}"
+    return PlotData(type="plotly", plot=plot)
 
 
 def size_in_bytes(value) -> int:
