@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from gpt_core.files import write_atomically, write_text_atomically
 from gpt_core.model import GPTConfig, GPTModel
+from gpt_core.tokenizer import BPETokenizer
 
 HUB_NAMES = {
     "gpt2": "openai-community/gpt2",
@@ -33,10 +35,11 @@ HUB_NAMES = {
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
+LAB_TOKENIZER_FILE = "lab_tokenizer.json"  # BPETokenizer.save's format; tokenizer.json is Hugging Face's
 
 
 # ---------------------------------------------------------------- small file helpers
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
     write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
@@ -103,21 +106,42 @@ def save_checkpoint(model: GPTModel, out_dir, *, tokenizer_path=None, extra: dic
         write_atomically(out_dir / tokenizer_path.name, lambda tmp: shutil.copyfile(tokenizer_path, tmp))
         meta["tokenizer"] = tokenizer_path.name
     write_atomically(out_dir / WEIGHTS_FILE, lambda tmp: save_file(state_dict, tmp, metadata={"format": "pt"}))
-    _write_json(out_dir / CONFIG_FILE, meta)
+    write_json(out_dir / CONFIG_FILE, meta)
     return out_dir
+
+
+def checkpoint_dir(run_or_checkpoint_dir) -> Path:
+    """The checkpoint folder itself, or a training run's newest checkpoint (named by its latest.txt)."""
+    from gpt_core.train_state import latest_checkpoint  # train_state imports this module
+
+    folder = Path(run_or_checkpoint_dir)
+    if not (folder / CONFIG_FILE).exists() and (latest := latest_checkpoint(folder)) is not None:
+        return latest
+    return folder
 
 
 def read_checkpoint_info(ckpt_dir) -> dict:
     """config.json of a checkpoint: {'gpt_config': {...}, 'extra': {...}, 'tokenizer': file name or absent}."""
-    path = Path(ckpt_dir) / CONFIG_FILE
+    path = checkpoint_dir(ckpt_dir) / CONFIG_FILE
     if not path.exists():
         raise ValueError(f"{ckpt_dir} is not a checkpoint folder: {CONFIG_FILE} is missing.")
     return json.loads(path.read_text())
 
 
+def load_checkpoint_tokenizer(ckpt_dir) -> BPETokenizer | None:
+    """The BPETokenizer saved with a checkpoint, or None when it has none.
+
+    config.json names the file: "lab_tokenizer.json", or "tokenizer.json" in checkpoints from before the rename.
+    """
+    name = read_checkpoint_info(ckpt_dir).get("tokenizer")
+    return BPETokenizer.load(checkpoint_dir(ckpt_dir) / name) if name else None
+
+
 def load_checkpoint(ckpt_dir, device=None) -> GPTModel:
-    """Load a folder written by save_checkpoint (a Hugging Face GPT-2 folder works too)."""
+    """Load a folder written by save_checkpoint, or a training run's newest checkpoint (a Hugging Face GPT-2
+    folder works too)."""
     info = read_checkpoint_info(ckpt_dir)
+    ckpt_dir = checkpoint_dir(ckpt_dir)
     if info.get("model_type") == "gpt2":
         return load_hf_gpt2(ckpt_dir).to(device or "cpu")
     if "gpt_config" not in info:
@@ -133,7 +157,7 @@ def config_from_hf(hf: dict) -> GPTConfig:
     """A Hugging Face GPT2Config dict -> GPTConfig (refuses variants this model does not implement)."""
     emb_dim = hf.get("n_embd", 768)
     unsupported = {
-        "activation_function": (hf.get("activation_function", "gelu_new"), ("gelu_new", "gelu_pytorch_tanh")),
+        "activation_function": (hf.get("activation_function", "gelu_new"), _activations()),
         "n_inner": (hf.get("n_inner"), (None, 4 * emb_dim)),
         "scale_attn_by_inverse_layer_idx": (hf.get("scale_attn_by_inverse_layer_idx", False), (False,)),
         "scale_attn_weights": (hf.get("scale_attn_weights", True), (True,)),
@@ -142,20 +166,31 @@ def config_from_hf(hf: dict) -> GPTConfig:
     for key, (value, allowed) in unsupported.items():
         if value not in allowed:
             raise ValueError(f"This GPT-2 variant sets {key}={value!r}; LLM Lab's model supports {allowed}.")
+    relu = {"activation": "relu"} if hf.get("activation_function") == "relu" else {}
     return GPTConfig(vocab_size=hf.get("vocab_size", 50257), context_length=hf.get("n_positions", 1024),
                      emb_dim=emb_dim, n_heads=hf.get("n_head", 12), n_layers=hf.get("n_layer", 12),
-                     drop_rate=0.0, qkv_bias=True, tie_weights=hf.get("tie_word_embeddings", True))
+                     drop_rate=0.0, qkv_bias=True, tie_weights=hf.get("tie_word_embeddings", True), **relu)
 
 
-def config_to_hf(cfg: GPTConfig) -> dict:
+def _activations() -> tuple[str, ...]:
+    """Hugging Face activation_function values config_from_hf accepts ("relu" once GPTConfig has it)."""
+    has_relu = "activation" in {field.name for field in fields(GPTConfig)}
+    return ("gelu_new", "gelu_pytorch_tanh", "relu") if has_relu else ("gelu_new", "gelu_pytorch_tanh")
+
+
+def config_to_hf(cfg: GPTConfig, eot_id: int | None = None) -> dict:
+    """GPTConfig -> a Hugging Face GPT2Config dict. ``eot_id``: the tokenizer's <|endoftext|> id, written as
+    bos/eos (by default GPT-2's 50256 when the vocabulary has it)."""
+    if eot_id is None and cfg.vocab_size > 50256:
+        eot_id = 50256  # <|endoftext|>
+    activation = {"gelu": "gelu_new", "relu": "relu"}[getattr(cfg, "activation", "gelu")]  # gelu_new: tanh
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": cfg.vocab_size, "n_positions": cfg.context_length, "n_ctx": cfg.context_length,
         "n_embd": cfg.emb_dim, "n_layer": cfg.n_layers, "n_head": cfg.n_heads, "n_inner": None,
-        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
+        "activation_function": activation, "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
         "resid_pdrop": cfg.drop_rate, "embd_pdrop": cfg.drop_rate, "attn_pdrop": cfg.drop_rate,
-        "tie_word_embeddings": cfg.tie_weights,
-        **({"bos_token_id": 50256, "eos_token_id": 50256} if cfg.vocab_size > 50256 else {}),  # <|endoftext|>
+        "tie_word_embeddings": cfg.tie_weights, "bos_token_id": eot_id, "eos_token_id": eot_id,
     }
 
 
@@ -199,7 +234,9 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: GPTConfig) -> dic
 
 def state_dict_to_hf(model: GPTModel) -> dict[str, torch.Tensor]:
     """Our weights -> Hugging Face GPT-2 names and Conv1D layouts (contiguous, ready for safetensors)."""
-    cfg, ours = model.cfg, model.state_dict()
+    cfg, ours = model.cfg, dict(model.state_dict())
+    if not getattr(cfg, "pos_embedding", True):  # no position embedding = GPT-2's with every vector zero
+        ours["pos_emb.weight"] = torch.zeros(cfg.context_length, cfg.emb_dim, dtype=ours["tok_emb.weight"].dtype)
     hf = {f"transformer.{hf_name}": ours[name] for name, hf_name in _TOP_RENAMES.items()}
     for i in range(cfg.n_layers):
         block = f"trf_blocks.{i}."
@@ -216,13 +253,16 @@ def state_dict_to_hf(model: GPTModel) -> dict[str, torch.Tensor]:
     return {key: (t.t() if key.endswith(_CONV1D) else t).detach().cpu().contiguous() for key, t in hf.items()}
 
 
-def export_hf(model: GPTModel, out_dir) -> Path:
-    """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads."""
+def export_hf(model: GPTModel, out_dir, eot_id: int | None = None) -> Path:
+    """Write config.json + model.safetensors that transformers.GPT2LMHeadModel.from_pretrained loads.
+
+    The weights only: gpt_core.export.export_run checks the layout first and adds the tokenizer.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = state_dict_to_hf(model)
     write_atomically(out_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _write_json(out_dir / CONFIG_FILE, config_to_hf(model.cfg))
+    write_json(out_dir / CONFIG_FILE, config_to_hf(model.cfg, eot_id))
     return out_dir
 
 

@@ -336,6 +336,12 @@ class BPETokenizer:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path} is not a tokenizer file (not valid JSON: {error}).") from None
+        if isinstance(data, dict) and "model" in data and "pre_tokenizer" in data:
+            raise ValueError(
+                f"{path} is a Hugging Face tokenizers file (its tokenizer.json), not an LLM Lab tokenizer. "
+                f"LLM Lab reads the files BPETokenizer.save writes (lab_tokenizer.json); load this one with "
+                f"transformers.AutoTokenizer.from_pretrained(its folder)."
+            )
         if not isinstance(data, dict) or data.get("format") != FILE_FORMAT:
             raise ValueError(f'{path} is not an LLM Lab tokenizer file (expected "format": "{FILE_FORMAT}").')
         if data.get("version") != FILE_VERSION:

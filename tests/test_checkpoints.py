@@ -115,8 +115,8 @@ def test_unsafe_pickle_is_refused(tmp_path):
 
 
 def test_unsupported_variant_and_unknown_name(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"activation_function": "relu"}))
-    with pytest.raises(ValueError, match="activation_function='relu'"):
+    (tmp_path / "config.json").write_text(json.dumps({"activation_function": "silu"}))
+    with pytest.raises(ValueError, match="activation_function='silu'"):
         load_hf_gpt2(tmp_path)
     with pytest.raises(ValueError, match="neither a folder nor a GPT-2 name"):
         load_hf_gpt2("not-a-model")
