@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gpt_core.ablations import ABLATIONS, apply_ablations
 from gpt_core.attention import MultiHeadAttention
 from gpt_core.fast import SPEED_UPS, is_fast, speed_up, speed_up_for_training
 from gpt_core.fast.apply import FAST_CLASSES
@@ -25,6 +26,7 @@ from gpt_core.fast.model import FastDecoder
 from gpt_core.fast.settings import use_plain
 from gpt_core.generate import generate
 from gpt_core.model import GELU, GPTConfig, GPTModel, LayerNorm
+from gpt_core.train_config import TrainConfig
 
 TINY = GPTConfig(vocab_size=97, context_length=24, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
 FP32, BF16 = 1e-5, 5e-2  # tolerances
@@ -260,3 +262,34 @@ def test_plain_mode_makes_speed_up_a_no_op():
         assert speed_up_for_training(model, "cpu") is model
     assert [type(m) for m in model.modules()] == classes and not is_fast(model)
     assert [p.stride() for p in model.parameters()] == strides
+
+
+# ---------------------------------------------------------------- every ablation, book vs fast
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_every_ablation_gives_the_book_logits_gradients_and_ids(name):
+    cfg, _, _ = apply_ablations([name], TINY, TrainConfig())
+    torch.manual_seed(0)
+    book, fast = book_and_fast(GPTModel(cfg).eval())
+    ids = torch.randint(0, cfg.vocab_size, (2, 12))
+    with torch.no_grad():
+        logits_difference = largest(fast(ids), book(ids))
+    # training's speed-ups, forward and backward (eval mode: dropout would draw other random numbers)
+    book_t, fast_t = book_and_fast(book, "training")
+    training_difference = compare_forward_backward(book_t.eval(), fast_t.eval(), ids, loss=lm_loss(ids))
+    print(f"{name}: logits {logits_difference:.2e}, training forward + backward {training_difference:.2e}")
+    assert logits_difference <= FP32 and training_difference <= FP32
+    prompt = ids[:1, :5]
+    with threads(2), torch.no_grad():
+        expected = generate(book, prompt, 25).tolist()  # 30 tokens: past the context (24) too
+        assert generate(fast, prompt, 25, use_cache=True).tolist() == expected
+        assert generate(fast, prompt, 25, use_cache=False).tolist() == expected
+    assert len(expected[0]) == 30
+
+
+def test_without_the_causal_mask_generation_keeps_no_kv_cache():
+    cfg, _, _ = apply_ablations(["no-causal-mask"], TINY, TrainConfig())
+    fast = speed_up(GPTModel(cfg).eval())
+    assert FastDecoder(fast, max_new_tokens=5, use_cache=True).use_cache is False
+    assert FastDecoder(speed_up(tiny_model()), max_new_tokens=5, use_cache=True).use_cache is True
+    with pytest.raises(ValueError, match="Attention without the causal mask cannot use a KV cache"):
+        fast(torch.tensor([[1, 2, 3]]), kv_caches=fast.new_kv_caches(batch_size=1))

@@ -47,6 +47,11 @@ def test_classroom_presets_and_overrides():
     ({"emb_dim": 100, "n_heads": 3}, "divisible by n_heads"),
     ({"n_layers": 0}, "n_layers must be a positive"),
     ({"drop_rate": 1.5}, "drop_rate must be between"),
+    ({"causal_mask": "no"}, "GPTConfig.causal_mask must be True or False, got 'no'"),
+    ({"pos_embedding": 0}, "GPTConfig.pos_embedding must be True or False, got 0"),
+    ({"residual": None}, "GPTConfig.residual must be True or False, got None"),
+    ({"norm": "rms"}, "norm must be one of pre, post, none .*got 'rms'"),
+    ({"activation": "swish"}, "activation must be one of gelu, relu, got 'swish'"),
 ])
 def test_config_validation_messages(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -55,6 +60,10 @@ def test_config_validation_messages(kwargs, message):
 
 def test_config_dict_round_trip_and_unknown_keys():
     assert GPTConfig.from_dict(TINY.to_dict()) == TINY
+    switches = ("causal_mask", "pos_embedding", "residual", "norm", "activation")
+    old_dict = {key: value for key, value in TINY.to_dict().items() if key not in switches}  # saved before them
+    assert GPTConfig.from_dict(old_dict) == TINY
+    assert [getattr(TINY, key) for key in switches] == [True, True, True, "pre", "gelu"]  # GPT-2's
     with pytest.raises(ValueError, match="Unknown GPTConfig keys: n_embd"):
         GPTConfig.from_dict({"n_embd": 768})
     with pytest.raises(ValueError, match="Unknown preset 'gpt5'"):
@@ -176,3 +185,13 @@ def test_pytorch_default_init_is_the_books_scale():
     assert torch.equal(model.final_norm.scale, torch.ones(64))
     with pytest.raises(ValueError, match="init must be 'gpt2' or 'pytorch', got 'xavier'"):
         replace(cfg, init="xavier")
+
+
+@pytest.mark.parametrize("switches", [{}, {"pos_embedding": False}, {"norm": "none"}, {"norm": "post"},
+                                      {"pos_embedding": False, "norm": "none", "tie_weights": False}])
+def test_parameter_breakdown_adds_up_with_the_ablation_switches(switches):
+    model = GPTModel(replace(TINY, **switches))
+    breakdown = dict(parameter_breakdown(model))
+    assert sum(breakdown.values()) == model.num_parameters()
+    assert breakdown["position embedding"] == (0 if switches.get("pos_embedding") is False else 16 * 24)
+    assert breakdown["layer norms"] == (0 if switches.get("norm") == "none" else 2 * 24 * 5)
