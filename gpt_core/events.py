@@ -7,8 +7,8 @@ nanoGPT prints, they yield one of these; the app draws them, the command line pr
     ...           tokens_per_s=900.0, elapsed_s=0.6, eta_s=59.4, mfu=None).to_dict()["kind"]
     'step'
 
-A run yields one StartEvent, then StepEvents (and Eval, Sample, Accuracy, Checkpoint, Warning events as they
-happen), and ends with one DoneEvent.
+A run yields one StartEvent, then StepEvents (and Eval, Sample, Snapshot, Accuracy, Checkpoint, Warning events as
+they happen), and ends with one DoneEvent.
 """
 
 from __future__ import annotations
@@ -98,6 +98,35 @@ class DoneEvent(Event):
     message: str
     step: int
     checkpoint_path: str | None  # the final (or, after "nan", the last good) checkpoint
+
+
+@dataclass
+class SnapshotEvent(Event):
+    """The model's insides at one step (``gpt_core.snapshots``): light lists, no weights.
+
+    Text views need the run's tokenizer; without one, the probe, prediction and sample fields are empty and
+    the map's tokens are named by their ids. A snapshot is never changed once made, so a deep copy (Gradio's
+    copy of a run history) shares it instead of copying thousands of numbers.
+    """
+
+    kind: ClassVar[str] = "snapshot"
+    step: int  # optimizer steps done: 0 is the untrained model
+    probe_tokens: list[str]  # the probe sentence's tokens (T <= 24)
+    attention: list  # (n_layers, n_heads, T, T): every head's weights on the probe
+    previous_token: list[list[float]]  # (n_layers, n_heads): mean weight on the token just before
+    induction: list[list[float]]  # (n_layers, n_heads): mean weight on the token after the earlier occurrence
+    map_tokens: list[str]  # the N tokens of the embedding map
+    map_xy: list[list[float]]  # (N, 2): their token embeddings on the first two principal components
+    map_variance: list[float]  # the share of the variance each of the two components explains
+    prompt: str
+    next_tokens: list[str]  # the 10 likeliest next tokens after the prompt, likeliest first
+    next_probs: list[float]
+    lens_tokens: list  # (n_layers + 1, T, 5): each layer's 5 likeliest next tokens at each probe position
+    lens_probs: list  # (n_layers + 1, T, 5)
+    sample: str  # the prompt and its greedy continuation
+
+    def __deepcopy__(self, memo) -> SnapshotEvent:
+        return self
 
 
 @dataclass

@@ -56,11 +56,13 @@ from gpt_core.events import (
     EvalEvent,
     Event,
     SampleEvent,
+    SnapshotEvent,
     StartEvent,
     StepEvent,
     WarningEvent,
 )
 from gpt_core.model import GPTModel, eval_mode
+from gpt_core.snapshots import make_probe, take_snapshot
 from gpt_core.train_config import (
     TrainConfig,
     check,
@@ -142,6 +144,7 @@ def training_loop(run: Run, stop: threading.Event) -> Iterator[Event]:
     config, model, optimizer = run.config, run.model, run.optimizer
     yield run.start_event()
     yield from run.warnings()
+    yield from run.snapshot()  # the untrained model, when config.snapshot_steps asks for step 0
     model.train()
     clock = StepClock()
     reason = "max_steps" if run.step >= config.max_steps else None  # a resumed run may have finished already
@@ -181,6 +184,7 @@ def training_loop(run: Run, stop: threading.Event) -> Iterator[Event]:
             yield run.sample()
         if (config.checkpoint_every and run.step % config.checkpoint_every == 0) or reason:
             yield from run.checkpoint()
+        yield from run.snapshot(last=reason is not None)  # the model's insides at config.snapshot_steps
         if reason is None:  # a stop may have been asked for while the events above were handled
             reason = run.stop_reason(stop, clock)
             if reason is not None:
@@ -259,6 +263,8 @@ class Run:
         self.flops_per_token = flops_per_token(cfg, self.seq_len)
         self.last_step_at = (self.step, 0.0)  # (step, elapsed seconds) at the last step event, for eta_s
         self.step_seconds: list[float] = []  # the time of each of the last ETA_WINDOW steps
+        self.probe = make_probe(config, model, train_data) if config.snapshot_steps and self.rank == 0 else None
+        self.snapshot_step: int | None = None
 
     # ----- when to stop
     def stop_reason(self, stop: threading.Event, clock: StepClock) -> str | None:
@@ -329,6 +335,18 @@ class Run:
     def sample(self) -> SampleEvent:
         text = sample_text(self.model, self.config, self.device)
         return SampleEvent(step=self.step, prompt=self.config.sample_prompt, text=text)
+
+    def snapshot(self, last: bool = False) -> Iterator[SnapshotEvent]:
+        """The model's insides (``gpt_core.snapshots``) at the steps ``config.snapshot_steps`` lists, and at the
+        last step of a run stopped early; rank 0 only, never twice for one step."""
+        due = self.step in self.config.snapshot_steps or last
+        if self.probe is None or not due or self.snapshot_step == self.step:
+            return
+        with eval_mode(self.model):
+            sample = sample_text(self.model, self.config, self.device) if self.probe.prompt_ids else ""
+            snapshot = take_snapshot(self.model, self.probe, self.step, sample)
+        self.snapshot_step = self.step
+        yield snapshot
 
     def checkpoint(self) -> Iterator[CheckpointEvent]:
         """Save the model, optimizer and data position (rank 0, never twice for one step, never NaN weights)."""

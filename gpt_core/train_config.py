@@ -22,6 +22,7 @@ import torch
 from gpt_core.device import autocast_dtype
 from gpt_core.events import jsonable
 from gpt_core.model import GPTConfig, parameter_breakdown
+from gpt_core.snapshots import MAX_PROBE_CHARS, MAX_SNAPSHOTS, PROBE_TEXT
 
 AUTOCAST_CHOICES = ("auto", "bf16", "off")
 SCHEDULE_CHOICES = ("cosine", "constant")  # after the warm-up: decay to min_lr, or stay at lr
@@ -50,6 +51,8 @@ class TrainConfig:
     sample_every: int = 0  # generate a sample every N steps (0: never); needs a tokenizer or encode+decode
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = 30  # new tokens per sample (greedy, so the same weights give the same text)
+    snapshot_steps: tuple[int, ...] = ()  # photograph the model's insides at these steps (gpt_core.snapshots)
+    snapshot_text: str = PROBE_TEXT  # the probe sentence of the snapshots (at most 200 characters)
     checkpoint_every: int = 0  # write a checkpoint every N steps (0: only at the end); needs out_dir
     keep_checkpoints: int = 2  # keep the newest N checkpoint folders
     out_dir: str | None = None
@@ -80,6 +83,16 @@ class TrainConfig:
         check_whole(self.log_every, "log_every", 1)
         check_whole(self.keep_checkpoints, "keep_checkpoints", 1)
         check_whole(self.sample_tokens, "sample_tokens", 1)
+        check(isinstance(self.snapshot_steps, list | tuple), "snapshot_steps must be a list of steps, such as "
+              "(0, 10, 100).")
+        self.snapshot_steps = tuple(self.snapshot_steps)
+        check(len(self.snapshot_steps) <= MAX_SNAPSHOTS, f"At most {MAX_SNAPSHOTS} snapshot_steps, got "
+              f"{len(self.snapshot_steps)}.")
+        for step in self.snapshot_steps:
+            check_whole(step, "Each of snapshot_steps (0 is before training)", 0)
+            check(step <= self.max_steps, f"snapshot_steps go up to max_steps ({self.max_steps}), got {step}.")
+        check(isinstance(self.snapshot_text, str) and len(self.snapshot_text) <= MAX_PROBE_CHARS,
+              f"snapshot_text must be a text of at most {MAX_PROBE_CHARS} characters.")
         for name in ("eval_every", "sample_every", "checkpoint_every"):
             check_whole(getattr(self, name), f"{name} (0 turns it off)", 0)
         if self.max_tokens is not None:
