@@ -35,7 +35,6 @@ HUB_NAMES = {
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
-LAB_TOKENIZER_FILE = "lab_tokenizer.json"  # BPETokenizer.save's format; tokenizer.json is Hugging Face's
 
 
 # ---------------------------------------------------------------- small file helpers
