@@ -20,6 +20,7 @@ from visualizations.compare import (
     RUN_COLORS,
     RUN_SYMBOLS,
     X_AXES,
+    X_TITLES,
     RunCurve,
     compare_figure,
     differing_settings,
@@ -58,6 +59,22 @@ def test_each_run_gets_a_line_and_validation_markers_in_its_own_colour():
     assert list(figure.data[0].y) == [8.0, 7.0, 6.5, 6.0] and list(figure.data[1].y) == [7.2, 6.4]
 
 
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two #rrggbb colours."""
+    def luminance(color: str) -> float:
+        channels = [int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted([luminance(first), luminance(second)], reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.parametrize("background", ["#ffffff", "#0b0f19", "#1f2937"])  # light, dark page, dark block
+def test_every_run_colour_shows_on_light_and_dark_backgrounds(background):
+    assert min(contrast(color, background) for color in RUN_COLORS) >= 3.0  # WCAG's minimum for graphics
+    assert len(set(RUN_COLORS)) == len(RUN_COLORS) and len(set(RUN_SYMBOLS)) == len(RUN_SYMBOLS)
+
+
 def test_x_values_on_each_axis_choice():
     """Train points sit at their own step / tokens seen / seconds; validation points at the x of their step,
     interpolated from the run's logged steps (run 2's eval at step 3 lies halfway between its steps 2 and 4)."""
@@ -70,7 +87,7 @@ def test_x_values_on_each_axis_choice():
     for x_axis, x_values in expected.items():
         figure = compare_figure(two_runs(), x_axis=x_axis)
         assert [list(trace.x) for trace in figure.data] == list(x_values), x_axis
-        assert figure.layout.xaxis.title.text in ("optimizer step", "training tokens seen", "wall time (s)")
+        assert figure.layout.xaxis.title.text == f"{X_TITLES[x_axis]}   (markers: validation loss, thin line: batch loss)"
     assert list(compare_figure(two_runs(), "tokens seen").data[2].x) == two_runs()[1].tokens  # tokens_seen as is
 
 
@@ -99,7 +116,7 @@ def test_layout_stays_put_while_runs_grow():
         layout = compare_figure([partial, runs[1]]).layout
         layouts.append((layout.height, layout.margin.t, layout.margin.l, layout.legend.y, tuple(layout.yaxis.range),
                         layout.uirevision))
-    assert layouts == [(380, 70, 10, 1.02, (0.0, 8.4), "step|False")] * 3  # the first loss (8.0) is the highest
+    assert layouts == [(380, 60, 10, 1.02, (0.0, 8.4), "step|False")] * 3  # the first loss (8.0) is the highest
 
 
 def test_log_scale_range_and_uirevision():

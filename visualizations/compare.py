@@ -30,7 +30,8 @@ from visualizations.training import CLEAR, GRID, loss_range, perplexity, thin
 # colour moved to a middle lightness so a line shows at 3:1 or more on white and on the dark theme's
 # backgrounds (#0b0f19, #1f2937). Okabe-Ito's yellow and sky blue are too light on white and its black is
 # invisible in the dark theme: they became olive and grey, and sky blue was left out (it came out as blue).
-RUN_COLORS = ("#0089D6", "#D55E00", "#009E73", "#C36097", "#AD7800", "#8E850B", "#828282")
+# Dark orange and olive are the closest pair, so olive comes last.
+RUN_COLORS = ("#0089D6", "#D55E00", "#009E73", "#C36097", "#AD7800", "#828282", "#8E850B")
 # ... and one marker shape per run for its validation points, so runs differ by more than colour.
 RUN_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down", "cross")
 
@@ -40,7 +41,8 @@ X_TITLES = {"step": "optimizer step", "tokens seen": "training tokens seen", "wa
 X_FORMATS = {"step": ",d", "tokens seen": ",d", "wall time (s)": ",.1f"}  # d3 formats for the hover text
 
 FIGURE_HEIGHT = 380
-MARGIN = {"l": 10, "r": 10, "t": 70, "b": 10}  # room at the top for the title and a row or two of legend
+MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}  # room at the top for two rows of legend
+LINES_NOTE = "markers: validation loss, thin line: batch loss"  # under the x axis, with its title
 MAX_LABEL_CHARS = 60  # a run's label in the legend, the table and the CSV
 EMPTY_MESSAGE = "Start two runs to compare them here"
 RUNNING = " (running)"
@@ -174,14 +176,13 @@ def compare_figure(curves: Sequence[RunCurve], x_axis: str = "step", log_scale: 
         "margin": dict(MARGIN),
         "paper_bgcolor": CLEAR,
         "plot_bgcolor": CLEAR,
+        # No figure title: it would collide with a legend of two rows (and plotly's horizontal legend wraps
+        # badly under a legend title). What the two kinds of line are is said under the x axis.
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0.0},
-        "title": {"text": "loss of each run: thin line = batch loss, markers = validation loss",
-                  "font": {"size": 14}, "x": 0.01, "y": 0.98, "yanchor": "top"},
         "uirevision": f"{x_axis}|{log_scale}",  # keep the user's zoom while runs grow, reset it on a new axis
         "hovermode": "closest",
     }
     if not curves:
-        layout["title"]["text"] = "runs side by side"
         layout["xaxis"] = {"visible": False}
         layout["yaxis"] = {"visible": False}
         layout["annotations"] = [{"text": EMPTY_MESSAGE, "showarrow": False, "xref": "paper", "yref": "paper",
@@ -190,7 +191,7 @@ def compare_figure(curves: Sequence[RunCurve], x_axis: str = "step", log_scale: 
     traces = [trace for index, curve in enumerate(curves) for trace in _run_traces(curve, index, x_axis)]
     losses = [loss for curve in curves for loss in curve.train_loss] + [
         loss for curve in curves for _, loss in curve.evals if loss is not None]
-    layout["xaxis"] = {"title": {"text": X_TITLES[x_axis]}, "rangemode": "tozero", **grid}
+    layout["xaxis"] = {"title": {"text": f"{X_TITLES[x_axis]}   ({LINES_NOTE})"}, "rangemode": "tozero", **grid}
     layout["yaxis"] = {"title": {"text": "cross-entropy (nats)"}, "range": loss_range(losses, log_scale),
                        "type": "log" if log_scale else "linear", **grid}
     return fast_figure(traces, layout)
