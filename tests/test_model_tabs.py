@@ -313,10 +313,17 @@ def test_inside_tab_opens_drawn_with_tokens_written_as_in_the_tokenizer_tab():
     assert any(token.startswith("·") for token in view.state["tokens"]) and not any(
         " " in token for token in view.state["tokens"])
     # The sliders answer the arrow keys (`input`) as well as the mouse (`release`); Enter in the text looks inside.
-    for slider in (by_id["inside-layer"], by_id["inside-head-slider"]):
+    for slider in (by_id["inside-layer"], by_id["inside-head-slider"], by_id["inside-lens-last"],
+                   by_id["inside-ko-layer"], by_id["inside-ko-head"]):
         events = {event for fn in demo.fns.values() for target, event in fn.targets if target == slider._id}
         assert {"input", "release"} <= events
     assert by_id["inside-text"].lines == 1
+    # The logit lens and the knock-out are drawn too: a row per layer, the intact model's 10 bars.
+    assert json.loads(by_id["inside-lens"].value["plot"])["data"][0]["y"][-1] == f"after layer {view.n_layers - 1} (output)"
+    assert len(json.loads(by_id["inside-ko-plot"].value["plot"])["data"][0]["y"]) == 10
+    assert (by_id["inside-ko-layer"].maximum, by_id["inside-ko-head"].maximum) == (view.n_layers - 1, view.n_heads - 1)
+    api_names = {fn.api_name for fn in demo.fns.values()}
+    assert {"inside", "inside_lens", "inside_knockout"} <= api_names
 
 
 def test_inside_enlarged_head_is_any_layer_and_head_and_says_which():
@@ -327,6 +334,68 @@ def test_inside_enlarged_head_is_any_layer_and_head_and_says_which():
     assert "layer 0, head 0" in inside_tab.enlarged_head(view.state, "0", None).plot  # as a key press sends them
     with pytest.raises(ValueError, match="The layer must be a whole number from 0 to 1; got 12"):
         inside_tab.enlarged_head(view.state, 12, 0)
+
+
+@pytest.mark.app
+def test_inside_lens_api_has_a_row_per_layer_and_the_last_16_tokens(client):
+    text = " ".join(["one", "two"] * 12)  # 24 tokens
+    plot = client.predict(NANO, text, None, api_name="/inside_lens")
+    heatmap = plot_data(plot)[0]
+    assert heatmap["y"] == ["embeddings", "after layer 0", "after layer 1 (output)"]  # n_layers + 1 rows
+    assert len(heatmap["x"]) == 16 and heatmap["x"][0] == "8:·one" and heatmap["x"][-1] == "23:·two"
+    assert np.array(heatmap["z"], dtype=float).shape == (3, 16)
+    first = plot_data(client.predict(NANO, text, 3, api_name="/inside_lens"))[0]
+    assert first["x"] == ["0:one", "1:·two", "2:·one", "3:·two"]
+    with pytest.raises(AppError, match="The last token shown must be a whole number from 0 to 63; got 100"):
+        client.predict(NANO, text, 100, api_name="/inside_lens")
+
+
+def test_inside_lens_last_row_is_the_models_prediction():
+    from ui import inside_tab
+
+    loaded = models.load_choice(models.DEFAULT_CHOICE)
+    view = inside_tab.lens_view(models.DEFAULT_CHOICE, inside_tab.DEFAULT_TEXT)
+    ids = loaded.tokenizer.encode(inside_tab.DEFAULT_TEXT)
+    with torch.no_grad():
+        best = loaded.model(torch.tensor([ids]))[0].argmax(dim=-1).tolist()  # (T,)
+    assert [at_position[0] for at_position in view.top_tokens[-1]] == [loaded.tokenizer.decode([i]) for i in best]
+    assert view.top_probs.shape == (loaded.cfg.n_layers + 1, len(ids), inside_tab.LENS_TOP_K)
+    with pytest.raises(ValueError, match="The last token shown must be a whole number from 0 to 63; got NaN"):
+        inside_tab.show_lens(models.DEFAULT_CHOICE, "hello", float("nan"))
+
+
+@pytest.mark.app
+def test_inside_knockout_api_changes_the_bundled_models_probabilities(client):
+    from ui import inside_tab
+
+    text = inside_tab.DEFAULT_TEXT
+    note, plot = client.predict(models.DEFAULT_CHOICE, text, 3, 3, "one head", api_name="/inside_knockout")
+    intact, knocked = plot_data(plot)
+    assert (intact["name"], knocked["name"]) == ("intact model", "knocked out")
+    before, after = np.array(intact["x"], dtype=float), np.array(knocked["x"], dtype=float)
+    assert len(before) == 10 and abs(before - after).max() > 0.05  # layer 3, head 3: -13 points on the top guess
+    assert knocked["text"][0].endswith("pts)")
+    assert note.startswith("**Knocked out: layer 3, head 3 (its output set to zero)**")
+    note, plot = client.predict(models.DEFAULT_CHOICE, text, 3, 0, "nothing (the intact model)",
+                                api_name="/inside_knockout")
+    assert note.startswith("**The intact model**") and len(plot_data(plot)) == 1
+    assert np.array(plot_data(plot)[0]["x"], dtype=float) == pytest.approx(before)
+    with pytest.raises(AppError, match="The head must be a whole number from 0 to 3; got 4"):
+        client.predict(models.DEFAULT_CHOICE, text, 0, 4, "one head", api_name="/inside_knockout")
+    with pytest.raises(AppError, match="The layer must be a whole number from 0 to 1; got 2"):
+        client.predict(NANO, text, 2, 0, "the whole layer", api_name="/inside_knockout")
+
+
+def test_inside_knockout_whole_layer_and_defaults():
+    from ui import inside_tab
+
+    note, plot = inside_tab.knockout_view()  # every parameter has a working default: layer 0, head 0
+    assert note.startswith("**Knocked out: layer 0, head 0")
+    note, _ = inside_tab.knockout_view(models.DEFAULT_CHOICE, inside_tab.DEFAULT_TEXT, "3", None, "the whole layer")
+    assert note.startswith("**Knocked out: the whole of layer 3 (it passes its input on unchanged)**")
+    assert "New in the top 10 without it:" in note
+    with pytest.raises(ValueError, match="What to knock out must be one of: 'one head', 'the whole layer'"):
+        inside_tab.knockout_view(models.DEFAULT_CHOICE, "hi", 0, 0, "everything")
 
 
 # ---------------------------------------------------------------- Generate tab
