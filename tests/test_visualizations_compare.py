@@ -207,6 +207,8 @@ def test_table_escapes_labels_settings_and_results():
     page = settings_table_html([{evil: evil}, {evil: "1"}], [evil, "b"], [{"r": evil}, {"r": "2"}])
     assert "<script>alert" not in page
     assert page.count("&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;") == 4  # label, setting, value, result
+    long_page = settings_table_html([{"prompt": "a" * 500}], ["run"], [{}])
+    assert "<td>" + "a" * 119 + "…</td>" in long_page  # a value is cut to 120 characters
 
 
 def test_table_checks_its_lengths_and_styles_are_scoped():

@@ -44,6 +44,7 @@ FIGURE_HEIGHT = 380
 MARGIN = {"l": 10, "r": 10, "t": 60, "b": 10}  # room at the top for two rows of legend
 LINES_NOTE = "markers: validation loss, thin line: batch loss"  # under the x axis, with its title
 MAX_LABEL_CHARS = 60  # a run's label in the legend, the table and the CSV
+MAX_VALUE_CHARS = 120  # a setting's name or value, or a result, in the table
 EMPTY_MESSAGE = "Start two runs to compare them here"
 RUNNING = " (running)"
 
@@ -256,18 +257,18 @@ def settings_table_html(rows: Sequence[dict[str, str]], labels: Sequence[str],
     differs = set(differing_settings(rows)) if len(rows) > 1 else set()
 
     def cells(values: dict[str, str], key: str) -> str:
-        return f"<td>{html.escape(str(values.get(key, MISSING)))}</td>"
+        return f"<td>{html.escape(short_label(values.get(key, MISSING), MAX_VALUE_CHARS))}</td>"
 
     head = "".join(f'<th scope="col">{html.escape(short_label(label))}</th>' for label in labels)
     setting_rows = []
     for key in _ordered_keys(rows):
-        name = html.escape(str(key))
+        name = html.escape(short_label(key, MAX_VALUE_CHARS))
         if key in differs:
             row_head = f'<tr class="differs"><th scope="row">{DIFFERS_MARK} {name}</th>'
         else:
             row_head = f'<tr><th scope="row" class="lab-compare-key">{name}</th>'
         setting_rows.append(row_head + "".join(cells(row, key) for row in rows) + "</tr>")
-    result_rows = [f'<tr class="results"><th scope="row">{html.escape(str(key))}</th>'
+    result_rows = [f'<tr class="results"><th scope="row">{html.escape(short_label(key, MAX_VALUE_CHARS))}</th>'
                    + "".join(cells(result, key) for result in results) + "</tr>"
                    for key in _ordered_keys(results)]
     caption = (f"{DIFFERS_MARK} and bold: a setting that differs between runs" if differs
