@@ -86,7 +86,7 @@ def one_run(mode: str, seed: int, settings: dict, poll_s: float) -> dict:
                                      settings["steps"], settings["batch"], settings["context"], settings["lr"],
                                      settings["warmup"], "ROMEO:", None, browser)
     started = time.perf_counter() - clicked  # the text read, tokenized and split (cold), the job queued
-    history, etas = outputs[6], []
+    history, etas = outputs[-2], []
     while True:
         time.sleep(poll_s)
         status, stats, *_, history, timer = pretrain_tab.poll_run(False, history, browser)

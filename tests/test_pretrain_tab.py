@@ -246,11 +246,11 @@ def test_short_run_streams_curves_samples_and_a_checkpoint(client, quick_runs, m
     monkeypatch.setattr(quick_runs, "max_steps_cap", 20)
     monkeypatch.setattr(pretrain_tab, "cpu_peak", lambda: 1e13)  # whatever the machine's load, an MFU under 100%
     browser = runs.new_browser_id()
-    status, stats, plot, _, download, _, _ = client.predict(*settings(browser, steps=5000), api_name="/pretrain_start")
+    status, stats, plot, _, download, *_ = client.predict(*settings(browser, steps=5000), api_name="/pretrain_start")
     assert (stats, download["value"], download["visible"]) == ("", None, False)  # no old checkpoint shown
     assert len(traces_by_name(plot)["learning rate"]["x"]) == 20  # the planned schedule, before the first step
     assert "This server allows at most 20 steps per run; using 20 instead of 5000." in status
-    status, stats, plot, samples, download, _ = poll_until_done(client, browser)
+    status, stats, plot, samples, download, *_ = poll_until_done(client, browser)
     assert status.startswith("✅ Finished all 20 steps.")
     traces = traces_by_name(plot)
     assert [float(x) for x in traces["batch loss"]["x"]] == list(range(1, 21))
@@ -292,7 +292,7 @@ def test_a_loss_that_turns_nan_stops_and_keeps_the_last_good_checkpoint(client, 
     monkeypatch.setattr(pretrain_tab, "train", poisoned_train)
     browser = runs.new_browser_id()
     client.predict(*settings(browser, steps=40), api_name="/pretrain_start")
-    status, _, _, _, download, _ = poll_until_done(client, browser)
+    status, _, _, _, download, *_ = poll_until_done(client, browser)
     assert "The loss became NaN or infinite at step 11, so training stopped" in status
     assert re.search(r"The last good checkpoint is \S+step-000010", status)
     assert download["value"].endswith("-step10.zip")

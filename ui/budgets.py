@@ -109,6 +109,11 @@ class BudgetStore:
             item = self._items.get((owner, key))
             return item.value if item else None
 
+    def items_of(self, owner: str) -> list[Any]:
+        """Every item this owner still has, least recently used first (none is marked as used)."""
+        with self._lock:
+            return [item.value for item in self._items.values() if item.owner == owner]
+
     def resize(self, owner: str, key: str, size_bytes: int) -> None:
         """Record an item's new size (a run folder grows while it trains), then keep the budget."""
         with self._lock:

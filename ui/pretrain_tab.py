@@ -24,11 +24,13 @@ import gradio as gr
 import numpy as np
 import torch
 
+from gpt_core.ablations import apply_ablations
 from gpt_core.batches import BatchStream, as_dataset
 from gpt_core.checkpoints import load_checkpoint
 from gpt_core.corpora import cache_dir, the_verdict_text
 from gpt_core.data import read_user_text, shakespeare_text, window_starts
 from gpt_core.device import cpu_peak_flops, device_in_words, pick_device
+from gpt_core.export import export_run
 from gpt_core.fast import speed_up_for_training
 from gpt_core.files import human_size, write_atomically
 from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
@@ -47,6 +49,17 @@ from gpt_core.train_config import (
 from ui import models
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, explain, friendly, learning_rate, number_input, show_source
+from ui.downloads import csv_file, figure_html_file, png_config
+from ui.experiments import (
+    NO_PREDICTION,
+    RunRecord,
+    ablation_choices,
+    check_ablations,
+    check_prediction,
+    explain_ablations,
+    prediction_choices,
+    verdict,
+)
 from ui.jobs import JobView
 from ui.run_tab import RunHistory, RunTab, with_note
 from ui.runs import (
@@ -60,6 +73,8 @@ from ui.runs import (
     sharing_cores,
 )
 from ui.uploads import read_upload
+from ui.view_cache import plot_value
+from visualizations.compare import X_AXES, compare_figure, runs_csv, safe_file_stem, settings_table_html
 from visualizations.training import batch_html, samples_html, stats_markdown, training_figure
 
 JOB_LABEL = "pretrain"
@@ -89,8 +104,12 @@ SEED = 123  # the batch order and the initial weights of every tab run (the same
 EVAL_BATCHES = 4  # the validation loss is measured on the same first 4 batches of the last 10% every time
 SAMPLE_TOKENS = 32
 # Finished runs kept with their checkpoints (least recently used go first; running and queued runs always stay).
-KEPT_RUNS = int(env_number("LLM_LAB_KEPT_RUNS", 30))
+KEPT_RUNS = int(env_number("LLM_LAB_KEPT_RUNS", 120))  # four per student of a class of thirty, to compare
 RUNS_DISK_BYTES = env_number("LLM_LAB_RUNS_DISK_GB", 20) * 1e9
+# The val loss of the default settings with no switches, measured through this tab (bench/pretrain_demo.py, seed
+# 123: 4.480); an experiment on the default settings compares with it until the page has its own unchanged run.
+DEFAULT_VAL_LOSS = 4.480
+MAX_COMPARED = 8  # the side-by-side plot shows this page's newest 8 runs
 RUNS_DIR = Path(os.environ.get("LLM_LAB_RUNS_DIR") or Path(tempfile.gettempdir()) / "llm_lab_runs")
 # Rough training speed, for the time estimate before a run starts: the share of the device's peak FLOP/s a small
 # model reaches (on a CPU the peak is measured: gpt_core.device.cpu_peak_flops).
@@ -106,6 +125,14 @@ computes the gradient of every weight, clips it, and lets AdamW take a small ste
 **learning-rate schedule** (a linear warm-up, then a cosine decay). A random model over *V* tokens starts near
 ln(*V*) (8.3 for 4,096 tokens); the **validation loss**, measured on the last 10% of the text that the model
 never trains on, tells you whether it is learning the language or just memorising.
+"""
+
+
+EXPERIMENT_INTRO = """
+**Ablations**: switch one part of the model or of its training off, keep everything else (the same text, the same
+seed, the same batches), and see what that part was for. **Predict first**: will the validation loss come out lower,
+about the same, or higher than the same run without the switch? Press Start; at the end the run says what happened
+and why, and it joins your other runs below, side by side.
 """
 
 
@@ -332,6 +359,11 @@ class PretrainRun:
     corpus: Corpus
     out_dir: str
     schedule: list[float]
+    preset: str = CLASSROOM_PRESET
+    choices: tuple = ()  # (corpus, tokenizer) as picked on the page, for "repeat with one change"
+    base: tuple = ()  # the settings before any switch: a run with the same base and no switch is the baseline
+    prediction: str | None = None
+    record: RunRecord | None = None
 
 
 def folder_bytes(folder: str | Path) -> int:
@@ -354,6 +386,65 @@ def keep_run(owner: str, run: PretrainRun) -> None:
 def run_of(owner: str, job_id: str) -> PretrainRun:
     """This owner's run (a clear message when it was cleared to make room)."""
     return RUNS.get(owner, job_id)
+
+
+def run_settings(run: PretrainRun) -> dict[str, str]:
+    """A run's settings in words, one row of the side-by-side table each."""
+    cfg, config = run.model_cfg, run.config
+    return {
+        "model": f"{run.preset}: {cfg.n_layers} layers × {cfg.emb_dim} wide",
+        "heads per layer": str(cfg.n_heads),
+        "text": run.corpus.name,
+        "tokenizer": f"{cfg.vocab_size:,} tokens",
+        "steps": f"{config.max_steps:,}",
+        "batch × context": f"{config.batch_size} × {config.context_length}",
+        "peak learning rate": f"{config.lr:g}",
+        "warm-up steps": f"{config.warmup_steps:,}",
+        "schedule": config.schedule,
+        "weight decay": f"{config.weight_decay:g}",
+        "gradient clipping": f"norm {config.grad_clip:g}" if config.grad_clip else "off",
+        "dropout": f"{cfg.drop_rate:g}",
+        "causal mask": "on" if cfg.causal_mask else "off",
+        "position embedding": "yes" if cfg.pos_embedding else "no",
+        "shortcuts (residual)": "yes" if cfg.residual else "no",
+        "LayerNorm": {"pre": "before each sublayer", "post": "after each shortcut", "none": "none"}[cfg.norm],
+        "activation": cfg.activation.upper(),
+        "output head": "tied to the embedding" if cfg.tie_weights else "its own matrix",
+    }
+
+
+def runs_of(owner: str) -> list[PretrainRun]:
+    """This page's runs that the server still keeps, oldest first, each record brought up to date."""
+    runs = sorted((run for run in RUNS.items_of(owner) if run.record is not None), key=lambda run: run.record.number)
+    for run in runs:
+        if run.record.running:
+            try:
+                run.record.fold(job_manager().poll(run.job_id, owner, run.record.since))
+            except ValueError:  # the job manager no longer has it: keep what was folded
+                run.record.status = "stopped"
+    return runs
+
+
+def next_run_number(owner: str) -> int:
+    return max((run.record.number for run in RUNS.items_of(owner) if run.record is not None), default=0) + 1
+
+
+def baseline_of(owner: str, run: PretrainRun) -> tuple[str, float] | None:
+    """(which run, its val loss): this page's newest finished run with the same settings and no switch; for the
+    default settings, the measured default until there is one."""
+    for other in reversed(runs_of(owner)):
+        record = other.record
+        if (other is not run and not record.ablations and other.base == run.base and not record.running
+                and record.final_val is not None):
+            return record.label, record.final_val
+    if run.base == default_base():
+        return "the default settings with no switch (measured)", DEFAULT_VAL_LOSS
+    return None
+
+
+def default_base() -> tuple:
+    return (CLASSROOM_PRESET, "Shakespeare", BPE_4096, CLASSROOM_STEPS, CLASSROOM_BATCH, CLASSROOM_CONTEXT,
+            CLASSROOM_LR, CLASSROOM_WARMUP)
 
 
 def pretrain_config(steps: int, batch_size: int, context_length: int, lr: float, warmup: int,
@@ -441,18 +532,22 @@ def pretrain_job(run: PretrainRun):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-RUN = RunTab(JOB_LABEL, "pretraining run", n_views=4, stopping="Stopping after the current step (a final "
+RUN = RunTab(JOB_LABEL, "pretraining run", n_views=8, stopping="Stopping after the current step (a final "
               "checkpoint is written)…", busy="Your run is still going: press Stop first, or wait until it finishes.")
 
 
 def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_choice: str, steps, batch_size,
               context_length, lr, warmup, sample_prompt: str, history: RunHistory | None, browser_id: str | None,
+              ablations: list[str] | None = None, prediction: str | None = NO_PREDICTION,
               request: gr.Request = None):
     """Check the settings, prepare the text, and queue a run for this browser; the timer then follows it.
 
-    Outputs: status, stats, figure, samples, checkpoint file, note, history, timer (the views are cleared).
+    ``ablations``: switches of gpt_core.ablations (at most 4), ``prediction``: the student's guess of their effect.
+    Outputs: status, stats, figure, samples, checkpoint file, verdict, the comparison's plot, table and run menu,
+    note, history, timer (the views are cleared).
     """
     owner = RUN.owner_for_start(history, browser_id, request)
+    ablations, prediction = check_ablations(ablations), check_prediction(prediction)
     batch_size = whole_number(batch_size, "The batch size", 1, 512)
     context_length = whole_number(context_length, "The context length", 2, MAX_CONTEXT)
     steps = whole_number(steps, "The number of steps", 1)
@@ -469,25 +564,42 @@ def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_cho
     out_dir = tempfile.mkdtemp(prefix="pretrain_", dir=RUNS_DIR)
     config = pretrain_config(steps, batch_size, context_length, lr, warmup, sample_prompt, corpus, out_dir)
     model_cfg = model_config(preset, corpus.tokenizer.vocab_size, context_length)
-    run = PretrainRun("", config, model_cfg, corpus, out_dir, lr_schedule(config))
+    model_cfg, config, already_so = apply_ablations(ablations, model_cfg, config)
+    if already_so:
+        gr.Warning(explain_ablations(already_so, already_so).split("\n")[-1].strip("-* "))
+    ablations = tuple(name for name in ablations if name not in already_so)
+    base = (preset, corpus.name, tokenizer_choice, steps, batch_size, context_length, lr, warmup)
+    run = PretrainRun("", config, model_cfg, corpus, out_dir, lr_schedule(config), preset,
+                      (corpus_choice, tokenizer_choice), base, prediction)
+    record = RunRecord("", next_run_number(owner), ablations, run_settings(run))
     history = RUN.start(owner, pretrain_job(run), f"{preset} on {corpus.name}", max_steps=steps, start_note=note)
-    run.job_id = history.job_id
+    run.job_id = record.job_id = history.job_id
+    run.record = record
     keep_run(owner, run)
-    started = (f"Started **{preset}** on {corpus.name} ({len(corpus.train_ids):,} training tokens, "
-               f"vocabulary {corpus.tokenizer.vocab_size:,}) as {run.job_id}.")
+    switches = f", {record.label.split(' · ')[1]}" if ablations else ""
+    started = (f"Started **run {record.number}{switches}**: {preset} on {corpus.name} ({len(corpus.train_ids):,} "
+               f"training tokens, vocabulary {corpus.tokenizer.vocab_size:,}) as {run.job_id}.")
     empty_plot = run_figure(history, False, run)  # the planned schedule, before the first step
     no_file = gr.File(value=None, visible=False)
-    return (with_note(started, note), "", empty_plot, samples_html([], sample_prompt), no_file, "", history,
-            gr.Timer(active=True))
+    return (with_note(started, note), "", empty_plot, samples_html([], sample_prompt), no_file, "",
+            *compare_views(owner, "step", False), "", history, gr.Timer(active=True))
 
 
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
     return RUN.stop(history, browser_id, request)
 
 
+def run_stem(run: PretrainRun, what: str) -> str:
+    """A download's file name: llm-lab-pretrain-run-2-nano-no-causal-mask-loss."""
+    record = run.record
+    number = f"run-{record.number}" if record else run.job_id
+    return safe_file_stem("llm-lab-pretrain", number, run.preset, *(record.ablations if record else ()), what)
+
+
 def run_figure(history: RunHistory, log_scale: bool, run: PretrainRun):
-    return training_figure(history.step_losses, history.evals, len(run.schedule), run.schedule, history.step,
-                           bool(log_scale))
+    figure = training_figure(history.step_losses, history.evals, len(run.schedule), run.schedule, history.step,
+                             bool(log_scale))
+    return plot_value(figure, config=png_config(run_stem(run, "loss")))  # the camera button saves a named PNG
 
 
 def run_stats(history: RunHistory, model_flops_per_token: float) -> str:
@@ -528,8 +640,10 @@ def run_status(history: RunHistory, view: JobView) -> str:
     return status
 
 
-def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool) -> tuple:
-    """Stats, figure, samples and (once the run has ended) the checkpoint's zip."""
+def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool, compare_x: str = "step",
+              compare_log: bool = False) -> tuple:
+    """Stats, figure, samples; once the run has ended also the checkpoint's zip, the experiment's verdict and
+    the comparison with this page's other runs."""
     run = run_of(owner, history.job_id)
     download = gr.skip()
     if view.done:
@@ -537,18 +651,106 @@ def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool) -
         download = gr.File(value=zip_path, visible=True) if zip_path else gr.skip()
         RUNS.resize(owner, run.job_id, folder_bytes(run.out_dir))  # the finished folder's real size, zip included
     model_flops = flops_per_token(run.model_cfg, run.config.context_length)
+    compared = (gr.skip(),) * 4
+    if view.done:
+        compared = (run_verdict(owner, run, history), *compare_views(owner, compare_x, compare_log))
     return (run_stats(history, model_flops), run_figure(history, log_scale, run),
-            samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download)
+            samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download, *compared)
 
 
-def poll_run(log_scale: bool, history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
+def run_verdict(owner: str, run: PretrainRun, history: RunHistory) -> str:
+    """The end of an experiment: the prediction beside the val loss against the unchanged run."""
+    record = run.record
+    if record is None or not record.ablations:
+        return ""
+    runs_of(owner)  # brings this run's record up to date
+    val = record.final_val if history.reason != "nan" else float("nan")
+    return verdict(record.ablations, run.prediction, val, baseline_of(owner, run), record.first_loss)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Runs side by side
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def compare_views(owner: str, x_axis: str, log_scale: bool) -> tuple:
+    """This page's newest runs overlaid on one plot, their settings side by side, and the menu of runs."""
+    if x_axis not in X_AXES:
+        raise ValueError(f"Unknown x axis {str(x_axis)[:40]!r}; choose one of: {', '.join(X_AXES)}.")
+    runs = runs_of(owner)[-MAX_COMPARED:]
+    records = [run.record for run in runs]
+    figure = compare_figure([record.curve for record in records], x_axis, bool(log_scale))
+    stem = safe_file_stem("llm-lab-pretrain-runs", *(str(record.number) for record in records))
+    plot = plot_value(figure, config=png_config(stem))
+    if not records:
+        table = "<p class='lab-note'>Your runs appear here, side by side, as soon as you start one.</p>"
+    else:
+        table = settings_table_html([record.settings for record in records], [record.label for record in records],
+                                    [record.results() for record in records])
+    choices = [(record.label, record.job_id) for record in reversed(records)]
+    menu = gr.update(choices=choices, value=choices[0][1] if choices else None)
+    return plot, table, menu
+
+
+def redraw_comparison(x_axis: str, log_scale: bool, browser_id: str | None = None, request: gr.Request = None):
+    return compare_views(owner_of(browser_id, request), x_axis, log_scale)
+
+
+def download_comparison(x_axis: str, log_scale: bool, browser_id: str | None = None, request: gr.Request = None):
+    """The comparison as files: every run's losses as CSV, and the plot as a page that opens offline."""
+    runs = runs_of(owner_of(browser_id, request))[-MAX_COMPARED:]
+    if not runs:
+        raise ValueError("There is no run to download yet: start one first.")
+    curves = [run.record.curve for run in runs]
+    stem = safe_file_stem("llm-lab-pretrain-runs", *(str(run.record.number) for run in runs))
+    figure = compare_figure(curves, x_axis if x_axis in X_AXES else "step", bool(log_scale))
+    return [csv_file(runs_csv(curves), stem), figure_html_file(figure, stem)]
+
+
+def repeat_with_one_change(job_id: str | None, browser_id: str | None = None, request: gr.Request = None):
+    """Put a run's settings back on the page (its switches too), ready for one change and Start."""
+    if not job_id:
+        raise ValueError("Pick one of your runs first (start one if the menu is empty).")
+    run = run_of(owner_of(browser_id, request), str(job_id)[:64])
+    config, (corpus_choice, tokenizer_choice) = run.config, run.choices
+    note = (f"The settings of **{run.record.label}** are back above. Change **one** thing (a setting or a "
+            f"switch), predict, and press Start: the two runs then differ by exactly that.")
+    if corpus_choice == UPLOAD:
+        note += " Upload your text again first."
+    return (run.preset, corpus_choice, tokenizer_choice, config.max_steps, config.batch_size, config.context_length,
+            config.lr, config.warmup_steps, config.sample_prompt, list(run.record.ablations), NO_PREDICTION, note)
+
+
+def export_for_transformers(history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
+    """The run's final checkpoint as a Hugging Face folder (zipped) that transformers and AutoTokenizer load."""
+    if history is None or not history.checkpoint:
+        raise ValueError("There is no checkpoint yet: start a run and wait until it has written one.")
+    if history.running:
+        raise ValueError("The run is still going: stop it or wait until it finishes, then export it.")
+    run = run_of(owner_of(browser_id, request), history.job_id)
+    folder = Path(history.checkpoint).parent / f"{run_stem(run, 'hf')}-step{history.step}"
+    target = folder.with_suffix(".zip")
+    if not target.exists():
+        export_run(history.checkpoint, folder)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.iterdir()):
+                archive.write(path, arcname=f"{folder.name}/{path.name}")
+        shutil.rmtree(folder, ignore_errors=True)
+        RUNS.resize(owner_of(browser_id, request), run.job_id, folder_bytes(run.out_dir))
+    note = (f"Unzip it and load it with `GPT2LMHeadModel.from_pretrained(\"{folder.name}\")` and "
+            f"`AutoTokenizer.from_pretrained(\"{folder.name}\")` (transformers).")
+    return gr.File(value=str(target), visible=True), note
+
+
+def poll_run(log_scale: bool, history: RunHistory | None, browser_id: str | None, compare_x: str = "step",
+             compare_log: bool = False, request: gr.Request = None):
     """Fetch the events since the last poll and redraw; the timer stops when the run has finished.
 
     Outputs: status, stats, figure, samples, checkpoint file, history, timer. Nothing is redrawn when no
     new event arrived, so a poll costs the training thread almost nothing.
     """
     return RUN.poll(history, browser_id, request, run_status,
-                    lambda history, view, owner: run_views(history, view, owner, log_scale))
+                    lambda history, view, owner: run_views(history, view, owner, log_scale, compare_x, compare_log))
 
 
 def redraw(log_scale: bool, history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
@@ -629,11 +831,22 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         sample_prompt = gr.Textbox("ROMEO:", label="sample prompt", max_length=200)
     summary = gr.Markdown(settings_summary(CLASSROOM_PRESET, BPE_4096, CLASSROOM_STEPS, CLASSROOM_BATCH,
                                            CLASSROOM_CONTEXT), elem_classes=["lab-note"], elem_id="pretrain-summary")
+    with gr.Accordion("Experiment: change one thing, predict, run, compare", open=False,
+                      elem_id="pretrain-experiment"):
+        explain(EXPERIMENT_INTRO)
+        with gr.Row():
+            ablations = gr.CheckboxGroup(ablation_choices(), value=[], label="switches (change one thing per run)",
+                                         elem_id="pretrain-ablations", scale=3)
+            prediction = gr.Radio(prediction_choices(), value=NO_PREDICTION, elem_id="pretrain-prediction",
+                                  label="your prediction: the validation loss, against the same run without it",
+                                  scale=2)
+        ablation_notes = gr.Markdown(explain_ablations([]), elem_id="pretrain-ablation-notes")
     with gr.Row():
         start = gr.Button("Start pretraining", variant="primary", elem_id="pretrain-start")
         stop = gr.Button("Stop", elem_id="pretrain-stop")
     status = gr.Markdown("Press **Start pretraining**: a fresh, random model learns from the text.",
                          elem_id="pretrain-status")
+    verdict_view = gr.Markdown(elem_id="pretrain-verdict")
     stats = gr.Markdown(elem_id="pretrain-stats")
     with gr.Row():
         with gr.Column(scale=3):
@@ -650,6 +863,25 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         with gr.Column():
             use = gr.Button("Use this model in the explorer (Inside GPT, Generate)", elem_id="pretrain-use")
             use_note = gr.Markdown(elem_classes=["lab-note"])
+        with gr.Column():
+            export = gr.Button("Export for Hugging Face transformers (.zip)", elem_id="pretrain-export")
+            export_file = gr.File(label="Hugging Face folder (config.json, model.safetensors, tokenizer.json)",
+                                  interactive=False, visible=False, elem_id="pretrain-export-file")
+            export_note = gr.Markdown(elem_classes=["lab-note"])
+    with gr.Accordion("Your runs side by side", open=True, elem_id="pretrain-compare"):
+        with gr.Row():
+            compare_x = gr.Radio(list(X_AXES), value="step", label="x axis", scale=2)
+            compare_log = gr.Checkbox(False, label="log-scale loss axis", scale=1)
+            refresh = gr.Button("↻ Refresh", scale=1, size="sm")
+        compare_plot, compare_table, repeat_choice = compare_views("", "step", False)
+        compare_plot = gr.Plot(compare_plot, show_label=False, elem_id="pretrain-compare-plot")
+        compare_table = gr.HTML(compare_table, elem_id="pretrain-compare-table")
+        with gr.Row():
+            repeat_choice = gr.Dropdown([], value=None, label="run", scale=2, elem_id="pretrain-repeat-choice")
+            repeat = gr.Button("Repeat with one change", scale=1, elem_id="pretrain-repeat")
+            download_runs = gr.Button("Download the runs (CSV + plot as HTML)", scale=1)
+        repeat_note = gr.Markdown(elem_classes=["lab-note"])
+        runs_files = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False)
     history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
     show_source(training_loop, batch_loss, lr_at, make_optimizer, train)
@@ -664,14 +896,31 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     preset.change(preset_context, preset, context_length, api_name=False, queue=False)
     corpus.change(corpus_upload_visible, corpus, upload, api_name=False, queue=False)
     start.click(friendly(start_run), [preset, corpus, upload, tokenizer, steps, batch_size, context_length, lr,
-                                      warmup, sample_prompt, history, browser_id],
-                [status, stats, plot, samples, download, use_note, history, timer], api_name="pretrain_start",
-                concurrency_limit=4)
+                                      warmup, sample_prompt, history, browser_id, ablations, prediction],
+                [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
+                 use_note, history, timer], api_name="pretrain_start", concurrency_limit=4)
     stop.click(friendly(stop_run), [history, browser_id], status, api_name="pretrain_stop")
-    timer.tick(friendly(poll_run), [log_scale, history, browser_id],
-               [status, stats, plot, samples, download, history, timer],
+    timer.tick(friendly(poll_run), [log_scale, history, browser_id, compare_x, compare_log],
+               [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
+                history, timer],
                api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
     log_scale.change(friendly(redraw), [log_scale, history, browser_id], plot, api_name=False,
                      show_progress="hidden")
     use.click(friendly(use_in_explorer), [history, browser_id], [model_choice, use_note], api_name="pretrain_use")
+    export.click(friendly(export_for_transformers), [history, browser_id], [export_file, export_note],
+                 api_name="pretrain_export", concurrency_limit=2)
+    ablations.change(friendly(explain_ablations), ablations, ablation_notes, api_name=False, queue=False,
+                     show_progress="hidden")
+    compared = [compare_plot, compare_table, repeat_choice]
+    for control in (compare_x, compare_log):
+        control.change(friendly(redraw_comparison), [compare_x, compare_log, browser_id], compared,
+                       api_name=False, show_progress="hidden")
+    refresh.click(friendly(redraw_comparison), [compare_x, compare_log, browser_id], compared,
+                  api_name="pretrain_compare")
+    repeat.click(friendly(repeat_with_one_change), [repeat_choice, browser_id],
+                 [preset, corpus, tokenizer, steps, batch_size, context_length, lr, warmup, sample_prompt, ablations,
+                  prediction, repeat_note], api_name="pretrain_repeat")
+    download_runs.click(friendly(download_comparison), [compare_x, compare_log, browser_id], runs_files,
+                        api_name="pretrain_download_runs").then(
+        lambda: gr.File(visible=True), None, runs_files, api_name=False, queue=False)
     gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)
