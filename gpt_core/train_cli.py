@@ -2,6 +2,7 @@
 
     python -m gpt_core.train --preset nano --corpus shakespeare --max-steps 200 --out runs/nano
     python -m gpt_core.train --recipe book-ch5        # the book's chapter 5 run, with the book's losses
+    python -m gpt_core.train --preset nano --ablate no-causal-mask --ablate relu   # switch parts off
     torchrun --nproc_per_node=2 -m gpt_core.train --preset nano --max-steps 100
 """
 
@@ -11,6 +12,7 @@ import argparse
 
 import torch
 
+from gpt_core.ablations import ABLATIONS, apply_ablations, changed_settings
 from gpt_core.corpora import load_corpus
 from gpt_core.device import pick_device
 from gpt_core.distributed import join_process_group, leave_process_group
@@ -28,7 +30,7 @@ from gpt_core.fast.settings import set_plain
 from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer_choice import encode_corpus, make_tokenizer
 from gpt_core.train import train
-from gpt_core.train_config import AUTOCAST_CHOICES, OPTIMIZER_CHOICES, TrainConfig
+from gpt_core.train_config import AUTOCAST_CHOICES, OPTIMIZER_CHOICES, SCHEDULE_CHOICES, TrainConfig
 
 # Named command-line settings. `--recipe book-ch5` is the book's chapter-5 run, `train_model_simple`:
 # GPT_CONFIG_124M at context 256 (the book's model, seed 123: 162M parameters) trained on "The Verdict"
@@ -50,8 +52,16 @@ def _yes_no(text: str) -> bool:
     return text.lower() in ("1", "true", "yes")
 
 
+def _ablations_help() -> str:
+    """The epilog of --help: every ablation with the sentence that says what it changes."""
+    width = max(len(name) for name in ABLATIONS)
+    lines = [f"  {name:<{width}}  {ablation.what}" for name, ablation in ABLATIONS.items()]
+    return "ablations (--ablate NAME, repeatable; applied after the preset and the options):\n" + "\n".join(lines)
+
+
 def _parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m gpt_core.train", description="Pretrain a small GPT.")
+    parser = argparse.ArgumentParser(prog="python -m gpt_core.train", description="Pretrain a small GPT.",
+                                     epilog=_ablations_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                         help="named settings (the other options still override them)")
     parser.add_argument("--preset", default="nano")
@@ -79,6 +89,10 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--min-lr", type=float, default=None)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="cosine",
+                        help="after the warm-up: cosine decay to --min-lr, or constant at --lr")
+    parser.add_argument("--ablate", action="append", choices=list(ABLATIONS), default=[], metavar="NAME",
+                        help="switch one part off or change it (repeatable); the names are listed below")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--sample-every", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=0)
@@ -103,6 +117,15 @@ def _parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def describe_ablations(names: list[str], model_cfg: GPTConfig, config: TrainConfig) -> str:
+    """What --ablate changes, one line per setting, and the ablations that were already so in this run."""
+    lines = [f"ablation {setting}: {before} -> {after}" for setting, before, after in
+             changed_settings(names, model_cfg, config)]
+    already = apply_ablations(names, model_cfg, config)[2]
+    lines += [f"ablation {name}: already so in this run (nothing changed)" for name in already]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from tqdm import tqdm
 
@@ -118,12 +141,11 @@ def main(argv=None) -> int:
                      "init"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
-        torch.manual_seed(args.seed)  # the same initial weights on every process
-        model = GPTModel(GPTConfig.preset(args.preset, **overrides))  # the book: seed 123, then the model
+        model_cfg = GPTConfig.preset(args.preset, **overrides)
         split = int(0.9 * len(text))  # as the book: the first 90% of the characters train, the rest validate
         train_ids, val_ids = encode_corpus(tokenizer, text[:split]), encode_corpus(tokenizer, text[split:])
         config = TrainConfig(
-            lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, max_steps=args.max_steps,
+            lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, schedule=args.schedule, max_steps=args.max_steps,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
             max_tokens=args.max_tokens, time_budget_s=args.time_budget, batch_size=args.batch_size,
             grad_accum_steps=args.grad_accum, eval_every=args.eval_every, sample_every=args.sample_every,
@@ -132,6 +154,12 @@ def main(argv=None) -> int:
             eval_from_first_step=args.eval_from_first_step, eval_batches=args.eval_batches,
             device=ddp_device or args.device, autocast=args.autocast, compile=args.compile, tokenizer=tokenizer,
         )
+        if args.ablate:
+            if rank == 0:
+                print(describe_ablations(args.ablate, model_cfg, config))
+            model_cfg, config, _ = apply_ablations(args.ablate, model_cfg, config)
+        torch.manual_seed(args.seed)  # the same initial weights on every process
+        model = GPTModel(model_cfg)  # the book: seed 123, then the model
         speed_up_for_training(model, pick_device(config.device))
         events = train(model, train_ids, val_ids, config)
         bar = tqdm(total=config.max_steps, disable=rank != 0, unit="step")

@@ -261,6 +261,7 @@ def test_flops_per_token_formula():
         ({"autocast": "fp8"}, "autocast must be one of auto, bf16, off"),
         ({"betas": (0.9, 1.5)}, "betas must be two numbers in"),
         ({"grad_clip": -1.0}, "grad_clip must be above 0"),
+        ({"schedule": "linear"}, "schedule must be one of cosine, constant; got 'linear'"),
     ],
 )
 def test_bad_settings_are_explained(overrides, message):
@@ -344,3 +345,32 @@ def test_a_stop_between_evals_still_reports_the_final_val_loss(tmp_path):
     assert [e.step for e in evals] == [3]
     assert evals[0].val_loss > 0
     assert events[-1].reason == "stopped"
+
+
+def test_cli_ablations_change_the_trained_model_and_are_listed_in_help(tmp_path, capsys):
+    from gpt_core.ablations import ABLATIONS
+    from gpt_core.checkpoints import load_checkpoint
+    from gpt_core.train_cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT)
+    out = tmp_path / "run"
+    argv = ["--preset", "nano", "--corpus", str(corpus), "--tokenizer", "bytes", "--emb-dim", "32", "--n-layers", "1",
+            "--n-heads", "2", "--context-length", "16", "--max-steps", "2", "--batch-size", "2", "--eval-every", "0",
+            "--device", "cpu", "--autocast", "off", "--out", str(out),
+            "--ablate", "no-causal-mask", "--ablate", "relu", "--ablate", "dropout", "--ablate", "constant-lr"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert ("ablation causal_mask: True -> False\nablation activation: gelu -> relu\n"
+            "ablation schedule: cosine -> constant\n"
+            "ablation dropout: already so in this run (nothing changed)") in printed  # nano has drop_rate 0.1
+    model = load_checkpoint(latest_checkpoint(out))
+    assert (model.cfg.causal_mask, model.cfg.activation, model.cfg.drop_rate, model.cfg.n_heads) == (
+        False, "relu", 0.1, 2)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(f"{name:<16}  {ablation.what}" in help_text for name, ablation in ABLATIONS.items())
+    with pytest.raises(SystemExit):
+        main(["--ablate", "no-attention"])
+    assert "argument --ablate: invalid choice: 'no-attention'" in capsys.readouterr().err
