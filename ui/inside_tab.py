@@ -44,7 +44,7 @@ DEFAULT_TEXT = "Every effort moves you forward, one small step at a time."
 CACHED_VIEWS = 64  # at most this many (model, text) views are kept ...
 CACHED_VIEW_BYTES = 64 * 2**20  # ... and 64 MB (64 tokens: 0.4 MB for the bundled model, 2.5 MB for GPT-2 small)
 LENS_TOP_K = 5  # the hover of a lens cell lists this many guesses
-LENS_COLUMNS = 16  # positions shown at once: ~70 px a cell on a 1,200 px page, room for an 8-letter token
+LENS_COLUMNS = 16  # positions shown at once: ~65 px a cell on a 1,200 px page, room for 7 characters
 KNOCKOUT_BARS = 10
 ONE_HEAD, WHOLE_LAYER, NOTHING = "one head", "the whole layer", "nothing (the intact model)"
 KNOCKOUT_PARTS = (ONE_HEAD, WHOLE_LAYER, NOTHING)
@@ -61,9 +61,9 @@ position embedding). Tokens are written as in the Tokenizer tab: `·` is a space
 
 LENS_INTRO = """
 ### Logit lens: what would the model say if it stopped after each layer?
-Each row sends the hidden state after that layer through the model's final LayerNorm and output head, as the
-last layer does: a cell is that layer's best guess for the token after its column's token (darker = surer,
-**bold** = the text's real next token; hover for the top 5). Up to 16 tokens at once: the slider picks the last.
+Each row sends the hidden state after that layer through the model's final LayerNorm and output head, as if
+the model stopped there: a cell is that layer's best guess for the token after its column (darker = surer,
+**bold** = the text's real next token, hover for the top 5). The slider picks the last of the 16 tokens shown.
 """
 
 KNOCKOUT_INTRO = """
@@ -299,8 +299,7 @@ def lens_plot(view: LensView, last: int) -> PlotData:
     shown = range(first, last + 1)
     next_tokens = [view.tokens[p + 1] if p + 1 < n_tokens else None for p in shown]
     n_layers = len(view.top_tokens) - 1
-    title = (f"Logit lens of {view.label}: tokens {first} to {last} of 0 to {n_tokens - 1}, "
-             f"{n_layers} layers" if n_tokens > 1 else f"Logit lens of {view.label}, {n_layers} layers")
+    title = f"Logit lens of {view.label}: {n_layers} layers, positions {first} to {last} of your {n_tokens} tokens"
     figure = lens_figure([[row[p] for p in shown] for row in view.top_tokens], view.top_probs[:, first:last + 1],
                          view.tokens[first:last + 1], first, next_tokens, title)
     return plot_value(figure)

@@ -3,7 +3,7 @@
 `lens_figure`: one heatmap, rows = layers (the embeddings at the top, the model's output at the bottom),
 columns = positions of the text. Each cell writes that layer's most likely next token and is coloured by its
 probability; bold marks a guess that is the text's real next token; the hover lists the top 5. The cells keep
-a readable width (about 70 px for 16 columns), so the caller passes a window of positions, not all 64.
+a readable width (about 65 px for 16 columns: 7 characters), so the caller passes a window of positions, not all 64.
 
 `knockout_figure`: the intact model's 10 most likely next tokens, a bar for the intact probability and one
 for the knocked-out model beside it, with the change written after it.
@@ -21,8 +21,8 @@ import plotly.graph_objects as go
 from visualizations.attention import FONT_FAMILY, colorscale, fast_figure, rounded, visible_token
 
 LENS_COLORS = "Blues"  # a probability, 0 to 1: white (unsure) to dark blue (sure)
-CELL_CHARS = 8  # a cell writes at most this many characters of its token (the hover has it whole)
-CELL_FONT = 12
+CELL_CHARS = 7  # a cell writes at most this many characters of its token (the hover has it whole)
+CELL_FONT = 13
 INTACT_COLOR = "#4292c6"  # the intact model's bars (the blue of the tab's other bars)
 KNOCKED_COLOR = "#e6550d"  # the knocked-out model's bars (the Generate tab's orange)
 
@@ -44,7 +44,7 @@ def cut(token: str, max_chars: int = CELL_CHARS) -> str:
     """A token as a cell writes it: whitespace visible, at most max_chars characters.
 
     >>> cut(" extraordinary"), cut("\\n")
-    ('·extrao…', '↵')
+    ('·extra…', '↵')
     """
     token = visible_token(token)
     return token if len(token) <= max_chars else token[:max_chars - 1] + "…"
@@ -111,7 +111,10 @@ def lens_figure(top_tokens: list[list[list[str]]], top_probs: np.ndarray, input_
     }
     row_height = max(22, min(40, 900 // n_rows))  # 5 rows: 40 px each; GPT-2 xl's 49: 22 px
     layout = {
-        "title": {"text": title, "font": {"size": 14}, "x": 0.01},
+        # the title at the very top: the token labels above the cells (rotated, larger on a projector) grow
+        # the top margin downwards and never reach it
+        "title": {"text": title, "font": {"size": 14}, "x": 0.01, "yref": "container", "y": 1, "yanchor": "top",
+                  "pad": {"t": 12}},
         "xaxis": {"type": "category", "side": "top", "tickangle": -40 if n_cols > 10 else 0, "showgrid": False,
                   "automargin": True, "tickfont": {"size": 12}},
         "yaxis": {"type": "category", "autorange": "reversed", "showgrid": False, "automargin": True,
@@ -160,13 +163,15 @@ def knockout_figure(tokens: list[str], before: np.ndarray, after: np.ndarray | N
         "title": {"text": title, "font": {"size": 14}, "x": 0.01},
         "barmode": "group",
         "bargap": 0.25,
-        "xaxis": {"range": [0, 1.45 * largest or 1.0], "tickformat": ".0%",
+        "xaxis": {"range": [0, 1.45 * largest or 1.0], "tickformat": ".0%",  # room for the text after a bar
                   "title": {"text": "probability of being the next token"}},
         "yaxis": {"autorange": "reversed", "automargin": True, "tickfont": {"size": 13}},
-        "height": 140 + (44 if after is not None else 30) * len(labels),
+        "height": 140 + (50 if after is not None else 30) * len(labels),
         "margin": {"l": 10, "r": 30, "t": 80, "b": 10},
         "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.0, "yanchor": "bottom",
                    "traceorder": "normal"},
         "plot_bgcolor": "rgba(0,0,0,0)",
     }
+    if largest > 0.5:  # the axis goes past 100%: no ticks there (a probability is at most 1)
+        layout["xaxis"]["tickvals"] = [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     return fast_figure(data, layout)
