@@ -221,3 +221,87 @@ def test_a_line_of_points_lies_on_the_first_component_with_the_farthest_point_po
     coords, variance = embedding_map(points)
     assert [round(x, 4) for x in coords[:, 0].tolist()] == [round((i - 2.25) * math.sqrt(5), 4) for i in (0, 1, 2, 6)]
     assert coords[:, 1].abs().max().item() < 1e-5 and variance[0] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- the Pretrain tab's section
+def history_of(events, max_steps: int = 12):
+    from ui.jobs import JobView
+    from ui.run_tab import RunHistory
+
+    events = list(events)
+    history = RunHistory("job-1", max_steps=max_steps)
+    history.fold(JobView("job-1", "pretrain", "done", None, events, len(events), True, None))
+    return history
+
+
+def test_the_history_keeps_the_snapshots_and_a_deep_copy_shares_them(run_events):
+    import copy
+
+    history = history_of(run_events[1])
+    assert [s.step for s in history.snapshots] == [0, 3, 12]
+    copied = copy.deepcopy(history)
+    assert copied.snapshots[2] is history.snapshots[2] and copied.snapshots is not history.snapshots
+
+
+def test_the_views_redraw_every_snapshot(run_events):
+    import plotly.graph_objects as go
+
+    from ui.snapshots_view import snapshot_views
+
+    history = history_of(run_events[1])
+    for index, step in enumerate([0, 3, 12]):
+        heading, scores, attention, embedding_map, next_tokens, sample, lens = snapshot_views(index, "t h", history)
+        assert heading.startswith(f"Step **{step}** (snapshot {index + 1} of 3)")
+        assert all(isinstance(f, go.Figure) for f in (scores, attention, embedding_map, next_tokens, lens))
+        assert len(scores.data) == 2 * 4 and list(scores.data[0].x) == ["0", "3", "12"]  # 4 heads, 2 panels
+        assert scores.layout.shapes[0].x0 == index - 0.4  # the snapshot shown is shaded
+        assert attention.data[0].z["shape"] == "49, 49"  # 2 x 2 tiles of 24 x 24 with one gutter
+        assert list(embedding_map.data[1].text) == ["h", "t"]  # the map's order: most frequent first, ties by id
+        assert len(next_tokens.data[0].x) == 10 and f"step {step}" in sample
+        assert len(lens.data[0].y) == 3  # embeddings, after layer 0, after layer 1 (output)
+    assert snapshot_views(7, "t", history)[0].startswith("Step **12** (snapshot 3 of 3)")  # ahead: the newest
+    with pytest.raises(ValueError, match="The snapshot"):
+        snapshot_views(float("nan"), "t", history)
+
+
+def test_before_any_snapshot_the_section_says_when_the_photos_are_taken():
+    from ui.run_tab import RunHistory
+    from ui.snapshots_view import SnapshotSection, snapshot_views
+
+    assert snapshot_views() == ("Start a run: the model is photographed at steps 0, 10, 30, 100, 300 and 1000.",
+                                None, None, None, None, "", None)
+    assert snapshot_views(0, "", RunHistory("job-2", max_steps=50))[0].endswith("steps 0, 10, 30 and 50.")
+    slider, count = SnapshotSection.refresh(RunHistory("job-2", max_steps=50))
+    assert (slider["value"], slider["maximum"], slider["interactive"], count) == (0, 1, False, 0)
+
+
+def test_refresh_grows_the_slider_without_moving_it(run_events):
+    from ui.snapshots_view import SnapshotSection
+
+    slider, count = SnapshotSection.refresh(history_of(run_events[1]))
+    assert "value" not in slider and (slider["maximum"], slider["interactive"], count) == (2, True, 3)
+    assert slider["info"] == "steps 0 · 3 · 12"
+
+
+def test_a_run_without_a_tokenizer_shows_only_the_map():
+    from ui.snapshots_view import NO_TEXT, snapshot_views
+
+    config = tiny_config(tokenizer=None, snapshot_steps=(0, 2), max_steps=2)
+    history = history_of(train(tiny_model(), IDS[:640], IDS[640:], config), max_steps=2)
+    heading, scores, attention, embedding_map, next_tokens, sample, lens = snapshot_views(1, "#32", history)
+    assert heading.startswith("Step **2**") and sample == ""
+    assert scores.layout.annotations[0].text == NO_TEXT and lens.layout.annotations[0].text == NO_TEXT
+    assert list(embedding_map.data[1].text) == ["#32"]  # the space, labelled by its id
+
+
+def test_the_section_registers_its_redraw_endpoint():
+    import gradio as gr
+
+    from ui.snapshots_view import build_snapshot_section
+
+    with gr.Blocks() as demo:
+        history = gr.State(None)
+        section = build_snapshot_section(history)
+    names = [fn.api_name for fn in demo.fns.values()]
+    assert names.count("pretrain_snapshots") == 1
+    assert section.refresh_outputs == [section.index, section.count] and len(section.view_outputs) == 7

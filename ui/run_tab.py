@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from gpt_core.events import AccuracyEvent, ExactMatchEvent
+from gpt_core.events import AccuracyEvent, ExactMatchEvent, SnapshotEvent
 from ui.jobs import JobView, RunFn
 from ui.runs import job_manager, latest_job, owner_of, queue_status
 
@@ -44,6 +44,9 @@ class RunHistory:
     evals: list[tuple[int, float | None, float | None]] = field(default_factory=list)  # (step, train, val loss)
     warnings: list[str] = field(default_factory=list)
     samples: list[tuple[int, str]] = field(default_factory=list)  # (step, prompt + continuation)
+    # the model's insides at log-spaced steps: the job's own event objects, read-only, so a deep copy of the
+    # history shares them (SnapshotEvent.__deepcopy__) and a poll costs nothing for their ~60 KB each
+    snapshots: list[SnapshotEvent] = field(default_factory=list)
     done: str | None = None  # the DoneEvent's message
     reason: str | None = None  # the DoneEvent's reason: max_steps, time_budget, stopped, nan, ...
     error: str | None = None  # the job's error when it failed
@@ -80,6 +83,8 @@ class RunHistory:
                 self.evals.append((event.step, event.train_loss, event.val_loss))
             elif kind == "sample":
                 self.samples.append((event.step, event.text))
+            elif kind == "snapshot":
+                self.snapshots.append(event)
             elif kind == "checkpoint":
                 self.checkpoint = event.path
             elif kind == "warning":
