@@ -471,3 +471,15 @@ def test_browser_generate_tab(page):
     page.wait_for_selector("#generate-candidates .js-plotly-plot", timeout=60_000)
     page.wait_for_selector("text=Generated 30 tokens.", timeout=120_000)
     assert page.locator(".lab-generation span.tok").count() == 30
+
+
+def test_inside_view_of_a_model_without_position_embeddings():
+    from gpt_core.model import GPTConfig, GPTModel
+    from ui import inside_tab
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=300, context_length=16, emb_dim=32, n_heads=2, n_layers=1,
+                               pos_embedding=False)).eval()
+    tok, pos, norms = inside_tab.embeddings(model, [1, 2, 3])
+    assert tok.shape == (3, 32) and pos.shape == (3, 32) and not pos.any()
+    assert norms.shape == (16,) and float(norms.sum()) == 0.0

@@ -8,6 +8,7 @@ import math
 import re
 import time
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -15,8 +16,9 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from gpt_core.checkpoints import load_checkpoint
 from gpt_core.model import GPTModel
-from ui import models, pretrain_tab, runs
+from ui import experiments, models, pretrain_tab, runs
 from ui.jobs import JobManager, JobView
 
 SHAKESPEARE, BPE = pretrain_tab.SHAKESPEARE, pretrain_tab.BPE_4096
@@ -387,3 +389,91 @@ def test_shown_speed_is_the_median_of_recent_steps_so_one_slow_step_does_not_jum
     assert len(history.recent_speeds) == SPEED_WINDOW == 20
     assert pretrain_tab.run_stats(history, 5e6) == ("**30,000 tokens/s** · MFU n/a on this device (no known "
                                                     "peak FLOP/s) · about **1 s** left · 26,624 tokens seen")
+
+
+# ---------------------------------------------------------------- experiments: switches, side by side, export
+@pytest.mark.parametrize("ablations, prediction, message", [
+    (["no-such-switch"], "lower", "Unknown switch 'no-such-switch'; the switches are: no-causal-mask, "),
+    (["relu", "dropout", "post-norm", "no-warmup", "no-clipping"], "lower",
+     "Change at most 4 things in one run (you picked 5)"),
+    ([1, 2], "lower", "The switches must be a list of names"),
+    (["relu"], "much better", "Unknown prediction 'much better'; choose one of: lower, about the same, higher"),
+])
+def test_bad_switches_and_predictions_are_refused(ablations, prediction, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        pretrain_tab.start_run(*settings(runs.new_browser_id())[:-1], None, runs.new_browser_id(), ablations,
+                               prediction)
+
+
+def test_a_verdict_compares_with_the_unchanged_run_and_says_why():
+    text = experiments.verdict(("no-causal-mask",), "higher", 3.10, ("run 1 · no switches", 4.48), 8.3)
+    assert "Val loss **3.100** against **4.480** for run 1 · no switches (-1.380): **lower**." in text
+    assert "✗ you predicted *higher*." in text and "*Why (no causal mask):*" in text
+    text = experiments.verdict(("relu",), "about the same", 4.50, ("run 1 · no switches", 4.48), 8.3)
+    assert "(+0.020): **about the same**." in text and "✓ as you predicted." in text
+    assert "Run the same settings without switches to compare" in experiments.verdict(("relu",), None, 4.5, None)
+    assert experiments.verdict((), "lower", 4.5, None) == ""
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_two_runs_side_by_side_a_verdict_a_repeat_and_the_exports(client, quick_runs, monkeypatch):
+    monkeypatch.setattr(quick_runs, "max_steps_cap", 20)
+    browser = runs.new_browser_id()
+    client.predict(*settings(browser), [], "no prediction", api_name="/pretrain_start")
+    first = poll_until_done(client, browser)
+    assert first[5] == ""  # no switch, no verdict
+    status, *_ = client.predict(*settings(browser), ["no-causal-mask"], "higher", api_name="/pretrain_start")
+    assert "Started **run 2, no causal mask**" in status
+    second = poll_until_done(client, browser)
+    verdict_text, compare_plot, table = second[5], second[6], second[7]
+    print(verdict_text)
+    assert re.search(r"Val loss \*\*[\d.]+\*\* against \*\*[\d.]+\*\* for run 1 · no switches \([+-][\d.]+\): "
+                     r"\*\*(lower|about the same|higher|breaks)\*\*", verdict_text)
+    assert "*Why (no causal mask):*" in verdict_text
+    names = [trace["name"] for trace in plot_data(compare_plot) if trace.get("showlegend", True)]
+    assert any(name.startswith("run 1 · no switches") for name in names)
+    assert any(name.startswith("run 2 · no causal mask") for name in names)
+    assert json.loads(compare_plot["plot"])["config"]["toImageButtonOptions"]["filename"] == \
+        "llm-lab-pretrain-runs-1-2"
+    assert re.findall(r'<tr class="differs"><th scope="row">([^<]*)<', table) == ["≠ causal mask"]
+    # repeat with one change: the second run's settings and switch come back
+    jobs = [view.job_id for view in quick_runs.jobs_of(runs.verified_browser(browser))]
+    repeated = client.predict(jobs[1], browser, api_name="/pretrain_repeat")
+    assert list(repeated[:9]) == ["nano", SHAKESPEARE, BPE, 20, 4, 32, 3e-3, 5, "ROMEO:"]
+    assert repeated[9] == ["no-causal-mask"] and "Change **one** thing" in repeated[11]
+    # the runs as CSV and as a page that opens offline
+    csv_path, html_path = client.predict("tokens seen", False, browser, api_name="/pretrain_download_runs")
+    assert Path(csv_path).name == "llm-lab-pretrain-runs-1-2.csv" and Path(html_path).suffix == ".html"
+    lines = Path(csv_path).read_text().splitlines()
+    assert lines[0] == "run,step,tokens_seen,seconds,train_loss,val_loss" and len(lines) == 1 + 2 * 20
+    # the run without a mask cannot be a GPT-2: its export is refused, saying why
+    with pytest.raises(AppError, match="This model was trained without a causal mask"):
+        client.predict(browser, api_name="/pretrain_export")
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_export_for_transformers_gives_the_same_logits(client, quick_runs, monkeypatch, tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    monkeypatch.setattr(quick_runs, "max_steps_cap", 10)
+    browser = runs.new_browser_id()
+    client.predict(*settings(browser, steps=10), api_name="/pretrain_start")
+    poll_until_done(client, browser)
+    exported, note = client.predict(browser, api_name="/pretrain_export")
+    assert Path(exported["value"]).name.startswith("llm-lab-pretrain-run-1-nano-hf-step10")
+    with zipfile.ZipFile(exported["value"]) as archive:
+        archive.extractall(tmp_path)
+        folder = tmp_path / Path(exported["value"]).stem
+        assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= \
+            {path.name for path in folder.iterdir()}
+    assert f'from_pretrained("{folder.name}")' in note
+    run = pretrain_tab.runs_of(runs.verified_browser(browser))[-1]
+    ours = load_checkpoint(run.out_dir)  # the run's newest checkpoint, as the lab loads it
+    hf = GPT2LMHeadModel.from_pretrained(folder).eval()
+    ids = torch.tensor([[1, 2, 3, 40, 50, 4095]])
+    with torch.no_grad():
+        difference = (hf(ids).logits - ours(ids)).abs().max().item()
+    print("largest logit difference, transformers vs the lab:", difference)
+    assert hf.config.n_layer == 2 and hf.config.vocab_size == 4096 and difference < 1e-4

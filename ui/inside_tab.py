@@ -117,9 +117,14 @@ def capture(model: GPTModel, ids: list[int]) -> np.ndarray:
 
 
 def embeddings(model: GPTModel, ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(token embeddings (T, d), position embeddings (T, d), norm of every position embedding (context_length,))."""
+    """(token embeddings (T, d), position embeddings (T, d), norm of every position embedding (context_length,)).
+
+    A model trained without position embeddings (the no-pos-embedding switch) has none: zeros, as it adds nothing.
+    """
     with torch.inference_mode():
         tok = model.tok_emb(torch.tensor(ids))  # (T, emb_dim)
+        if model.pos_emb is None:
+            return tok.numpy(), np.zeros_like(tok.numpy()), np.zeros(model.cfg.context_length, dtype=np.float32)
         pos = model.pos_emb(torch.arange(len(ids)))  # (T, emb_dim)
         pos_norms = model.pos_emb.weight.norm(dim=-1)  # (context_length,)
     return tok.numpy(), pos.numpy(), pos_norms.numpy()
