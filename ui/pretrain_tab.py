@@ -34,6 +34,7 @@ from gpt_core.export import export_run
 from gpt_core.fast import speed_up_for_training
 from gpt_core.files import human_size, write_atomically
 from gpt_core.model import GPTConfig, GPTModel, estimate_memory, parameter_breakdown
+from gpt_core.snapshots import snapshot_steps
 from gpt_core.tokenizer import BPETokenizer
 from gpt_core.tokenizer_choice import encode_corpus
 from gpt_core.tokenizer_choice import make_tokenizer as tokenizer_spec
@@ -72,6 +73,7 @@ from ui.runs import (
     shared_threads,
     sharing_cores,
 )
+from ui.snapshots_view import SnapshotSection, build_snapshot_section
 from ui.uploads import read_upload
 from ui.view_cache import plot_value
 from visualizations.compare import X_AXES, compare_figure, runs_csv, safe_file_stem, settings_table_html
@@ -455,6 +457,7 @@ def pretrain_config(steps: int, batch_size: int, context_length: int, lr: float,
         betas=BETAS, eval_every=max(1, steps // 10), eval_batches=EVAL_BATCHES, sample_every=max(1, steps // 8),
         sample_tokens=SAMPLE_TOKENS, sample_prompt=sample_prompt, checkpoint_every=max(10, steps // 4),
         keep_checkpoints=1, out_dir=out_dir, tokenizer=corpus.tokenizer, log_every=1, seed=SEED,
+        snapshot_steps=tuple(snapshot_steps(steps)),  # the insides at steps 0, 10, 30, 100, 300, 1000
     )
 
 
@@ -532,7 +535,7 @@ def pretrain_job(run: PretrainRun):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-RUN = RunTab(JOB_LABEL, "pretraining run", n_views=8, stopping="Stopping after the current step (a final "
+RUN = RunTab(JOB_LABEL, "pretraining run", n_views=10, stopping="Stopping after the current step (a final "
               "checkpoint is written)…", busy="Your run is still going: press Stop first, or wait until it finishes.")
 
 
@@ -582,7 +585,8 @@ def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_cho
     empty_plot = run_figure(history, False, run)  # the planned schedule, before the first step
     no_file = gr.File(value=None, visible=False)
     return (with_note(started, note), "", empty_plot, samples_html([], sample_prompt), no_file, "",
-            *compare_views(owner, "step", False), "", history, gr.Timer(active=True))
+            *compare_views(owner, "step", False), *SnapshotSection.refresh(history), "", history,
+            gr.Timer(active=True))
 
 
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
@@ -655,7 +659,8 @@ def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool, c
     if view.done:
         compared = (run_verdict(owner, run, history), *compare_views(owner, compare_x, compare_log))
     return (run_stats(history, model_flops), run_figure(history, log_scale, run),
-            samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download, *compared)
+            samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download, *compared,
+            *SnapshotSection.refresh(history))
 
 
 def run_verdict(owner: str, run: PretrainRun, history: RunHistory) -> str:
@@ -868,6 +873,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             export_file = gr.File(label="Hugging Face folder (config.json, model.safetensors, tokenizer.json)",
                                   interactive=False, visible=False, elem_id="pretrain-export-file")
             export_note = gr.Markdown(elem_classes=["lab-note"])
+    history = gr.State(None)
+    snapshots = build_snapshot_section(history, CLASSROOM_STEPS)
     with gr.Accordion("Your runs side by side", open=True, elem_id="pretrain-compare"):
         with gr.Row():
             compare_x = gr.Radio(list(X_AXES), value="step", label="x axis", scale=2)
@@ -882,7 +889,6 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             download_runs = gr.Button("Download the runs (CSV + plot as HTML)", scale=1)
         repeat_note = gr.Markdown(elem_classes=["lab-note"])
         runs_files = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False)
-    history = gr.State(None)
     timer = gr.Timer(1.0, active=False)
     show_source(training_loop, batch_loss, lr_at, make_optimizer, train)
 
@@ -898,11 +904,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     start.click(friendly(start_run), [preset, corpus, upload, tokenizer, steps, batch_size, context_length, lr,
                                       warmup, sample_prompt, history, browser_id, ablations, prediction],
                 [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
-                 use_note, history, timer], api_name="pretrain_start", concurrency_limit=4)
+                 *snapshots.refresh_outputs, use_note, history, timer], api_name="pretrain_start",
+                concurrency_limit=4)
     stop.click(friendly(stop_run), [history, browser_id], status, api_name="pretrain_stop")
     timer.tick(friendly(poll_run), [log_scale, history, browser_id, compare_x, compare_log],
                [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
-                history, timer],
+                *snapshots.refresh_outputs, history, timer],
                api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
     log_scale.change(friendly(redraw), [log_scale, history, browser_id], plot, api_name=False,
                      show_progress="hidden")
