@@ -48,7 +48,8 @@ apart later. Move the slider to see the model at each one. The probe is one line
 **ROMEO: / I will go to the king.**, then the same again.
 - **Head scores**: a *previous-token* head looks at the token just before; an *induction* head, in the second
   line, looks at the token that followed the same token in the first line: the trick that lets a model copy.
-  Watch which heads take on which job as training goes on.
+  Watch which heads take on which job: a one-minute run usually grows a previous-token head; induction heads
+  come later, in longer runs of models with two layers or more.
 - **Attention grid**: every head's weights on the probe (rows: layers, columns: heads; within a tile, each row
   is a token looking back at the earlier ones).
 - **Map of token embeddings**: the 1,000 most frequent tokens flattened to 2-D (PCA). Tokens used alike
