@@ -305,3 +305,19 @@ def test_the_section_registers_its_redraw_endpoint():
     names = [fn.api_name for fn in demo.fns.values()]
     assert names.count("pretrain_snapshots") == 1
     assert section.refresh_outputs == [section.index, section.count] and len(section.view_outputs) == 7
+
+
+def test_the_slider_follows_new_snapshots_unless_the_student_went_back():
+    from types import SimpleNamespace
+
+    from ui.snapshots_view import SnapshotSection
+
+    history = SimpleNamespace(snapshots=[SimpleNamespace(step=step) for step in (0, 10, 30)])
+    slider, count = SnapshotSection.refresh(history, index=1, known=2)  # on the newest of 2: follows to the 3rd
+    assert (slider["value"], slider["maximum"], slider["info"], count) == (2, 2, "steps 0 · 10 · 30", 3)
+    slider, _ = SnapshotSection.refresh(history, index=0, known=2)  # went back to step 0: stays there
+    assert "value" not in slider
+    slider, _ = SnapshotSection.refresh(history, index=2, known=3)  # nothing new: the value is left alone
+    assert "value" not in slider
+    slider, count = SnapshotSection.refresh(SimpleNamespace(snapshots=[]), index=4, known=6)  # a new run
+    assert (slider["value"], slider["interactive"], count) == (0, False, 0)

@@ -645,7 +645,8 @@ def run_status(history: RunHistory, view: JobView) -> str:
 
 
 def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool, compare_x: str = "step",
-              compare_log: bool = False) -> tuple:
+              compare_log: bool = False, snapshot_index: float | None = None,
+              snapshots_known: int | None = None) -> tuple:
     """Stats, figure, samples; once the run has ended also the checkpoint's zip, the experiment's verdict and
     the comparison with this page's other runs."""
     run = run_of(owner, history.job_id)
@@ -660,7 +661,7 @@ def run_views(history: RunHistory, view: JobView, owner: str, log_scale: bool, c
         compared = (run_verdict(owner, run, history), *compare_views(owner, compare_x, compare_log))
     return (run_stats(history, model_flops), run_figure(history, log_scale, run),
             samples_html(history.samples, run.config.sample_prompt, N_SAMPLES_SHOWN), download, *compared,
-            *SnapshotSection.refresh(history))
+            *SnapshotSection.refresh(history, snapshot_index, snapshots_known))
 
 
 def run_verdict(owner: str, run: PretrainRun, history: RunHistory) -> str:
@@ -748,14 +749,16 @@ def export_for_transformers(history: RunHistory | None, browser_id: str | None =
 
 
 def poll_run(log_scale: bool, history: RunHistory | None, browser_id: str | None, compare_x: str = "step",
-             compare_log: bool = False, request: gr.Request = None):
+             compare_log: bool = False, snapshot_index: float | None = None, snapshots_known: int | None = None,
+             request: gr.Request = None):
     """Fetch the events since the last poll and redraw; the timer stops when the run has finished.
 
     Outputs: status, stats, figure, samples, checkpoint file, history, timer. Nothing is redrawn when no
     new event arrived, so a poll costs the training thread almost nothing.
     """
     return RUN.poll(history, browser_id, request, run_status,
-                    lambda history, view, owner: run_views(history, view, owner, log_scale, compare_x, compare_log))
+                    lambda history, view, owner: run_views(history, view, owner, log_scale, compare_x, compare_log,
+                                                           snapshot_index, snapshots_known))
 
 
 def redraw(log_scale: bool, history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
@@ -907,7 +910,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                  *snapshots.refresh_outputs, use_note, history, timer], api_name="pretrain_start",
                 concurrency_limit=4)
     stop.click(friendly(stop_run), [history, browser_id], status, api_name="pretrain_stop")
-    timer.tick(friendly(poll_run), [log_scale, history, browser_id, compare_x, compare_log],
+    timer.tick(friendly(poll_run), [log_scale, history, browser_id, compare_x, compare_log, snapshots.index,
+                                    snapshots.count],
                [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
                 *snapshots.refresh_outputs, history, timer],
                api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)

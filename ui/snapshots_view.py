@@ -95,15 +95,33 @@ class SnapshotSection:
         return [self.index, self.count]
 
     @staticmethod
-    def refresh(history: RunHistory | None) -> tuple:
-        """(slider update, snapshot count) for the tab's poll: the slider's range grows as snapshots arrive;
-        its value is left alone (a new run, with no snapshot yet, puts it back at 0)."""
+    def refresh(history: RunHistory | None, index: float | None = None, known: int | None = None) -> tuple:
+        """(slider update, snapshot count) for the tab's poll: the slider's range grows as snapshots arrive.
+
+        A student who is on the newest snapshot (``index`` of the ``known`` ones: the slider's value and the
+        count the page has) follows the run to each new one; one who went back to an earlier snapshot stays
+        there. A new run, with no snapshot yet, puts the slider back at 0.
+        """
         steps = [snapshot.step for snapshot in (history.snapshots if history else [])]
         info = f"steps {' · '.join(map(str, steps))}" if steps else "no snapshot yet"
         slider = gr.update(maximum=max(len(steps) - 1, 1), interactive=len(steps) > 1, info=info)
         if not steps:
             slider["value"] = 0
+        elif known is not None and len(steps) > known and following(index, known):
+            slider["value"] = len(steps) - 1
         return slider, len(steps)
+
+
+def following(index, known: int) -> bool:
+    """True when the slider is on the newest of the ``known`` snapshots (or on none yet).
+
+    >>> following(2, 3), following(0, 3), following(0, 0)
+    (True, False, True)
+    """
+    try:
+        return int(number_input(index, "The snapshot", minimum=0)) >= known - 1
+    except ValueError:
+        return True
 
 
 def build_snapshot_section(history: gr.State, max_steps: int = DEFAULT_MAX_STEPS,
