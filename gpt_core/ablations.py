@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
-from gpt_core.model import GPTConfig
+from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.train_config import TrainConfig
 
 EXPECTED_CHOICES = ("lower", "about the same", "higher", "breaks")  # the val loss against the unchanged run
@@ -216,3 +216,17 @@ def changed_settings(names: Sequence[str], model_cfg: GPTConfig,
             if old is not new and old != new:
                 rows.append((field.name, str(old), str(new)))
     return rows
+
+
+def put_causal_mask_back(model: GPTModel) -> GPTModel:
+    """The same weights with the causal mask on again (in place): how a model trained without the mask does when
+    it writes text, where it cannot read the token it has to predict. Its loss then shows what it really learnt.
+
+        >>> model = put_causal_mask_back(GPTModel(GPTConfig.preset("nano", causal_mask=False)))
+        >>> model.cfg.causal_mask, all(block.att.causal for block in model.trf_blocks)
+        (True, True)
+    """
+    for block in model.trf_blocks:
+        block.att.causal = True
+    model.cfg = replace(model.cfg, causal_mask=True)
+    return model

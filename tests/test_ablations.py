@@ -284,3 +284,18 @@ def test_checkpoint_round_trip_gives_the_same_logits(tmp_path, names):
     assert list(loaded.state_dict()) == list(model.state_dict())
     with torch.no_grad():
         assert torch.equal(loaded(tokens), model(tokens))
+
+
+def test_putting_the_causal_mask_back_hides_the_future_again():
+    from gpt_core.ablations import put_causal_mask_back
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2,
+                               causal_mask=False)).eval()
+    ids, changed = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[1, 2, 3, 9]])
+    with torch.no_grad():
+        before = (model(ids)[0, :3] - model(changed)[0, :3]).abs().max().item()
+        put_causal_mask_back(model)
+        after = (model(ids)[0, :3] - model(changed)[0, :3]).abs().max().item()
+    print("earlier positions move by", before, "without the mask and by", after, "with it back")
+    assert before > 1e-4 and after == 0.0 and model.cfg.causal_mask is True

@@ -431,6 +431,8 @@ def test_two_runs_side_by_side_a_verdict_a_repeat_and_the_exports(client, quick_
     assert re.search(r"Val loss \*\*[\d.]+\*\* against \*\*[\d.]+\*\* for run 1 · no switches \([+-][\d.]+\): "
                      r"\*\*(lower|about the same|higher|breaks)\*\*", verdict_text)
     assert "*Why (no causal mask):*" in verdict_text
+    assert re.search(r"\*\*With the mask put back\*\*.* val loss \*\*[\d.]+\*\* \(a model that knows nothing scores "
+                     r"ln\(4,096\) = 8.32\)", verdict_text)
     names = [trace["name"] for trace in plot_data(compare_plot) if trace.get("showlegend", True)]
     assert any(name.startswith("run 1 · no switches") for name in names)
     assert any(name.startswith("run 2 · no causal mask") for name in names)

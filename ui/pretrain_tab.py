@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import os
 import shutil
 import tempfile
@@ -24,8 +25,8 @@ import gradio as gr
 import numpy as np
 import torch
 
-from gpt_core.ablations import apply_ablations
-from gpt_core.batches import BatchStream, as_dataset
+from gpt_core.ablations import apply_ablations, put_causal_mask_back
+from gpt_core.batches import BatchStream, as_dataset, fixed_batches
 from gpt_core.checkpoints import load_checkpoint
 from gpt_core.corpora import cache_dir, the_verdict_text
 from gpt_core.data import read_user_text, shakespeare_text, window_starts
@@ -38,7 +39,7 @@ from gpt_core.snapshots import snapshot_steps
 from gpt_core.tokenizer import BPETokenizer
 from gpt_core.tokenizer_choice import encode_corpus
 from gpt_core.tokenizer_choice import make_tokenizer as tokenizer_spec
-from gpt_core.train import batch_loss, make_optimizer, train, training_loop
+from gpt_core.train import batch_loss, evaluate, make_optimizer, train, training_loop
 from gpt_core.train_config import (
     TrainConfig,
     flops_per_token,
@@ -671,7 +672,21 @@ def run_verdict(owner: str, run: PretrainRun, history: RunHistory) -> str:
         return ""
     runs_of(owner)  # brings this run's record up to date
     val = record.final_val if history.reason != "nan" else float("nan")
-    return verdict(record.ablations, run.prediction, val, baseline_of(owner, run), record.first_loss)
+    text = verdict(record.ablations, run.prediction, val, baseline_of(owner, run), record.first_loss)
+    if "no-causal-mask" in record.ablations and history.checkpoint and history.reason != "nan":
+        text += (f"\n\n**With the mask put back**, as when the model writes text and the next token is not there "
+                 f"yet: val loss **{loss_with_mask_back(run, history.checkpoint):.3f}** (a model that knows nothing "
+                 f"scores ln({run.model_cfg.vocab_size:,}) = {math.log(run.model_cfg.vocab_size):.2f}). The samples "
+                 f"above show the same thing.")
+    return text
+
+
+def loss_with_mask_back(run: PretrainRun, checkpoint: str) -> float:
+    """The val loss of a run trained without the causal mask, on its own evaluation batches, with the mask on."""
+    model = put_causal_mask_back(load_checkpoint(checkpoint))
+    val_set = as_dataset(run.corpus.val_ids, run.config.context_length, "validation")
+    batches = fixed_batches(val_set, run.config.batch_size, run.config.eval_batches)
+    return evaluate(model, batches, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
