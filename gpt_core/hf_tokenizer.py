@@ -89,13 +89,19 @@ def hf_pre_tokenizer(pattern: str) -> dict:
     }
 
 
+def special_tokens_by_id(tokenizer: BPETokenizer) -> list[tuple[str, int]]:
+    return sorted(tokenizer.special_tokens.items(), key=lambda item: item[1])
+
+
+def special_token(token: str) -> dict:
+    """How tokenizers describes a special token: matched whole, as written, never split."""
+    return {"content": token, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+            "special": True}
+
+
 def hf_tokenizer_json(tokenizer: BPETokenizer) -> dict:
     """The whole ``tokenizer.json``: no normalizer, the pre-tokenizer, the BPE model, a byte-level decoder."""
-    added_tokens = [
-        {"id": token_id, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": True}
-        for token, token_id in sorted(tokenizer.special_tokens.items(), key=lambda item: item[1])
-    ]
+    added_tokens = [{"id": token_id, **special_token(token)} for token, token_id in special_tokens_by_id(tokenizer)]
     return {
         "version": "1.0",
         "truncation": None,
@@ -127,11 +133,7 @@ def hf_tokenizer_config(tokenizer: BPETokenizer, model_max_length: int) -> dict:
     GPT-2's own pre-tokenizer). ``clean_up_tokenization_spaces`` stays off so that decoding gives back the
     exact text.
     """
-    added_tokens_decoder = {
-        str(token_id): {"content": token, "single_word": False, "lstrip": False, "rstrip": False,
-                        "normalized": False, "special": True}
-        for token, token_id in sorted(tokenizer.special_tokens.items(), key=lambda item: item[1])
-    }
+    added_tokens_decoder = {str(token_id): special_token(token) for token, token_id in special_tokens_by_id(tokenizer)}
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "add_prefix_space": False,
