@@ -479,3 +479,24 @@ def test_export_for_transformers_gives_the_same_logits(client, quick_runs, monke
         difference = (hf(ids).logits - ours(ids)).abs().max().item()
     print("largest logit difference, transformers vs the lab:", difference)
     assert hf.config.n_layer == 2 and hf.config.vocab_size == 4096 and difference < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(pretrain_tab.ABLATION_NAMES))
+def test_every_switch_runs_from_the_tab(name, quick_runs):
+    from gpt_core.ablations import changed_settings
+
+    browser = runs.new_browser_id()
+    *values, _ = settings(browser, steps=2, batch_size=2, context_length=16, warmup=0)
+    history = pretrain_tab.start_run(*values, None, browser, [name], "higher")[-2]
+    owner = runs.verified_browser(browser)
+    view = quick_runs.wait(history.job_id, owner, timeout=60)
+    run = pretrain_tab.run_of(owner, history.job_id)
+    plain = pretrain_tab.model_config("nano", 4096, 16)
+    expected = changed_settings([name], plain, pretrain_tab.pretrain_config(2, 2, 16, 3e-3, 0, "ROMEO:",
+                                                                          run.corpus, run.out_dir))
+    print(name, expected, view.status)
+    assert view.status == "done" and view.error is None
+    for setting, _, after in expected:  # the run trained with the switch's settings
+        assert str(getattr(run.model_cfg, setting, getattr(run.config, setting, None))) == after
+    assert run.record.ablations == ((name,) if expected else ())  # a switch that changes nothing is dropped

@@ -25,7 +25,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-from gpt_core.ablations import apply_ablations, put_causal_mask_back
+from gpt_core.ablations import ABLATIONS, apply_ablations, put_causal_mask_back
 from gpt_core.batches import BatchStream, as_dataset, fixed_batches
 from gpt_core.checkpoints import load_checkpoint
 from gpt_core.corpora import cache_dir, the_verdict_text
@@ -112,6 +112,7 @@ RUNS_DISK_BYTES = env_number("LLM_LAB_RUNS_DISK_GB", 20) * 1e9
 # The val loss of the default settings with no switches, measured through this tab (bench/pretrain_demo.py, seed
 # 123: 4.480); an experiment on the default settings compares with it until the page has its own unchanged run.
 DEFAULT_VAL_LOSS = 4.480
+ABLATION_NAMES = tuple(ABLATIONS)  # the switches the Experiment panel offers
 MAX_COMPARED = 8  # the side-by-side plot shows this page's newest 8 runs
 RUNS_DIR = Path(os.environ.get("LLM_LAB_RUNS_DIR") or Path(tempfile.gettempdir()) / "llm_lab_runs")
 # Rough training speed, for the time estimate before a run starts: the share of the device's peak FLOP/s a small
