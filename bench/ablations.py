@@ -3,7 +3,8 @@
 Each run goes through the tab as a student's does (``ui.pretrain_tab.start_run`` with the default settings and one
 switch, then ``poll_run`` once a second) and prints one JSON line: the val loss the tab shows (its 4 fixed batches)
 and over the whole validation text, the change against the unchanged run, which prediction came true
-(``ui.experiments.measured_effect``) beside the registry's ``expected``, the last sample and the time. For the run
+(``ui.experiments.measured_effect``) beside the registry's ``expected``, the last sample and the time
+(``already_so``: the default already has that setting, as the untied head, so the run is the unchanged one). For the run
 without a causal mask it also measures the val loss with the mask put back at evaluation: what the model is worth
 when it writes text, where the next token is not there to read.
 
@@ -54,7 +55,8 @@ def one_run(ablations: list[str], steps: int) -> dict:
         history = pretrain_tab.poll_run(False, history, browser)[-2]
     corpus = pretrain_tab.prepare_corpus(pretrain_tab.SHAKESPEARE, None, pretrain_tab.BPE_4096)
     vals = [val for _, _, val in history.evals if val is not None]
-    row = {"bench": "ablations", "ablation": ",".join(ablations) or "none", "steps": history.step,
+    row = {"owner": runs.verified_browser(browser), "job_id": history.job_id,
+           "bench": "ablations", "ablation": ",".join(ablations) or "none", "steps": history.step,
            "status": history.reason, "seconds": round(time.perf_counter() - clicked, 1),
            "first_batch_loss": round(history.step_losses[0][1], 3) if history.step_losses else None,
            "val_loss": round(vals[-1], 3) if vals and history.reason != "nan" else None,
@@ -80,6 +82,7 @@ def main() -> None:
     runs.serve_settings()
     pretrain_tab.measure_cpu_peaks()
     baseline = one_run([], args.steps)
+    del baseline["owner"], baseline["job_id"]
     print(json.dumps(baseline), flush=True)
     for name in args.ablations or list(ABLATIONS):
         row = one_run([name], args.steps)
@@ -88,6 +91,7 @@ def main() -> None:
             row["change"] = round(row["val_loss"] - base, 3)
         row["measured"] = measured_effect(row["val_loss"], base, row["first_batch_loss"])
         row["expected"] = ABLATIONS[name].expected
+        row["already_so"] = bool(pretrain_tab.run_of(row.pop("owner"), row.pop("job_id")).record.ablations == ())
         print(json.dumps(row), flush=True)
 
 
