@@ -86,9 +86,8 @@ _ABLATIONS = [
         "no-layernorm", "No LayerNorm",
         "Every LayerNorm, the final one included, is removed, so nothing rescales the token vectors.",
         "about the same",
-        "Nothing keeps the size of the vectors in check, but in a model only a few blocks deep they do not grow "
-        "much, so it trains about as well; every block adds to the sum, so deep models drift and GPT-2's 12 to "
-        "48 layers all need LayerNorm (the Pretrain default: 4.49 without, 4.48 with).",
+        "Nothing keeps the size of the vectors in check, but a model only a few blocks deep does not let them grow "
+        "much, so it trains about as well; every block adds to the sum, so deep models drift without it.",
         lambda cfg: {"norm": "none"}, no_change),
     Ablation(
         "post-norm", "Post-norm (the original Transformer)",
@@ -115,10 +114,9 @@ _ABLATIONS = [
         "tied-head", "Tied output head",
         "The output head reuses the token embedding's matrix (as GPT-2 does) instead of having its own.",
         "higher",
-        "One vocab x emb_dim matrix fewer, but the book's model draws its token embedding from N(0, 1), far larger "
-        "than a head's weights: tied, the head starts with huge logits (a first loss near 86 instead of "
-        "ln(4,096) = 8.3 in the Pretrain default) and spends its steps shrinking them. GPT-2 ties its head and "
-        "starts the embedding at N(0, 0.02).",
+        "The book's model draws its token embedding from N(0, 1), so a head tied to it starts with huge logits "
+        "(a first loss near 86, not 8.3) and spends its steps shrinking them; GPT-2 ties its head but starts the "
+        "embedding at N(0, 0.02).",
         lambda cfg: {"tie_weights": True}, no_change),
     Ablation(
         "no-weight-decay", "No weight decay",

@@ -338,10 +338,12 @@ class Run:
 
     def snapshot(self, last: bool = False) -> Iterator[SnapshotEvent]:
         """The model's insides (``gpt_core.snapshots``) at the steps ``config.snapshot_steps`` lists, and at the
-        last step of a run stopped early; rank 0 only, never twice for one step."""
+        last step of a run stopped early; rank 0 only, never twice for one step, never of NaN weights."""
         due = self.step in self.config.snapshot_steps or last
         if self.probe is None or not due or self.snapshot_step == self.step:
             return
+        if not all_finite(self.model):
+            return  # the next step's loss reports the problem
         with eval_mode(self.model):
             sample = sample_text(self.model, self.config, self.device) if self.probe.prompt_ids else ""
             snapshot = take_snapshot(self.model, self.probe, self.step, sample)

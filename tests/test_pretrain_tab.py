@@ -39,12 +39,12 @@ def traces_by_name(plot: dict) -> dict[str, dict]:
     return {trace["name"]: trace for trace in plot_data(plot)}
 
 
-def poll_until_done(client, browser: str, timeout: float = 90.0) -> tuple:
-    """Call /pretrain_poll as the timer does until the status says the run finished; return the last output
-    in which every view was redrawn (the final poll always redraws)."""
+def poll_until_done(client, browser: str, timeout: float = 90.0, api_name: str = "/pretrain_poll") -> tuple:
+    """Call /pretrain_poll (or the page's own /pretrain_poll_experiment) as the timer does until the status says
+    the run finished; return the last output in which every view was redrawn (the final poll always redraws)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = client.predict(False, browser, api_name="/pretrain_poll")
+        result = client.predict(False, browser, api_name=api_name)
         if any(mark in result[0] for mark in FINISHED):
             return result
         time.sleep(0.3)
@@ -420,12 +420,14 @@ def test_a_verdict_compares_with_the_unchanged_run_and_says_why():
 def test_two_runs_side_by_side_a_verdict_a_repeat_and_the_exports(client, quick_runs, monkeypatch):
     monkeypatch.setattr(quick_runs, "max_steps_cap", 20)
     browser = runs.new_browser_id()
-    client.predict(*settings(browser), [], "no prediction", api_name="/pretrain_start")
-    first = poll_until_done(client, browser)
-    assert first[5] == ""  # no switch, no verdict
-    status, *_ = client.predict(*settings(browser), ["no-causal-mask"], "higher", api_name="/pretrain_start")
+    status, stats, plot, samples, download, note, timer = client.predict(*settings(browser),
+                                                                         api_name="/pretrain_start")
+    assert "Started **run 1**" in status  # /pretrain_start: the inputs and outputs scripts have always used
+    assert len(poll_until_done(client, browser)) == 6  # status, stats, plot, samples, download, timer
+    status, *_ = client.predict(*settings(browser), ["no-causal-mask"], "higher",
+                                api_name="/pretrain_start_experiment")
     assert "Started **run 2, no causal mask**" in status
-    second = poll_until_done(client, browser)
+    second = poll_until_done(client, browser, api_name="/pretrain_poll_experiment")
     verdict_text, compare_plot, table = second[5], second[6], second[7]
     print(verdict_text)
     assert re.search(r"Val loss \*\*[\d.]+\*\* against \*\*[\d.]+\*\* for run 1 · no switches \([+-][\d.]+\): "

@@ -591,6 +591,23 @@ def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_cho
             gr.Timer(active=True))
 
 
+def start_run_api(preset: str, corpus_choice: str, upload: str | None, tokenizer_choice: str, steps, batch_size,
+                  context_length, lr, warmup, sample_prompt: str, history: RunHistory | None, browser_id: str | None,
+                  request: gr.Request = None):
+    """/pretrain_start as scripts have always called it: a run with no switch; outputs status, stats, figure,
+    samples, checkpoint file, note, history, timer."""
+    outputs = start_run(preset, corpus_choice, upload, tokenizer_choice, steps, batch_size, context_length, lr,
+                        warmup, sample_prompt, history, browser_id, None, NO_PREDICTION, request)
+    return (*outputs[:5], *outputs[-3:])
+
+
+def poll_run_api(log_scale: bool, history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
+    """/pretrain_poll as scripts have always called it: status, stats, figure, samples, checkpoint file, history,
+    timer (the page's own poll also redraws the comparison and the snapshot slider)."""
+    outputs = poll_run(log_scale, history, browser_id, request=request)
+    return (*outputs[:5], *outputs[-2:])
+
+
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
     return RUN.stop(history, browser_id, request)
 
@@ -920,17 +937,25 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         control.change(friendly(plan_views), plan_inputs, [plot, batch_view], api_name=False, show_progress="hidden")
     preset.change(preset_context, preset, context_length, api_name=False, queue=False)
     corpus.change(corpus_upload_visible, corpus, upload, api_name=False, queue=False)
-    start.click(friendly(start_run), [preset, corpus, upload, tokenizer, steps, batch_size, context_length, lr,
-                                      warmup, sample_prompt, history, browser_id, ablations, prediction],
-                [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
-                 *snapshots.refresh_outputs, use_note, history, timer], api_name="pretrain_start",
-                concurrency_limit=4)
+    settings_in = [preset, corpus, upload, tokenizer, steps, batch_size, context_length, lr, warmup, sample_prompt,
+                   history, browser_id]
+    start_out = [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
+                 *snapshots.refresh_outputs, use_note, history, timer]
+    start.click(friendly(start_run), [*settings_in, ablations, prediction], start_out,
+                api_name="pretrain_start_experiment", concurrency_limit=4, concurrency_id="pretrain-start")
     stop.click(friendly(stop_run), [history, browser_id], status, api_name="pretrain_stop")
+    poll_out = [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
+                *snapshots.refresh_outputs, history, timer]
     timer.tick(friendly(poll_run), [log_scale, history, browser_id, compare_x, compare_log, snapshots.index,
-                                    snapshots.count],
-               [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
-                *snapshots.refresh_outputs, history, timer],
-               api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
+                                    snapshots.count], poll_out,
+               api_name="pretrain_poll_experiment", show_progress="hidden", concurrency_limit=None)
+    # /pretrain_start and /pretrain_poll keep the inputs and outputs scripts have always sent and read: a run with
+    # no switch, and the run's own views (the page itself uses the two events above)
+    api_only = gr.Button(visible=False)
+    api_only.click(friendly(start_run_api), settings_in, [*start_out[:5], use_note, history, timer],
+                   api_name="pretrain_start", concurrency_limit=4, concurrency_id="pretrain-start")
+    api_only.click(friendly(poll_run_api), [log_scale, history, browser_id], [*poll_out[:5], history, timer],
+                   api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
     log_scale.change(friendly(redraw), [log_scale, history, browser_id], plot, api_name=False,
                      show_progress="hidden")
     use.click(friendly(use_in_explorer), [history, browser_id], [model_choice, use_note], api_name="pretrain_use")
