@@ -14,6 +14,7 @@ import gradio as gr
 from ui import (
     attention_tab,
     classify_tab,
+    classroom,
     decode_worker,
     generate_tab,
     inside_tab,
@@ -111,6 +112,17 @@ span.tok[data-id]::after { content: attr(data-id); display: block; font-size: va
 .dark .js-plotly-plot .gridlayer path, .dark .js-plotly-plot .zerolinelayer path {
   stroke: rgba(255, 255, 255, 0.14) !important; }
 .dark .js-plotly-plot text.bartext-outside { fill: var(--body-text-color) !important; }
+/* ---- Class mode: the join code big enough for the back of the room, the QR code beside it ---------------- */
+.lab-class-join { display: flex; gap: 32px; align-items: center; flex-wrap: wrap; }
+.lab-class-code { font-size: 72px; font-weight: 800; letter-spacing: 0.18em; line-height: 1.1;
+  font-family: ui-monospace, monospace; }
+.lab-class-link { font-size: 22px; font-weight: 600; word-break: break-all; margin-bottom: 12px; }
+.lab-class-label { font-size: 14px; color: var(--lab-note-color); text-transform: uppercase; }
+.lab-class-qr svg { width: 220px; height: 220px; background: #fff; padding: 8px; border-radius: 6px; }
+ul.lab-class-roster { columns: 4 12em; list-style: none; padding-left: 0; margin: 0; }
+ul.lab-class-roster li.away { opacity: 0.55; }
+table.lab-class-board { border-collapse: collapse; }
+table.lab-class-board th, table.lab-class-board td { padding: 4px 10px; border-bottom: 1px solid var(--border-color-primary); text-align: left; }
 /* A label inside a mid-tone bar in plotly's default #444 is under 3:1; near-black reads at 4.5:1 or more. */
 .js-plotly-plot text.bartext-inside[style*="fill: rgb(68, 68, 68)"] { fill: #111827 !important; }
 """
@@ -135,6 +147,8 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(INTRO)
         runs.browser_id_state()  # top level, so a refreshed page finds its runs again (see ui/runs.py)
         model_choice = models.model_picker()  # shared by every tab that runs a model
+        browser_id = runs.browser_id_state()
+        class_panel = classroom.build_panel()  # class mode: lead a class, or join one
         with gr.Tabs(elem_id="lab-tabs") as tabs:
             with gr.Tab("Tokenizer", id="tokenizer"):
                 tokenizer_tab.build_tab()
@@ -151,6 +165,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Instruct", id="instruct"):
                 instruct_tab.build_tab(model_choice)
         demo.load(tab_from_link, None, tabs, api_name=False, queue=False)  # ?tab=<id> opens that tab
+        classroom.wire(class_panel, tabs, TAB_IDS, model_choice, browser_id)
     return demo
 
 

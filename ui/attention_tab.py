@@ -20,6 +20,7 @@ from gpt_core.attention import (
     simple_attention,
 )
 from ui.common import cap_text, explain, friendly, number_input, show_source
+from ui.follow import followed
 from ui.models import encode_capped, gpt2_tokenizer, token_strings
 from ui.runs import explore_view
 from ui.view_cache import ResultCache, plot_value
@@ -306,6 +307,8 @@ def build_tab() -> None:
              "outputs": outputs, "preprocess": False, "concurrency_limit": 4, "concurrency_id": "attention"}
     run.click(**event, api_name="attention")
     text.submit(**event, api_name=False)  # Enter in the sentence box
+    followed("attention", {"text": text, "dim": dim, "d_out": d_out, "causal": causal, "dropout": use_dropout,
+                          "rate": dropout_rate}).change(**event, api_name=False)  # class mode: the teacher's ladder
     examples.load_input_event.then(**event, api_name=False)  # a clicked example is drawn at once
     for slider in (dim, d_out, dropout_rate):  # the mouse sends `release`; the arrow keys and typing send `input`
         gr.on([slider.input, slider.release], **event, api_name=False, trigger_mode="always_last")

@@ -33,6 +33,7 @@ from gpt_core.generate import (
 from gpt_core.tokenizer import ENDOFTEXT
 from ui.common import cap_text, explain, friendly, number_input, plural, show_source, student_message
 from ui.decode_worker import worker_steps
+from ui.follow import followed
 from ui.models import DEFAULT_CHOICE, LoadedModel, load_choice, one_torch_thread
 from ui.runs import explore_view
 from visualizations.generation import (
@@ -582,6 +583,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                 top_k = gr.Number(DEFAULT_TOP_K, label="top-k (0 = off)", precision=0, minimum=0, maximum=MAX_TOP_K)
                 top_p = gr.Number(DEFAULT_TOP_P, label="top-p (1 = off)", step=0.05, minimum=0, maximum=1)
                 seed = gr.Number(DEFAULT_SEED, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
+    followed("generate", {"prompt": prompt, "max_new": max_new, "temperature": temperature, "top_k": top_k,
+                         "top_p": top_p, "seed": seed}, redraw=False)  # class mode: the teacher's settings
     status = gr.Markdown(first_status, elem_classes=["lab-note"], elem_id="generate-status")
     speed_note = gr.Markdown(elem_classes=["lab-note"], elem_id="generate-speed")
     speed_chart = gr.Plot(show_label=False, visible=False, elem_id="generate-speed-plot")

@@ -23,6 +23,7 @@ from gpt_core.attention import MultiHeadAttention
 from gpt_core.lens import knocked_out, knockout_effect, logit_lens, pass_through_hook, zero_heads_hook
 from gpt_core.model import GPTModel, TransformerBlock, estimate_memory, parameter_breakdown
 from ui.common import cap_text, explain, friendly, number_input, plural, show_source
+from ui.follow import followed
 from ui.models import DEFAULT_CHOICE, encode_capped, load_choice, one_torch_thread, token_strings
 from ui.runs import explore_view
 from ui.view_cache import ResultCache, plot_value
@@ -478,6 +479,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                "concurrency_limit": 4, "concurrency_id": "inside"}
     run.click(**inside_event, api_name="inside").success(**refresh)
     text.submit(**inside_event, api_name=False).success(**refresh)
+    followed("inside", {"text": text}).change(**inside_event, api_name=False).success(**refresh)  # class mode
     model_choice.change(**inside_event, api_name=False).success(**refresh)  # another model: the same text
     for slider in (layer, head):
         # The mouse sends `input` while dragging and `release` at the end; the arrow keys send `input` only.

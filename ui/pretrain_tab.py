@@ -62,6 +62,7 @@ from ui.experiments import (
     prediction_choices,
     verdict,
 )
+from ui.follow import followed
 from ui.jobs import JobView
 from ui.run_tab import RunHistory, RunTab, with_note
 from ui.runs import (
@@ -882,6 +883,9 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                                   label="your prediction: the validation loss, against the same run without it",
                                   scale=2)
         ablation_notes = gr.Markdown(explain_ablations([]), elem_id="pretrain-ablation-notes")
+    followed("pretrain", {"preset": preset, "corpus": corpus, "tokenizer": tokenizer, "steps": steps,
+                         "batch_size": batch_size, "context_length": context_length, "lr": lr, "warmup": warmup,
+                         "sample_prompt": sample_prompt, "ablations": ablations}, redraw=False)  # class mode
     with gr.Row():
         start = gr.Button("Start pretraining", variant="primary", elem_id="pretrain-start")
         stop = gr.Button("Stop", elem_id="pretrain-stop")

@@ -24,6 +24,7 @@ from gpt_core.data import (
 from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 from ui import models
 from ui.common import SliderBox, cap_text, explain, friendly, number_input, plural, show_source
+from ui.follow import followed
 from ui.runs import explore_view
 from ui.uploads import read_upload
 from visualizations.tokens import (
@@ -530,6 +531,7 @@ def build_tab() -> None:
         "concurrency_id": "tokenize",
     }
     tokenize_button.click(**tokenize_event, api_name="tokenize")
+    followed("tokenizer", {"text": text, "choice": choice}).change(**tokenize_event, api_name=False)  # class mode
     text.change(**tokenize_event, trigger_mode="always_last", api_visibility="undocumented")
     choice.change(**tokenize_event, api_visibility="undocumented")
 

@@ -1,0 +1,766 @@
+"""Class mode: a teacher starts a class, students join with a short code, follow the teacher's page, answer
+questions, and race their runs on one board.
+
+- **Who is who.** The teacher is the browser that pressed *Start a class*: its signed browser id
+  (``ui.runs.owner_of``) and a random teacher token kept in that browser (``gr.BrowserState``) must both match for
+  any change to the class; on a shared server ``LLM_LAB_TEACHER_KEY`` must be typed to start one. A student is a
+  browser that joined with the code and a nickname (no accounts). A student's session can read the class, never
+  change it.
+- **Follow me.** The teacher's page sends its tab, its model and the followed inputs of every tab (``ui.follow``)
+  once a second while the class runs; each change bumps the class's version. A following student's page polls
+  every ``POLL_S`` seconds and takes over what changed (and redraws those views); with nothing new a poll sends
+  nothing back. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
+- **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
+  and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
+  reveals the class's answers beside the model's.
+- **Class board.** Every member's Pretrain runs on one plot and a leaderboard.
+- **Budgets.** At most ``MAX_CLASSES`` classes of ``MAX_STUDENTS`` students, in memory; a class no one has used
+  for ``IDLE_HOURS`` goes. Every string a student or teacher types is bounded and escaped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import os
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+import gradio as gr
+import torch
+
+from gpt_core.generate import next_token_probs
+from ui import models
+from ui.budgets import env_number
+from ui.common import friendly
+from ui.follow import FollowedTab, followed_tabs
+from ui.runs import owner_of
+from visualizations.compare import compare_figure
+
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, no 1/I: read from a projector at the back of a room
+CODE_LENGTH = 5
+MAX_CLASSES = int(env_number("LLM_LAB_MAX_CLASSES", 20))
+MAX_STUDENTS = int(env_number("LLM_LAB_CLASS_SIZE", 60))
+IDLE_HOURS = env_number("LLM_LAB_CLASS_HOURS", 6)
+TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
+POLL_S = 1.0  # a following student sees a change within about a second (the goal: 2 s)
+TEACHER_PUSH_S = 1.0
+MAX_NICKNAME = 24
+MAX_QUESTION = 300
+MAX_CHOICE = 60
+MAX_CHOICES = 6
+MAX_VALUE_CHARS = 4_000  # a followed input's value (a text box) as the class keeps it
+TEACHER_KEY = "llm_lab_teacher"
+STUDENT_KEY = "llm_lab_student"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The class, in memory
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Question:
+    text: str
+    choices: list[str]
+    answer: int | None  # index of the right choice (None: an opinion question)
+    detail: list[str] = field(default_factory=list)  # shown at the reveal beside each choice (the model's %)
+    answers: dict[str, int] = field(default_factory=dict)  # owner -> choice index
+    revealed: bool = False
+    number: int = 1
+
+    def counts(self) -> list[int]:
+        counts = [0] * len(self.choices)
+        for choice in self.answers.values():
+            counts[choice] += 1
+        return counts
+
+
+@dataclass
+class ClassRoom:
+    code: str
+    teacher: str  # the teacher's owner (signed browser id's name)
+    token_hash: str  # sha256 of the teacher token the teacher's browser holds
+    students: dict[str, str] = field(default_factory=dict)  # owner -> nickname
+    tab: str = "tokenizer"
+    model: str | None = None
+    values: dict[str, dict] = field(default_factory=dict)  # tab id -> {input key: value}
+    tab_versions: dict[str, int] = field(default_factory=dict)  # tab id -> version of its values
+    following: bool = True  # the teacher's "Follow me"
+    locked: bool = False
+    version: int = 1
+    question: Question | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    seen: dict[str, float] = field(default_factory=dict)  # owner -> last poll
+
+    def bump(self) -> None:
+        self.version += 1
+
+
+_classes: dict[str, ClassRoom] = {}
+_lock = threading.RLock()
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _drop_idle(now: float) -> None:
+    for code in [code for code, room in _classes.items() if now - room.last_used > IDLE_HOURS * 3600]:
+        del _classes[code]
+
+
+def new_code() -> str:
+    """A join code nobody has now: 5 characters from an alphabet without look-alikes.
+
+    >>> code = new_code(); len(code), set(code) <= set(CODE_ALPHABET)
+    (5, True)
+    """
+    while True:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        if code not in _classes:
+            return code
+
+
+def clean_code(code) -> str:
+    """A code as typed or linked: upper case, no spaces; a ValueError for anything else."""
+    if not isinstance(code, str) or not 1 <= len(code.strip()) <= 12:
+        raise ValueError("A class code is 5 letters and digits, such as K7QXM.")
+    code = code.strip().upper()
+    if not all(char in CODE_ALPHABET for char in code):
+        raise ValueError(f"{html.escape(code)} is not a class code: codes use the letters and digits "
+                         f"{CODE_ALPHABET}.")
+    return code
+
+
+def find_class(code) -> ClassRoom:
+    with _lock:
+        room = _classes.get(clean_code(code))
+    if room is None:
+        raise ValueError(f"There is no class {html.escape(clean_code(code))} on this server (it may have ended). "
+                         f"Check the code on the teacher's screen.")
+    return room
+
+
+def start_class(owner: str, teacher_key: str | None = None) -> tuple[ClassRoom, str]:
+    """A new class led by ``owner``; returns it and the teacher token (kept in the teacher's browser only)."""
+    required = os.environ.get(TEACHER_KEY_ENV, "")
+    if required and not hmac.compare_digest(str(teacher_key or "").encode(), required.encode()):
+        raise PermissionError("That is not this server's teacher key: ask whoever runs the server for it "
+                              f"(the {TEACHER_KEY_ENV} setting).")
+    token = secrets.token_urlsafe(24)
+    with _lock:
+        now = time.monotonic()
+        _drop_idle(now)
+        if len(_classes) >= MAX_CLASSES:
+            oldest = min(_classes.values(), key=lambda room: room.last_used)
+            if now - oldest.last_used < 1800:
+                raise ValueError(f"This server already runs {MAX_CLASSES} classes; end one first, or try again "
+                                 f"later.")
+            del _classes[oldest.code]
+        room = ClassRoom(new_code(), owner, _hash(token))
+        _classes[room.code] = room
+    return room, token
+
+
+def teacher_class(teacher_state, owner: str) -> ClassRoom:
+    """The class this page leads; PermissionError for anyone else (a student, a forged token, another page)."""
+    if not isinstance(teacher_state, dict) or not isinstance(teacher_state.get("token"), str):
+        raise PermissionError("Only the teacher who started the class can change it, from the page that started "
+                              "it.")
+    room = find_class(teacher_state.get("code"))
+    if room.teacher != owner or not hmac.compare_digest(room.token_hash, _hash(teacher_state["token"][:100])):
+        raise PermissionError(f"Only the teacher who started class {room.code} can change it; this page is not "
+                              f"the teacher's.")
+    room.last_used = time.monotonic()
+    return room
+
+
+def clean_nickname(nickname) -> str:
+    """A nickname to show in the class list: 1-24 printable characters.
+
+    >>> clean_nickname("  Ada  Lovelace ")
+    'Ada Lovelace'
+    """
+    if not isinstance(nickname, str):
+        raise ValueError("Type a nickname first.")
+    nickname = " ".join("".join(char for char in nickname if char.isprintable()).split())
+    if not nickname:
+        raise ValueError("Type a nickname first: it is how your teacher sees you in the class list.")
+    if len(nickname) > MAX_NICKNAME:
+        raise ValueError(f"A nickname has at most {MAX_NICKNAME} characters (this one has {len(nickname)}).")
+    return nickname
+
+
+def join_class(code, nickname, owner: str) -> ClassRoom:
+    """Add a student (joining again renames); the teacher cannot join their own class."""
+    room = find_class(code)
+    nickname = clean_nickname(nickname)
+    with _lock:
+        if owner == room.teacher:
+            raise ValueError("This page is the teacher's: open the join link in another browser to join as a student.")
+        if owner not in room.students and len(room.students) >= MAX_STUDENTS:
+            raise ValueError(f"Class {room.code} is full ({MAX_STUDENTS} students).")
+        taken = {name.lower() for who, name in room.students.items() if who != owner}
+        if nickname.lower() in taken:
+            raise ValueError(f"Someone in the class is already called {html.escape(nickname)}: pick another "
+                             f"nickname.")
+        room.students[owner] = nickname
+        room.last_used = room.seen[owner] = time.monotonic()
+        room.bump()
+    return room
+
+
+def bounded_value(value):
+    """A followed input's value as the class keeps it: numbers, short strings, lists of those."""
+    if isinstance(value, str):
+        return value[:MAX_VALUE_CHARS]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [bounded_value(item) for item in list(value)[:50] if isinstance(item, str | int | float | bool)]
+    return None  # files and anything else are not followed
+
+
+def push_view(room: ClassRoom, tab: str, model: str | None, values: dict[str, dict], following: bool,
+              locked: bool) -> None:
+    """The teacher's page as it is now; the class's version moves only when something changed."""
+    with _lock:
+        changed = False
+        if (tab, model, bool(following), bool(locked)) != (room.tab, room.model, room.following, room.locked):
+            room.tab, room.model, room.following, room.locked = tab, model, bool(following), bool(locked)
+            changed = True
+        for tab_id, tab_values in values.items():
+            clean = {key: bounded_value(value) for key, value in tab_values.items()}
+            if room.values.get(tab_id) != clean:
+                room.values[tab_id] = clean
+                room.tab_versions[tab_id] = room.tab_versions.get(tab_id, 0) + 1
+                changed = True
+        if changed:
+            room.bump()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Predict, then reveal
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def next_token_question(model_label: str, prompt: str, seed: int | None = None) -> Question:
+    """Which token comes next? The model's three likeliest and two it finds unlikely (ranks ~50 and ~500),
+    shuffled; the right answer is its top one. The model's probabilities are shown at the reveal."""
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise ValueError("Type a prompt first: the class guesses the token that comes after it.")
+    loaded = models.load_choice(model_label)
+    ids, _ = models.encode_capped(loaded.tokenizer, prompt[-MAX_QUESTION:], loaded.cfg.context_length)
+    with torch.inference_mode():
+        logits = loaded.model(torch.tensor([ids]))[0, -1:]  # (1, vocab)
+        probs = next_token_probs(logits)[0]
+    ranked = torch.argsort(probs, descending=True).tolist()
+    picked = ranked[:3] + [ranked[min(49, len(ranked) - 1)], ranked[min(499, len(ranked) - 1)]]
+    order = list(range(len(picked)))
+    random.Random(seed).shuffle(order)
+    tokens = [picked[i] for i in order]
+    shown = [repr(loaded.tokenizer.decode([token]))[1:-1].replace(" ", "·") or "(empty)" for token in tokens]
+    detail = [f"model: {100 * probs[token].item():.1f}%" for token in tokens]
+    text = (f"Which token does **{html.escape(loaded.label)}** put next after "
+            f"*“{html.escape(prompt[-120:])}”*?")
+    return Question(text, shown, order.index(0), detail)
+
+
+def own_question(text: str, choices: str) -> Question:
+    """A question typed by the teacher: choices separated by | ; a leading * marks the right one (optional).
+
+    >>> q = own_question("Which head looks at the previous token?", "layer 0 head 1 | *layer 0 head 2 | layer 1")
+    >>> q.choices, q.answer
+    (['layer 0 head 1', 'layer 0 head 2', 'layer 1'], 1)
+    """
+    text = " ".join(str(text or "").split())[:MAX_QUESTION]
+    if not text:
+        raise ValueError("Type the question first.")
+    parts = [part.strip() for part in str(choices or "").split("|") if part.strip()]
+    if not 2 <= len(parts) <= MAX_CHOICES:
+        raise ValueError(f"Give 2 to {MAX_CHOICES} choices separated by | (mark the right one with *), such as: "
+                         f"lower | *higher | about the same.")
+    answer = next((i for i, part in enumerate(parts) if part.startswith("*")), None)
+    parts = [part.lstrip("*").strip()[:MAX_CHOICE] or "(empty)" for part in parts]
+    return Question(html.escape(text), [html.escape(part) for part in parts], answer)
+
+
+def ask(room: ClassRoom, question: Question) -> None:
+    with _lock:
+        question.number = (room.question.number + 1) if room.question else 1
+        room.question = question
+        room.bump()
+
+
+def answer_question(room: ClassRoom, owner: str, choice) -> None:
+    if owner not in room.students:
+        raise ValueError("Join the class first (type a nickname above), then answer.")
+    question = room.question
+    if question is None:
+        raise ValueError("There is no question now: wait for your teacher's.")
+    if question.revealed:
+        raise ValueError("The answer has been revealed: wait for the next question.")
+    if choice not in question.choices:
+        raise ValueError("Pick one of the choices first.")
+    with _lock:
+        question.answers[owner] = question.choices.index(choice)
+        room.last_used = time.monotonic()
+
+
+def reveal(room: ClassRoom) -> None:
+    if room.question is None:
+        raise ValueError("Ask a question first.")
+    with _lock:
+        room.question.revealed = True
+        room.bump()
+
+
+def answers_figure(question: Question | None, show_answer: bool):
+    """The class's answers as bars (the right one marked once revealed)."""
+    from visualizations.attention import fast_figure
+
+    if question is None:
+        return fast_figure([], {"height": 120, "annotations": [{"text": "No question yet", "showarrow": False,
+                                                                 "x": 0.5, "y": 0.5, "xref": "paper",
+                                                                 "yref": "paper"}],
+                                "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+    counts = question.counts()
+    labels = [choice + (f" ({question.detail[i]})" if show_answer and question.detail else "")
+              for i, choice in enumerate(question.choices)]
+    right = question.answer if show_answer else None
+    colours = ["#009E73" if i == right else "#0089D6" for i in range(len(counts))]
+    texts = [f"{count} ✓" if i == right else str(count) for i, count in enumerate(counts)]
+    data = [{"type": "bar", "orientation": "h", "y": labels[::-1], "x": counts[::-1], "text": texts[::-1],
+             "textposition": "outside", "marker": {"color": colours[::-1]}, "hoverinfo": "x+y"}]
+    title = f"{sum(counts)} answer{'s' if sum(counts) != 1 else ''}" + (" · ✓ the right one" if right is not None
+                                                                         else "")
+    layout = {"height": 90 + 40 * len(counts), "margin": {"l": 10, "r": 40, "t": 40, "b": 30},
+              "title": {"text": title, "font": {"size": 14}}, "xaxis": {"rangemode": "tozero", "dtick": 1},
+              "yaxis": {"automargin": True}, "showlegend": False}
+    return fast_figure(data, layout)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the pages show
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def join_link(request: gr.Request | None, code: str) -> str:
+    """The page's address with ?class=CODE (behind a proxy such as Hugging Face Spaces, the public host).
+
+    An event's request is the queue's (``.../gradio_api/queue/join``): the page is what comes before it.
+    """
+    base = str(getattr(request, "url", "") or "").split("?")[0].split("/gradio_api")[0] if request else ""
+    forwarded = request.headers.get("x-forwarded-host") if request is not None else None
+    if forwarded:
+        base = f"https://{forwarded.split(',')[0].strip()}"
+    return f"{base.rstrip('/')}/?class={code}"
+
+
+def qr_svg(link: str) -> str:
+    """The join link as a QR code (inline SVG, black on white so phones read it in the dark theme too)."""
+    import segno
+
+    return segno.make(link, error="m").svg_inline(scale=5, dark="#000000", light="#ffffff")
+
+
+def join_html(code: str, link: str) -> str:
+    return (f"<div class='lab-class-join'><div><div class='lab-class-label'>Join at</div>"
+            f"<div class='lab-class-link'>{html.escape(link)}</div><div class='lab-class-label'>class code</div>"
+            f"<div class='lab-class-code' id='class-code'>{html.escape(code)}</div></div>"
+            f"<div class='lab-class-qr'>{qr_svg(link)}</div></div>")
+
+
+def roster_html(room: ClassRoom) -> str:
+    now = time.monotonic()
+    names = sorted(room.students.items(), key=lambda item: item[1].lower())
+    if not names:
+        return "<p class='lab-note'>No student yet: they open the link, type a nickname and press Join.</p>"
+    items = "".join(f"<li{' class=away' if now - room.seen.get(owner, 0) > 10 else ''}>{html.escape(name)}</li>"
+                    for owner, name in names)
+    return f"<p><b>{len(names)} student{'s' if len(names) != 1 else ''}</b></p><ul class='lab-class-roster'>{items}</ul>"
+
+
+def question_markdown(question: Question | None) -> str:
+    if question is None:
+        return ""
+    verdict = ""
+    if question.revealed and question.answer is not None:
+        verdict = f"\n\n**Answer: {question.choices[question.answer]}**"
+    return f"**Question {question.number}.** {question.text}{verdict}"
+
+
+def board_views(room: ClassRoom):
+    """Every member's Pretrain runs on one plot (teacher first), and the leaderboard by val loss."""
+    from ui import pretrain_tab
+    from visualizations.compare import RunCurve
+
+    members = [(room.teacher, "teacher")] + sorted(room.students.items(), key=lambda item: item[1].lower())
+    curves, rows = [], []
+    for owner, name in members:
+        for run in pretrain_tab.runs_of(owner)[-3:]:  # each member's newest three
+            record = run.record
+            label = f"{name} · {record.label}"
+            curve = record.curve
+            curves.append(RunCurve(label, curve.steps, curve.tokens, curve.seconds, curve.train_loss, curve.evals,
+                                   curve.running))
+            rows.append((record.final_val, name, record, run))
+    figure = compare_figure(curves[-12:], "step")
+    rows.sort(key=lambda row: (row[0] is None, row[0] if row[0] is not None else 0))
+    if not rows:
+        return figure, "<p class='lab-note'>The class's Pretrain runs appear here as soon as someone starts one.</p>"
+    body = "".join(
+        f"<tr><td>{rank}</td><td>{html.escape(name)}</td><td>{html.escape(record.label)}</td>"
+        f"<td>{'–' if val is None else f'{val:.3f}'}</td><td>{record.results()['tokens/s']}</td>"
+        f"<td>{html.escape(record.status)}</td></tr>"
+        for rank, (val, name, record, _) in enumerate(rows[:30], start=1))
+    table = ("<table class='lab-class-board'><thead><tr><th>#</th><th>who</th><th>run (switches)</th>"
+             "<th>val loss</th><th>tokens/s</th><th>status</th></tr></thead><tbody>" + body + "</tbody></table>")
+    return figure, table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The panel and its events
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassPanel:
+    teacher: gr.BrowserState
+    student: gr.BrowserState
+    start_box: gr.Column
+    teacher_key: gr.Textbox
+    start: gr.Button
+    teacher_box: gr.Column
+    join_view: gr.HTML
+    follow_me: gr.Checkbox
+    lock: gr.Checkbox
+    end: gr.Button
+    roster: gr.HTML
+    student_box: gr.Column
+    code: gr.Textbox
+    nickname: gr.Textbox
+    join: gr.Button
+    status: gr.Markdown
+    following: gr.Checkbox
+    question_box: gr.Accordion
+    ask_prompt: gr.Textbox
+    ask_next: gr.Button
+    ask_text: gr.Textbox
+    ask_choices: gr.Textbox
+    ask_own: gr.Button
+    reveal: gr.Button
+    teacher_question: gr.Column
+    question: gr.Markdown
+    answer: gr.Radio
+    send_answer: gr.Button
+    answers: gr.Plot
+    board: gr.Plot
+    board_table: gr.HTML
+    board_refresh: gr.Button
+    teacher_timer: gr.Timer
+    student_timer: gr.Timer
+    known: gr.State
+    current_tab: gr.State
+
+
+def build_panel() -> ClassPanel:
+    """The Class mode accordion (above the tabs); ``wire`` connects it once the tabs exist."""
+    teacher = gr.BrowserState(None, storage_key=TEACHER_KEY)
+    student = gr.BrowserState(None, storage_key=STUDENT_KEY)
+    with gr.Accordion("Class mode: lead a class, or join one", open=False, elem_id="class-panel") as panel:
+        with gr.Column(visible=True) as start_box:
+            gr.Markdown("**Teachers**: start a class and show its code: your students' pages then follow yours. "
+                        "**Students**: type the code on the teacher's screen (or open the join link).")
+            with gr.Row():
+                teacher_key = gr.Textbox(label="teacher key (this server asks for one)", type="password",
+                                         visible=bool(os.environ.get(TEACHER_KEY_ENV)), max_length=200, scale=2)
+                start = gr.Button("Start a class", variant="primary", elem_id="class-start", scale=1)
+        with gr.Column(visible=False) as teacher_box:
+            join_view = gr.HTML(elem_id="class-join")
+            with gr.Row():
+                follow_me = gr.Checkbox(True, label="Follow me: students see my tab, model and inputs",
+                                        elem_id="class-follow-me")
+                lock = gr.Checkbox(False, label="Lock students' settings to mine", elem_id="class-lock")
+                end = gr.Button("End the class", size="sm", elem_id="class-end")
+            roster = gr.HTML(elem_id="class-roster")
+        with gr.Column(visible=False) as student_box:
+            with gr.Row():
+                code = gr.Textbox(label="class code", max_length=12, scale=1, elem_id="class-code-input")
+                nickname = gr.Textbox(label="your nickname (no account, just a name)", max_length=MAX_NICKNAME,
+                                      scale=2, elem_id="class-nickname")
+                join = gr.Button("Join", variant="primary", scale=1, elem_id="class-join-button")
+            status = gr.Markdown(elem_id="class-status")
+            following = gr.Checkbox(True, label="Follow the teacher (untick to explore on my own)",
+                                    elem_id="class-following")
+        with gr.Accordion("Predict, then reveal", open=True, visible=False, elem_id="class-question") as question_box:
+            with gr.Column(visible=False) as teacher_question:
+                with gr.Row():
+                    ask_prompt = gr.Textbox("Every effort moves you", label="prompt: which token comes next?",
+                                            max_length=MAX_QUESTION, scale=3)
+                    ask_next = gr.Button("Ask: which token comes next?", scale=1, elem_id="class-ask-next")
+                with gr.Row():
+                    ask_text = gr.Textbox(label="or your own question", max_length=MAX_QUESTION, scale=2)
+                    ask_choices = gr.Textbox(label="choices, separated by | (mark the right one with *)",
+                                             placeholder="lower | *higher | about the same", max_length=400, scale=2)
+                    ask_own = gr.Button("Ask it", scale=1)
+                reveal_button = gr.Button("Reveal the answer", elem_id="class-reveal")
+            question = gr.Markdown(elem_id="class-question-text")
+            with gr.Row():
+                answer = gr.Radio([], label="your answer", scale=3, elem_id="class-answer")
+                send_answer = gr.Button("Answer", scale=1, elem_id="class-send-answer")
+            answers = gr.Plot(answers_figure(None, False), show_label=False, elem_id="class-answers")
+        with gr.Accordion("Class board: everyone's Pretrain runs", open=False, visible=False,
+                          elem_id="class-board") as board_box:
+            board_refresh = gr.Button("↻ Refresh", size="sm")
+            board = gr.Plot(show_label=False, elem_id="class-board-plot")
+            board_table = gr.HTML(elem_id="class-board-table")
+    panel_parts = ClassPanel(teacher, student, start_box, teacher_key, start, teacher_box, join_view, follow_me, lock,
+                             end, roster, student_box, code, nickname, join, status, following, question_box,
+                             ask_prompt, ask_next, ask_text, ask_choices, ask_own, reveal_button, teacher_question,
+                             question, answer, send_answer, answers, board, board_table, board_refresh,
+                             gr.Timer(TEACHER_PUSH_S, active=False), gr.Timer(POLL_S, active=False), gr.State(None),
+                             gr.State("tokenizer"))
+    panel_parts.accordion = panel
+    panel_parts.board_box = board_box
+    return panel_parts
+
+
+def _inputs(tabs_followed: list[FollowedTab]) -> list[tuple[str, str, gr.components.Component]]:
+    return [(tab.tab_id, key, component) for tab in tabs_followed for key, component in tab.inputs.items()]
+
+
+def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choice: gr.Dropdown,
+         browser_id: gr.BrowserState) -> None:
+    """Connect the panel to the tabs built since (their followed inputs) and to the page's load."""
+    root = gr.context.Context.root_block
+    tabs_followed = followed_tabs(root)
+    flat = _inputs(tabs_followed)
+    components = [component for _, _, component in flat]
+    signals = [tab.signal for tab in tabs_followed if tab.signal is not None]
+    signal_tabs = [tab.tab_id for tab in tabs_followed if tab.signal is not None]
+    p = panel
+
+    teacher_views = [p.start_box, p.teacher_box, p.join_view, p.roster, p.question_box, p.teacher_question,
+                     p.board_box, p.teacher_timer]
+    student_views = [p.student_box, p.code, p.status, p.question_box, p.board_box, p.student_timer]
+
+    def as_teacher(room: ClassRoom, request) -> tuple:
+        return (gr.Column(visible=False), gr.Column(visible=True), join_html(room.code, join_link(request, room.code)),
+                roster_html(room), gr.Accordion(visible=True), gr.Column(visible=True), gr.Accordion(visible=True),
+                gr.Timer(active=True))
+
+    def not_teacher() -> tuple:
+        return (gr.Column(visible=True), gr.Column(visible=False), "", "", gr.skip(), gr.Column(visible=False),
+                gr.skip(), gr.Timer(active=False))
+
+    def on_load(teacher_state, student_state, browser, request: gr.Request):
+        """Reattach after a refresh: the teacher's class, or the student's; ?class=CODE opens the join form."""
+        owner = _owner_or_none(browser, request)
+        linked = (request.query_params.get("class") or "").strip() if request is not None else ""
+        tab = (request.query_params.get("tab") or "").strip().lower() if request is not None else ""
+        current = tab if tab in tab_ids else tab_ids[0]
+        if owner is not None and isinstance(teacher_state, dict):
+            try:
+                room = teacher_class(teacher_state, owner)
+                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 6, current)
+            except (PermissionError, ValueError):
+                pass
+        code = linked or (student_state or {}).get("code", "") if isinstance(student_state, dict) or linked else ""
+        if not code:
+            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 6, current)
+        joined = None
+        try:
+            room = find_class(code)
+            joined = room if owner in room.students else None
+        except ValueError as error:
+            return (gr.Accordion(open=True), *not_teacher(), gr.Column(visible=True), code[:12], f"⚠ {error}",
+                    gr.skip(), gr.skip(), gr.Timer(active=False), current)
+        status = (f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
+                  if joined else f"Class **{room.code}**: type a nickname and press **Join**.")
+        return (gr.Accordion(open=True), *not_teacher(), gr.Column(visible=True), room.code, status,
+                gr.Accordion(visible=bool(joined)), gr.Accordion(visible=bool(joined)),
+                gr.Timer(active=bool(joined)), current)
+
+    root.load(friendly(on_load), [p.teacher, p.student, browser_id],
+              [p.accordion, *teacher_views, *student_views, p.current_tab], api_name=False)
+
+    def start(teacher_key, browser, request: gr.Request = None):
+        """Start a class led by this page; the code, link and QR code appear."""
+        room, token = start_class(owner_of(browser, request), teacher_key)
+        return {"code": room.code, "token": token}, *as_teacher(room, request)
+
+    p.start.click(friendly(start), [p.teacher_key, browser_id], [p.teacher, *teacher_views], api_name="class_start",
+                  concurrency_limit=4, concurrency_id="class")
+
+    def end(teacher_state, browser, request: gr.Request = None):
+        """End the class: students' pages say so and stop following."""
+        room = teacher_class(teacher_state, owner_of(browser, request))
+        with _lock:
+            _classes.pop(room.code, None)
+        return None, *not_teacher()
+
+    p.end.click(friendly(end), [p.teacher, browser_id], [p.teacher, *teacher_views], api_name="class_end",
+                concurrency_limit=4, concurrency_id="class")
+
+    def select_tab(event: gr.SelectData):
+        index = event.index if isinstance(event.index, int) else 0
+        return tab_ids[index] if 0 <= index < len(tab_ids) else gr.skip()
+
+    tabs.select(select_tab, None, p.current_tab, api_name=False, queue=False)
+
+    def push(teacher_state, browser, tab, model, follow_me, lock, *values, request: gr.Request = None):
+        """The teacher page's state, once a second: its tab, model and followed inputs (api: class_push)."""
+        room = teacher_class(teacher_state, owner_of(browser, request))
+        by_tab: dict[str, dict] = {}
+        for (tab_id, key, _), value in zip(flat, values):
+            by_tab.setdefault(tab_id, {})[key] = value
+        push_view(room, str(tab) if tab in tab_ids else room.tab, model if isinstance(model, str) else None,
+                  by_tab, bool(follow_me), bool(lock))
+        question = room.question
+        return roster_html(room), answers_figure(question, True) if question else gr.skip()
+
+    p.teacher_timer.tick(friendly(push), [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock,
+                                          *components], [p.roster, p.answers], api_name="class_push",
+                         show_progress="hidden", concurrency_limit=None)
+
+    def join(code, nickname, browser, request: gr.Request = None):
+        """Join a class with a nickname; the page starts following the teacher."""
+        owner = owner_of(browser, request)
+        room = join_class(code, nickname, owner)
+        status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
+        return ({"code": room.code, "nickname": room.students[owner]}, status, gr.Timer(active=True),
+                gr.Accordion(visible=True), gr.Accordion(visible=True), None)
+
+    p.join.click(friendly(join), [p.code, p.nickname, browser_id],
+                 [p.student, p.status, p.student_timer, p.question_box, p.board_box, p.known],
+                 api_name="class_join", concurrency_limit=4, concurrency_id="class")
+    p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id],
+                      [p.student, p.status, p.student_timer, p.question_box, p.board_box, p.known], api_name=False,
+                      concurrency_limit=4, concurrency_id="class")
+
+    n_out = 2 + len(components) + len(signals) + 6
+
+    def poll(student_state, browser, known, following, request: gr.Request = None):
+        """A student page's poll (api: class_poll): nothing comes back unless the class changed."""
+        owner = owner_of(browser, request)
+        code = student_state.get("code") if isinstance(student_state, dict) else None
+        try:
+            room = find_class(code)
+        except ValueError:
+            return (*(gr.skip(),) * (n_out - 6), "The class has ended (or this server restarted).", gr.skip(),
+                    gr.skip(), gr.skip(), gr.skip(), None) + (gr.Timer(active=False),)
+        if owner not in room.students:
+            return (*(gr.skip(),) * (n_out - 6), "Join the class again: type your nickname and press Join.",
+                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), None) + (gr.Timer(active=False),)
+        room.seen[owner] = time.monotonic()
+        known = known if isinstance(known, dict) else {}
+        if known.get("v") == room.version:
+            return (*(gr.skip(),) * n_out, gr.skip())
+        follows = room.following and (bool(following) or room.locked)
+        seen_tabs = known.get("tabs", {}) if known.get("follows") == follows else {}
+        tab_out = gr.Tabs(selected=room.tab) if follows else gr.skip()
+        model_out = (gr.update(value=room.model) if follows and room.model in models.choice_labels()
+                     else gr.skip())
+        lock_changed = known.get("locked") != room.locked
+        values_out = []
+        for tab_id, key, _ in flat:
+            fresh = follows and seen_tabs.get(tab_id) != room.tab_versions.get(tab_id) and key in room.values.get(
+                tab_id, {})
+            update = {}
+            if fresh:
+                update["value"] = room.values[tab_id][key]
+            if lock_changed or fresh:
+                update["interactive"] = not (room.locked and follows)
+            values_out.append(gr.update(**update) if update else gr.skip())
+        signals_out = [room.tab_versions.get(tab_id, 0) if follows and seen_tabs.get(tab_id) != room.tab_versions.get(
+            tab_id) else gr.skip() for tab_id in signal_tabs]
+        question = room.question
+        q_key = (question.number, question.revealed) if question else None
+        q_changed = known.get("q") != list(q_key or []) if q_key else known.get("q") is not None
+        status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}** · " + (
+            "🔒 your teacher has locked the settings: your page shows theirs." if room.locked else
+            "following the teacher." if follows else "exploring on your own (tick *Follow the teacher* to rejoin).")
+        new_known = {"v": room.version, "follows": follows, "locked": room.locked,
+                     "tabs": dict(room.tab_versions) if follows else {}, "q": list(q_key or [])}
+        return (tab_out, model_out, *values_out, *signals_out, status,
+                gr.Checkbox(interactive=not room.locked),
+                question_markdown(question) if q_changed else gr.skip(),
+                gr.Radio(choices=list(question.choices), value=None) if q_changed and question and not
+                question.revealed else gr.skip(),
+                answers_figure(question, True) if q_changed and question and question.revealed else (
+                    answers_figure(None, False) if q_changed else gr.skip()),
+                new_known, gr.skip())
+
+    p.student_timer.tick(friendly(poll), [p.student, browser_id, p.known, p.following],
+                         [tabs, model_choice, *components, *signals, p.status, p.following, p.question, p.answer,
+                          p.answers, p.known, p.student_timer], api_name="class_poll", show_progress="hidden",
+                         concurrency_limit=None)
+    p.following.change(lambda following: None, p.following, p.known, api_name=False, queue=False)
+
+    def send_answer(choice, student_state, browser, request: gr.Request = None):
+        """A student's answer to the class's question (it can be changed until the reveal)."""
+        owner = owner_of(browser, request)
+        room = find_class(student_state.get("code") if isinstance(student_state, dict) else None)
+        answer_question(room, owner, choice)
+        return f"You are in **class {room.code}** as **{html.escape(room.students[owner])}** · answer sent: " \
+               f"**{choice}** (you can change it until the reveal)."
+
+    p.send_answer.click(friendly(send_answer), [p.answer, p.student, browser_id], p.status, api_name="class_answer",
+                        concurrency_limit=None)
+
+    def ask_next(teacher_state, browser, prompt, model, request: gr.Request = None):
+        """Ask the class which token the model puts next after the prompt."""
+        room = teacher_class(teacher_state, owner_of(browser, request))
+        question = next_token_question(model, prompt)
+        ask(room, question)
+        return question_markdown(question), answers_figure(question, False)
+
+    def ask_own_question(teacher_state, browser, text, choices, request: gr.Request = None):
+        """Ask the class a question of your own (choices separated by |, the right one marked with *)."""
+        room = teacher_class(teacher_state, owner_of(browser, request))
+        question = own_question(text, choices)
+        ask(room, question)
+        return question_markdown(question), answers_figure(question, False)
+
+    def reveal_answer(teacher_state, browser, request: gr.Request = None):
+        """Show everyone the class's answers and the right one."""
+        room = teacher_class(teacher_state, owner_of(browser, request))
+        reveal(room)
+        return question_markdown(room.question), answers_figure(room.question, True)
+
+    p.ask_next.click(friendly(ask_next), [p.teacher, browser_id, p.ask_prompt, model_choice],
+                     [p.question, p.answers], api_name="class_ask", concurrency_limit=4, concurrency_id="class")
+    p.ask_own.click(friendly(ask_own_question), [p.teacher, browser_id, p.ask_text, p.ask_choices],
+                    [p.question, p.answers], api_name="class_ask_own", concurrency_limit=4, concurrency_id="class")
+    p.reveal.click(friendly(reveal_answer), [p.teacher, browser_id], [p.question, p.answers],
+                   api_name="class_reveal", concurrency_limit=4, concurrency_id="class")
+
+    def refresh_board(teacher_state, student_state, browser, request: gr.Request = None):
+        """The class board: every member's Pretrain runs and the leaderboard."""
+        owner = owner_of(browser, request)
+        try:
+            room = teacher_class(teacher_state, owner)
+        except (PermissionError, ValueError):
+            room = find_class(student_state.get("code") if isinstance(student_state, dict) else None)
+            if owner not in room.students:
+                raise PermissionError(f"Join class {room.code} first to see its board.") from None
+        return board_views(room)
+
+    p.board_refresh.click(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
+                          api_name="class_board", concurrency_limit=4, concurrency_id="class")
+    p.board_box.expand(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
+                       api_name=False, concurrency_limit=4, concurrency_id="class")
+
+
+def _owner_or_none(browser, request) -> str | None:
+    try:
+        return owner_of(browser, request)
+    except (PermissionError, ValueError):
+        return None
