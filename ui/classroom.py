@@ -613,7 +613,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         index = event.index if isinstance(event.index, int) else 0
         return tab_ids[index] if 0 <= index < len(tab_ids) else gr.skip()
 
-    tabs.select(select_tab, None, p.current_tab, api_name=False, queue=False)
+    tab_selected = tabs.select(select_tab, None, p.current_tab, api_name=False, queue=False)
 
     def push(teacher_state, browser, tab, model, follow_me, lock, *values, request: gr.Request = None):
         """The teacher page's state, once a second: its tab, model and followed inputs (api: class_push)."""
@@ -626,9 +626,21 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         question = room.question
         return roster_html(room), answers_figure(question, True) if question else gr.skip()
 
-    p.teacher_timer.tick(friendly(push), [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock,
-                                          *components], [p.roster, p.answers], api_name="class_push",
+    push_inputs = [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock, *components]
+    p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push",
                          show_progress="hidden", concurrency_limit=None)
+
+    def push_now(teacher_state, browser, *args, request: gr.Request = None):
+        """A teacher's tab change goes out at once, not at the next tick; on any other page it does nothing."""
+        if not isinstance(teacher_state, dict):
+            return gr.skip(), gr.skip()
+        try:
+            return push(teacher_state, browser, *args, request=request)
+        except (PermissionError, ValueError):
+            return gr.skip(), gr.skip()
+
+    tab_selected.then(push_now, push_inputs, [p.roster, p.answers], api_name=False, show_progress="hidden",
+                      queue=False)
 
     def join(code, nickname, browser, request: gr.Request = None):
         """Join a class with a nickname; the page starts following the teacher."""

@@ -1,0 +1,218 @@
+"""Class mode: codes, nicknames and questions checked; through the API a teacher leads and students follow, and a
+student's session cannot change the class; in Chromium a student's page follows the teacher's tab."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from ui import classroom, runs
+
+STATUS, FOLLOWING, ANSWER = -6, -5, -3  # /class_poll's outputs from the end: ..., answer, the answers' plot, timer
+FOLLOW_S = 5.0  # the issue's bound: a student's page shows the teacher's tab within 5 s of each change
+
+
+# ---------------------------------------------------------------- units
+def test_codes_are_short_unambiguous_and_checked():
+    codes = {classroom.new_code() for _ in range(200)}
+    assert all(len(code) == 5 and not set(code) & set("01OI") for code in codes)
+    assert classroom.clean_code(" k7qxm ") == "K7QXM"
+    with pytest.raises(ValueError, match="K0QXM is not a class code: codes use the letters and digits"):
+        classroom.clean_code("k0qxm")
+    with pytest.raises(ValueError, match="A class code is 5 letters and digits"):
+        classroom.clean_code("x" * 40)
+    with pytest.raises(ValueError, match="There is no class ZZZZZ on this server"):
+        classroom.find_class("zzzzz")
+
+
+@pytest.mark.parametrize("nickname, message", [
+    ("", "Type a nickname first: it is how your teacher sees you"),
+    ("\u200b\n\t", "Type a nickname first"),
+    ("x" * 25, "A nickname has at most 24 characters (this one has 25)."),
+    (None, "Type a nickname first."),
+])
+def test_nicknames_are_bounded(nickname, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        classroom.clean_nickname(nickname)
+
+
+def test_a_class_needs_the_servers_teacher_key_when_it_has_one(monkeypatch):
+    monkeypatch.setenv(classroom.TEACHER_KEY_ENV, "staff-only")
+    with pytest.raises(PermissionError, match="That is not this server's teacher key"):
+        classroom.start_class("browser-t1", "guess")
+    room, token = classroom.start_class("browser-t1", "staff-only")
+    assert len(room.code) == 5 and len(token) >= 24 and room.token_hash != token
+
+
+def test_joining_pushing_and_versions():
+    room, token = classroom.start_class("browser-teacher")
+    teacher_state = {"code": room.code, "token": token}
+    with pytest.raises(ValueError, match="This page is the teacher's"):
+        classroom.join_class(room.code, "Teach", "browser-teacher")
+    classroom.join_class(room.code.lower(), "  Ada ", "browser-ada")
+    with pytest.raises(ValueError, match="Someone in the class is already called ada"):
+        classroom.join_class(room.code, "ada", "browser-other")
+    assert room.students == {"browser-ada": "Ada"}
+    with pytest.raises(PermissionError, match=f"Only the teacher who started class {room.code} can change it"):
+        classroom.teacher_class(teacher_state, "browser-ada")
+    with pytest.raises(PermissionError, match=f"Only the teacher who started class {room.code} can change it"):
+        classroom.teacher_class({"code": room.code, "token": "a guess"}, "browser-teacher")
+    assert classroom.teacher_class(teacher_state, "browser-teacher") is room
+    version = room.version
+    classroom.push_view(room, "inside", None, {"inside": {"text": "Hello"}}, True, False)
+    assert room.version == version + 1 and room.tab_versions == {"inside": 1}
+    classroom.push_view(room, "inside", None, {"inside": {"text": "Hello"}}, True, False)  # nothing new
+    assert room.version == version + 1
+    classroom.push_view(room, "inside", None, {"inside": {"text": "x" * 10_000}}, True, False)
+    assert len(room.values["inside"]["text"]) == classroom.MAX_VALUE_CHARS and room.tab_versions == {"inside": 2}
+
+
+def test_own_questions_and_answers():
+    question = classroom.own_question("What does the loss do  without warm-up?", "lower | *higher | same")
+    assert (question.choices, question.answer) == (["lower", "higher", "same"], 1)
+    with pytest.raises(ValueError, match=r"Give 2 to 6 choices separated by \|"):
+        classroom.own_question("Why?", "only one")
+    assert classroom.own_question("<b>?</b>", "<i>a</i> | b").choices == ["&lt;i&gt;a&lt;/i&gt;", "b"]
+    room, _ = classroom.start_class("browser-teacher-q")
+    classroom.join_class(room.code, "Bo", "browser-bo")
+    classroom.ask(room, question)
+    with pytest.raises(ValueError, match="Join the class first"):
+        classroom.answer_question(room, "browser-stranger", "lower")
+    with pytest.raises(ValueError, match="Pick one of the choices first"):
+        classroom.answer_question(room, "browser-bo", "sideways")
+    classroom.answer_question(room, "browser-bo", "lower")
+    classroom.answer_question(room, "browser-bo", "higher")  # changed before the reveal
+    assert question.counts() == [0, 1, 0]
+    classroom.reveal(room)
+    with pytest.raises(ValueError, match="The answer has been revealed"):
+        classroom.answer_question(room, "browser-bo", "lower")
+
+
+def test_the_next_token_question_has_the_models_top_token_among_five():
+    question = classroom.next_token_question(classroom.models.DEFAULT_CHOICE, "ROMEO:", seed=3)
+    assert len(question.choices) == 5 and question.answer is not None
+    percents = [float(detail.split()[1].rstrip("%")) for detail in question.detail]
+    print(list(zip(question.choices, percents)))
+    assert percents[question.answer] == max(percents)
+
+
+# ---------------------------------------------------------------- through the API
+def push_args(client, teacher_state, browser, **changes):
+    """/class_push's arguments: the teacher page's state and every followed input at its default."""
+    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/class_push"]["parameters"]
+    values = [parameter.get("parameter_default") for parameter in parameters]
+    labels = [parameter["label"] for parameter in parameters]
+    values[0], values[1] = teacher_state, browser
+    for label, value in changes.items():
+        values[labels.index(label.replace("_", " "))] = value
+    return values
+
+
+@pytest.mark.app
+def test_a_student_follows_the_teacher_and_cannot_change_the_class(client):
+    teacher, student, other = runs.new_browser_id(), runs.new_browser_id(), runs.new_browser_id()
+    teacher_state, join_page, *_ = client.predict("", teacher, api_name="/class_start")
+    code = teacher_state["code"]
+    assert f"/?class={code}</div>" in join_page and "<svg" in join_page
+    student_state, status, _ = client.predict(code, "Ada", student, api_name="/class_join")
+    assert status == f"You are in **class {code}** as **Ada**."
+    client.predict(*push_args(client, teacher_state, teacher, Text="Teacher's sentence"), api_name="/class_push")
+    first = client.predict(student_state, student, True, api_name="/class_poll")
+    assert first[1]["value"] == "Teacher's sentence"  # the Tokenizer tab's text
+    assert "following the teacher." in first[STATUS]
+    again = client.predict(student_state, student, True, api_name="/class_poll")
+    assert again[1] == {"__type__": "update"}  # nothing new since this page's last poll: nothing is sent
+    # a student's session, with the teacher's state copied or guessed, cannot change the class
+    for api_name, args in [("/class_push", push_args(client, teacher_state, student, Text="hijack")),
+                           ("/class_ask_own", [teacher_state, student, "Q?", "a | b"]),
+                           ("/class_reveal", [teacher_state, student]),
+                           ("/class_end", [teacher_state, student]),
+                           ("/class_push", push_args(client, {"code": code, "token": "guess"}, teacher))]:
+        with pytest.raises(AppError, match=f"Only the teacher who started class {code} can change it"):
+            client.predict(*args, api_name=api_name)
+    with pytest.raises(AppError, match="Join class .* first to see its board"):
+        client.predict(None, {"code": code}, other, api_name="/class_board")
+    # a detached student is left alone; the lock brings everyone back and disables their controls
+    client.predict(*push_args(client, teacher_state, teacher, Text="Second sentence"), api_name="/class_push")
+    detached = client.predict(student_state, student, False, api_name="/class_poll")
+    assert detached[1] == {"__type__": "update"} and "exploring on your own" in detached[STATUS]
+    client.predict(*push_args(client, teacher_state, teacher, Text="Locked sentence",
+                              **{"Lock students' settings to mine": True}), api_name="/class_push")
+    locked = client.predict(student_state, student, False, api_name="/class_poll")
+    assert locked[1] == {"value": "Locked sentence", "interactive": False, "__type__": "update"}
+    assert "locked the settings" in locked[STATUS] and locked[FOLLOWING]["interactive"] is False
+
+
+@pytest.mark.app
+def test_predict_then_reveal_through_the_api(client):
+    teacher, student = runs.new_browser_id(), runs.new_browser_id()
+    teacher_state, *_ = client.predict("", teacher, api_name="/class_start")
+    student_state, *_ = client.predict(teacher_state["code"], "Bo", student, api_name="/class_join")
+    text, _ = client.predict(teacher_state, teacher, "Without warm-up the loss is", "lower | *higher",
+                             api_name="/class_ask_own")
+    assert text.startswith("**Question 1.** Without warm-up the loss is")
+    polled = client.predict(student_state, student, True, api_name="/class_poll")
+    assert [choice[0] for choice in polled[ANSWER]["choices"]] == ["lower", "higher"]
+    status = client.predict("higher", student_state, student, api_name="/class_answer")
+    assert "answer sent: **higher**" in status
+    text, figure = client.predict(teacher_state, teacher, api_name="/class_reveal")
+    assert text.endswith("**Answer: higher**") and '"1 ✓"' in figure["plot"]
+    with pytest.raises(AppError, match="The answer has been revealed"):
+        client.predict("lower", student_state, student, api_name="/class_answer")
+
+
+# ---------------------------------------------------------------- in the browser
+def selected_tab(page) -> str:
+    return page.locator("button[role=tab][aria-selected=true]").first.inner_text().strip()
+
+
+def wait_for_tab(page, name: str, timeout: float = FOLLOW_S) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if selected_tab(page) == name:
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"the student's page still shows {selected_tab(page)!r}, not {name!r}, after {timeout} s")
+
+
+@pytest.mark.browser
+def test_a_student_page_follows_the_teachers_tab_until_it_detaches(browser, app_url):
+    teacher_context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    student_context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        teacher = teacher_context.new_page()
+        teacher.goto(app_url)
+        teacher.wait_for_selector("text=LLM Lab", timeout=30_000)
+        teacher.get_by_text("Class mode: lead a class, or join one").click()
+        teacher.locator("#class-start").click()
+        teacher.wait_for_selector("#class-code", timeout=15_000)
+        code = teacher.locator("#class-code").inner_text().strip()
+        assert re.fullmatch(r"[A-Z2-9]{5}", code)
+
+        student = student_context.new_page()
+        student.goto(f"{app_url}?class={code}")
+        student.wait_for_selector("#class-nickname textarea, #class-nickname input", timeout=30_000)
+        student.locator("#class-nickname textarea, #class-nickname input").first.fill("Ada")
+        student.locator("#class-join-button").click()
+        student.wait_for_selector(f"text=You are in class {code} as Ada", timeout=10_000)
+        teacher.wait_for_selector("#class-roster >> text=Ada", timeout=10_000)  # the teacher sees the student
+
+        delays = []
+        for name in ("Attention", "Inside GPT", "Tokenizer"):
+            teacher.get_by_role("tab", name=name, exact=True).click()
+            delays.append(wait_for_tab(student, name))
+        print("the student's page followed in", [round(delay, 2) for delay in delays], "s")
+
+        student.get_by_label("Follow the teacher (untick to explore on my own)").uncheck()
+        time.sleep(1.5)
+        teacher.get_by_role("tab", name="Generate", exact=True).click()
+        time.sleep(FOLLOW_S)
+        assert selected_tab(student) == "Tokenizer"  # detached: it stays where it was
+        student.get_by_label("Follow the teacher (untick to explore on my own)").check()
+        print("rejoined in", round(wait_for_tab(student, "Generate"), 2), "s")
+    finally:
+        teacher_context.close()
+        student_context.close()
