@@ -117,7 +117,7 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client):
     teacher_state, join_page, *_ = client.predict("", teacher, api_name="/class_start")
     code = teacher_state["code"]
     assert f"/?class={code}</div>" in join_page and "<svg" in join_page
-    student_state, status, _ = client.predict(code, "Ada", student, api_name="/class_join")
+    student_state, status, *_ = client.predict(code, "Ada", student, api_name="/class_join")
     assert status == f"You are in **class {code}** as **Ada**."
     client.predict(*push_args(client, teacher_state, teacher, Text="Teacher's sentence"), api_name="/class_push")
     first = client.predict(student_state, student, True, api_name="/class_poll")

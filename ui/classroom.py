@@ -265,7 +265,7 @@ def next_token_question(model_label: str, prompt: str, seed: int | None = None) 
     order = list(range(len(picked)))
     random.Random(seed).shuffle(order)
     tokens = [picked[i] for i in order]
-    shown = [repr(loaded.tokenizer.decode([token]))[1:-1].replace(" ", "·") or "(empty)" for token in tokens]
+    shown = [f"“{repr(loaded.tokenizer.decode([token]))[1:-1].replace(' ', '·')}”" for token in tokens]
     detail = [f"model: {100 * probs[token].item():.1f}%" for token in tokens]
     text = (f"Which token does **{html.escape(loaded.label)}** put next after "
             f"*“{html.escape(prompt[-120:])}”*?")
@@ -490,7 +490,7 @@ def build_panel() -> ClassPanel:
                 lock = gr.Checkbox(False, label="Lock students' settings to mine", elem_id="class-lock")
                 end = gr.Button("End the class", size="sm", elem_id="class-end")
             roster = gr.HTML(elem_id="class-roster")
-        with gr.Column(visible=False) as student_box:
+        with gr.Column(visible=True) as student_box:
             with gr.Row():
                 code = gr.Textbox(label="class code", max_length=12, scale=1, elem_id="class-code-input")
                 nickname = gr.Textbox(label="your nickname (no account, just a name)", max_length=MAX_NICKNAME,
@@ -547,18 +547,21 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     signal_tabs = [tab.tab_id for tab in tabs_followed if tab.signal is not None]
     p = panel
 
+    # what the page shows: the teacher's controls, or the student's (the start row, the join row), and the parts
+    # both see (the question, the board), with the timer of each side
     teacher_views = [p.start_box, p.teacher_box, p.join_view, p.roster, p.question_box, p.teacher_question,
-                     p.board_box, p.teacher_timer]
-    student_views = [p.student_box, p.code, p.status, p.question_box, p.board_box, p.student_timer]
+                     p.board_box, p.teacher_timer, p.student_box]
+    student_views = [p.code, p.status, p.student_timer]
 
     def as_teacher(room: ClassRoom, request) -> tuple:
         return (gr.Column(visible=False), gr.Column(visible=True), join_html(room.code, join_link(request, room.code)),
                 roster_html(room), gr.Accordion(visible=True), gr.Column(visible=True), gr.Accordion(visible=True),
-                gr.Timer(active=True))
+                gr.Timer(active=True), gr.Column(visible=False))
 
-    def not_teacher() -> tuple:
-        return (gr.Column(visible=True), gr.Column(visible=False), "", "", gr.skip(), gr.Column(visible=False),
-                gr.skip(), gr.Timer(active=False))
+    def not_teacher(start_visible: bool = True, joined: bool = False) -> tuple:
+        return (gr.Column(visible=start_visible), gr.Column(visible=False), "", "", gr.Accordion(visible=joined),
+                gr.Column(visible=False), gr.Accordion(visible=joined), gr.Timer(active=False),
+                gr.Column(visible=True))
 
     def on_load(teacher_state, student_state, browser, request: gr.Request):
         """Reattach after a refresh: the teacher's class, or the student's; ?class=CODE opens the join form."""
@@ -569,24 +572,22 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         if owner is not None and isinstance(teacher_state, dict):
             try:
                 room = teacher_class(teacher_state, owner)
-                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 6, current)
+                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 3, current)
             except (PermissionError, ValueError):
                 pass
-        code = linked or (student_state or {}).get("code", "") if isinstance(student_state, dict) or linked else ""
+        code = linked or (student_state.get("code") if isinstance(student_state, dict) else "") or ""
         if not code:
-            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 6, current)
-        joined = None
+            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 3, current)
         try:
             room = find_class(code)
-            joined = room if owner in room.students else None
         except ValueError as error:
-            return (gr.Accordion(open=True), *not_teacher(), gr.Column(visible=True), code[:12], f"⚠ {error}",
-                    gr.skip(), gr.skip(), gr.Timer(active=False), current)
+            return (gr.Accordion(open=True), *not_teacher(False), str(code)[:12], f"⚠ {error}",
+                    gr.Timer(active=False), current)
+        joined = owner in room.students
         status = (f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
                   if joined else f"Class **{room.code}**: type a nickname and press **Join**.")
-        return (gr.Accordion(open=True), *not_teacher(), gr.Column(visible=True), room.code, status,
-                gr.Accordion(visible=bool(joined)), gr.Accordion(visible=bool(joined)),
-                gr.Timer(active=bool(joined)), current)
+        return (gr.Accordion(open=True), *not_teacher(False, joined), room.code, status, gr.Timer(active=joined),
+                current)
 
     root.load(friendly(on_load), [p.teacher, p.student, browser_id],
               [p.accordion, *teacher_views, *student_views, p.current_tab], api_name=False)
@@ -648,13 +649,12 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         room = join_class(code, nickname, owner)
         status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
         return ({"code": room.code, "nickname": room.students[owner]}, status, gr.Timer(active=True),
-                gr.Accordion(visible=True), gr.Accordion(visible=True), None)
+                gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False))
 
-    p.join.click(friendly(join), [p.code, p.nickname, browser_id],
-                 [p.student, p.status, p.student_timer, p.question_box, p.board_box, p.known],
-                 api_name="class_join", concurrency_limit=4, concurrency_id="class")
-    p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id],
-                      [p.student, p.status, p.student_timer, p.question_box, p.board_box, p.known], api_name=False,
+    joined_views = [p.student, p.status, p.student_timer, p.question_box, p.board_box, p.known, p.start_box]
+    p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join",
+                 concurrency_limit=4, concurrency_id="class")
+    p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
                       concurrency_limit=4, concurrency_id="class")
 
     n_out = 2 + len(components) + len(signals) + 6
