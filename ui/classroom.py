@@ -512,7 +512,7 @@ def build_panel() -> ClassPanel:
                     ask_own = gr.Button("Ask it", scale=1)
                 reveal_button = gr.Button("Reveal the answer", elem_id="class-reveal")
             question = gr.Markdown(elem_id="class-question-text")
-            with gr.Row():
+            with gr.Row() as answer_row:
                 answer = gr.Radio([], label="your answer", scale=3, elem_id="class-answer")
                 send_answer = gr.Button("Answer", scale=1, elem_id="class-send-answer")
             answers = gr.Plot(answers_figure(None, False), show_label=False, elem_id="class-answers")
@@ -528,6 +528,7 @@ def build_panel() -> ClassPanel:
                              gr.Timer(TEACHER_PUSH_S, active=False), gr.Timer(POLL_S, active=False), gr.State(None),
                              gr.State("tokenizer"))
     panel_parts.accordion = panel
+    panel_parts.answer_row = answer_row
     panel_parts.board_box = board_box
     return panel_parts
 
@@ -550,18 +551,18 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     # what the page shows: the teacher's controls, or the student's (the start row, the join row), and the parts
     # both see (the question, the board), with the timer of each side
     teacher_views = [p.start_box, p.teacher_box, p.join_view, p.roster, p.question_box, p.teacher_question,
-                     p.board_box, p.teacher_timer, p.student_box]
-    student_views = [p.code, p.status, p.student_timer]
+                     p.board_box, p.teacher_timer, p.student_box, p.answer_row]
+    student_views = [p.code, p.nickname, p.status, p.student_timer]
 
     def as_teacher(room: ClassRoom, request) -> tuple:
         return (gr.Column(visible=False), gr.Column(visible=True), join_html(room.code, join_link(request, room.code)),
                 roster_html(room), gr.Accordion(visible=True), gr.Column(visible=True), gr.Accordion(visible=True),
-                gr.Timer(active=True), gr.Column(visible=False))
+                gr.Timer(active=True), gr.Column(visible=False), gr.Row(visible=False))
 
     def not_teacher(start_visible: bool = True, joined: bool = False) -> tuple:
         return (gr.Column(visible=start_visible), gr.Column(visible=False), "", "", gr.Accordion(visible=joined),
                 gr.Column(visible=False), gr.Accordion(visible=joined), gr.Timer(active=False),
-                gr.Column(visible=True))
+                gr.Column(visible=True), gr.Row(visible=True))
 
     def on_load(teacher_state, student_state, browser, request: gr.Request):
         """Reattach after a refresh: the teacher's class, or the student's; ?class=CODE opens the join form."""
@@ -572,22 +573,23 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         if owner is not None and isinstance(teacher_state, dict):
             try:
                 room = teacher_class(teacher_state, owner)
-                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 3, current)
+                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 4, current)
             except (PermissionError, ValueError):
                 pass
         code = linked or (student_state.get("code") if isinstance(student_state, dict) else "") or ""
         if not code:
-            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 3, current)
+            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 4, current)
         try:
             room = find_class(code)
         except ValueError as error:
-            return (gr.Accordion(open=True), *not_teacher(False), str(code)[:12], f"⚠ {error}",
+            return (gr.Accordion(open=True), *not_teacher(False), str(code)[:12], gr.skip(), f"⚠ {error}",
                     gr.Timer(active=False), current)
         joined = owner in room.students
         status = (f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
                   if joined else f"Class **{room.code}**: type a nickname and press **Join**.")
-        return (gr.Accordion(open=True), *not_teacher(False, joined), room.code, status, gr.Timer(active=joined),
-                current)
+        nickname = room.students[owner] if joined else gr.skip()
+        return (gr.Accordion(open=True), *not_teacher(False, joined), room.code, nickname, status,
+                gr.Timer(active=joined), current)
 
     root.load(friendly(on_load), [p.teacher, p.student, browser_id],
               [p.accordion, *teacher_views, *student_views, p.current_tab], api_name=False)
