@@ -216,3 +216,25 @@ def test_a_student_page_follows_the_teachers_tab_until_it_detaches(browser, app_
     finally:
         teacher_context.close()
         student_context.close()
+
+
+@pytest.mark.app
+@pytest.mark.slow
+def test_the_class_board_races_everyones_runs(client):
+    from ui import pretrain_tab
+
+    teacher, student = runs.new_browser_id(), runs.new_browser_id()
+    teacher_state, *_ = client.predict("", teacher, api_name="/class_start")
+    student_state, *_ = client.predict(teacher_state["code"], "Cy", student, api_name="/class_join")
+    manager = runs.job_manager()
+    for browser, lr in ((teacher, 3e-3), (student, 1e-2)):
+        history = pretrain_tab.start_run("nano", pretrain_tab.SHAKESPEARE, None, pretrain_tab.BPE_4096, 3, 2, 16, lr, 0,
+                                         "ROMEO:", None, browser)[-2]
+        manager.wait(history.job_id, runs.verified_browser(browser), timeout=60)
+    figure, table = client.predict(None, student_state, student, api_name="/class_board")
+    names = re.findall(r'"name":"([^"]+)"', figure["plot"])
+    print(names, table)
+    assert any(name.startswith("teacher · run 1") for name in names) and any(name.startswith("Cy · run 1")
+                                                                              for name in names)
+    assert "<td>Cy</td><td>run 1 · no switches</td>" in table and "<td>peak learning rate 0.01</td>" in table
+    assert "<td>teacher</td><td>run 1 · no switches</td>" in table and "<td>the same</td>" in table

@@ -49,6 +49,7 @@ IDLE_HOURS = env_number("LLM_LAB_CLASS_HOURS", 6)
 TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
 POLL_S = 1.0  # a following student sees a change within about a second (the goal: 2 s)
 TEACHER_PUSH_S = 1.0
+BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
 MAX_QUESTION = 300
 MAX_CHOICE = 60
@@ -396,32 +397,72 @@ def question_markdown(question: Question | None) -> str:
     return f"**Question {question.number}.** {question.text}{verdict}"
 
 
+def differing(settings: dict[str, str], reference: dict[str, str]) -> str:
+    """The settings of a run that differ from the reference run's, in words.
+
+    >>> differing({"peak learning rate": "0.003", "steps": "1,000"}, {"peak learning rate": "0.01", "steps": "1,000"})
+    'peak learning rate 0.003'
+    """
+    return ", ".join(f"{key} {value}" for key, value in settings.items() if reference.get(key, value) != value)
+
+
+def classify_results(owner: str) -> tuple[str, float | None, float | None] | None:
+    """(status, val accuracy, test accuracy) of a member's newest Classify run, while the server still has it."""
+    from ui.jobs import JobView
+    from ui.runs import job_manager, latest_job
+
+    view: JobView | None = latest_job(owner, "classify")
+    if view is None:
+        return None
+    events = job_manager().poll(view.job_id, owner, 0).events
+    finals = [event for event in events if getattr(event, "kind", "") == "accuracy" and event.final]
+    final = finals[-1] if len(finals) > 1 else None  # the first final accuracy is the one before training
+    return view.status, final.val_accuracy if final else None, final.test_accuracy if final else None
+
+
 def board_views(room: ClassRoom):
-    """Every member's Pretrain runs on one plot (teacher first), and the leaderboard by val loss."""
+    """Every member's Pretrain runs on one plot (each member's newest three, up to 12) and two leaderboards:
+    Pretrain by val loss, with the settings that differ from the teacher's newest run, and Classify by
+    validation accuracy."""
     from ui import pretrain_tab
     from visualizations.compare import RunCurve
 
     members = [(room.teacher, "teacher")] + sorted(room.students.items(), key=lambda item: item[1].lower())
-    curves, rows = [], []
+    curves, rows, classified = [], [], []
     for owner, name in members:
-        for run in pretrain_tab.runs_of(owner)[-3:]:  # each member's newest three
-            record = run.record
-            label = f"{name} · {record.label}"
-            curve = record.curve
-            curves.append(RunCurve(label, curve.steps, curve.tokens, curve.seconds, curve.train_loss, curve.evals,
-                                   curve.running))
-            rows.append((record.final_val, name, record, run))
+        for run in pretrain_tab.runs_of(owner)[-3:]:
+            record, curve = run.record, run.record.curve
+            curves.append(RunCurve(f"{name} · {record.label}", curve.steps, curve.tokens, curve.seconds,
+                                   curve.train_loss, curve.evals, curve.running))
+            rows.append((record.final_val, name, record))
+        result = classify_results(owner)
+        if result is not None:
+            classified.append((name, *result))
     figure = compare_figure(curves[-12:], "step")
+    teacher_runs = pretrain_tab.runs_of(room.teacher)
+    reference = teacher_runs[-1].record.settings if teacher_runs else {}
     rows.sort(key=lambda row: (row[0] is None, row[0] if row[0] is not None else 0))
-    if not rows:
-        return figure, "<p class='lab-note'>The class's Pretrain runs appear here as soon as someone starts one.</p>"
     body = "".join(
         f"<tr><td>{rank}</td><td>{html.escape(name)}</td><td>{html.escape(record.label)}</td>"
         f"<td>{'–' if val is None else f'{val:.3f}'}</td><td>{record.results()['tokens/s']}</td>"
+        f"<td>{html.escape(differing(record.settings, reference)) or 'the same'}</td>"
         f"<td>{html.escape(record.status)}</td></tr>"
-        for rank, (val, name, record, _) in enumerate(rows[:30], start=1))
-    table = ("<table class='lab-class-board'><thead><tr><th>#</th><th>who</th><th>run (switches)</th>"
-             "<th>val loss</th><th>tokens/s</th><th>status</th></tr></thead><tbody>" + body + "</tbody></table>")
+        for rank, (val, name, record) in enumerate(rows[:30], start=1))
+    table = ("<p><b>Pretrain</b>, best validation loss first</p><table class='lab-class-board'><thead><tr><th>#</th>"
+             "<th>who</th><th>run (switches)</th><th>val loss</th><th>tokens/s</th><th>settings unlike the teacher's"
+             "</th><th>status</th></tr></thead><tbody>" + body + "</tbody></table>") if rows else (
+        "<p class='lab-note'>The class's Pretrain runs appear here as soon as someone starts one.</p>")
+    if classified:
+        classified.sort(key=lambda row: -(row[2] if row[2] is not None else -1))
+
+        def percent(value):
+            return "–" if value is None else f"{100 * value:.1f}%"
+
+        table += ("<p><b>Classify</b> (spam), best validation accuracy first</p><table class='lab-class-board'>"
+                  "<thead><tr><th>who</th><th>val accuracy</th><th>test accuracy</th><th>status</th></tr></thead>"
+                  "<tbody>" + "".join(f"<tr><td>{html.escape(name)}</td><td>{percent(val)}</td><td>{percent(test)}"
+                                      f"</td><td>{html.escape(status)}</td></tr>"
+                                      for name, status, val, test in classified[:30]) + "</tbody></table>")
     return figure, table
 
 
@@ -769,8 +810,13 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
 
     p.board_refresh.click(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
                           api_name="class_board", concurrency_limit=4, concurrency_id="class")
+    board_timer = gr.Timer(BOARD_S, active=False)
     p.board_box.expand(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
-                       api_name=False, concurrency_limit=4, concurrency_id="class")
+                       api_name=False, concurrency_limit=4, concurrency_id="class").then(
+        lambda: gr.Timer(active=True), None, board_timer, api_name=False, queue=False)
+    p.board_box.collapse(lambda: gr.Timer(active=False), None, board_timer, api_name=False, queue=False)
+    board_timer.tick(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
+                     api_name=False, show_progress="hidden", concurrency_limit=4, concurrency_id="class")
 
 
 def _owner_or_none(browser, request) -> str | None:
