@@ -14,6 +14,32 @@ Latency is from sending the request to its final `complete` event (all of /gener
 Phases: "alone" (only the students), then "beside_runs" (2 Pretrain runs started with their defaults through
 /pretrain_start, each from its own session, then the same students; the runs are stopped afterwards).
 
+Phase "class" (only with --phases class): the same students explore as in "alone", and beside them a class
+runs (ui/classroom.py). A teacher session starts a class (/class_start, browser id null: the server then names
+the owner by the Gradio session, ui/runs.py owner_of), pushes its page once a second (/class_push: the teacher
+state it got, every followed input at its API default) and types a new sentence into the Tokenizer tab's text
+every 10 s, at a random moment between two pushes. The first --class-size students (default: all) join
+(/class_join, nickname student-i) and, like the page's timer beside its explore tab, poll once a second
+(/class_poll, following); a poll that brings a new Tokenizer text is followed by one /tokenize with it, as the
+page's redraw signal does. Each student's class page has a Gradio session of its own beside its explore
+session (see class_member). Lines: the explore views (goal p95 <= 2 s), /class_poll and /class_push (goal p95
+<= their 1 s interval), /class_join, "/tokenize (follow)" (the redraws), and "follow_delay": for each teacher
+change and each student, the seconds from the teacher typing it to that student's first poll that returned it
+(goal p95 <= 2 s, none missed). With "class" in --phases, every sentence is sent once to each explore view
+without a seed before the phases (warm-up, not counted), so the view caches are as warm in every phase and round.
+
+--repeat N runs the phases N times in turn (alone, class, alone, class, ... with --phases alone,class --repeat 2;
+later rounds have their own seeds and sessions, lines carry "round"). With alone and class both run, a last line
+compares them, on the same server in the same invocation: for each explore view, the median over the rounds of
+each phase's p95 (and p50), ratio = class / alone, goal ratio <= 1.10. This VM's p95 moves by 10-30% from one
+minute to the next, so one round of each can pass or fail by noise alone: take --repeat 2 or more, and read
+ratio_p50 (steadier) beside ratio.
+    {"bench": "classroom", "phase": "class", ..., "endpoint": "follow_delay", "class_size": 30, "changes": 6,
+     "samples": 180, "missed": 0, "p50_s": 0.9, "p95_s": 1.5, "max_s": 1.9, "goal_p95_s": 2.0, "ok": true, ...}
+    {"bench": "classroom", "phase": "class_vs_alone", ..., "rounds": 2, "method": "...", "endpoints":
+     {"/tokenize": {"alone_p95_s": [0.5, 0.6], "class_p95_s": [0.6, 0.6], ..., "ratio_p50": 1.02, "ratio": 1.09,
+     "ok": true}, ...}, "goal_ratio": 1.1, "ok": true}
+
 Phase "mixed" (only with --phases mixed) is a whole lesson on a server of its own, started with
 LLM_LAB_IDLE_MINUTES=--idle-minutes: the students explore as above, and over the first 40% of the phase 12 of
 them start a run one after another: 6 Pretrain runs (--run-steps steps, other settings at their defaults),
@@ -45,6 +71,8 @@ The load generator is one asyncio loop speaking Gradio's HTTP API, so it stays l
     python bench/classroom.py                                  # 30 students, 60 s per phase, 3-5 minutes
     python bench/classroom.py --students 3 --seconds 10 --phases alone --endpoints /tokenize,/inside
     python bench/classroom.py --phases mixed --seconds 600         # the 10-minute lesson, about 13 minutes
+    python bench/classroom.py --phases alone,class --repeat 2      # a class following a teacher, 5 minutes
+    python bench/classroom.py --phases class --class-size 10 --seconds 30
 """
 
 from __future__ import annotations
@@ -68,7 +96,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPLORE = ["/tokenize", "/attention", "/inside", "/generate"]
-GOALS = {"alone": 2.0, "beside_runs": 4.0}
+GOALS = {"alone": 2.0, "beside_runs": 4.0, "class": 2.0}
 RUNS_BESIDE = 2
 REQUEST_TIMEOUT_S = 300.0
 SENTENCES = [  # the tabs' own defaults are added from /gradio_api/info
@@ -261,12 +289,20 @@ async def start_runs(client, info, phase) -> list[str]:
     return started
 
 
-async def run_phase(client, info, endpoints, sentences, phase, args, pid) -> None:
+async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_number: int = 0) -> dict:
+    """One phase (alone, beside_runs or class): prints its lines; returns {endpoint: {"p50_s", "p95_s"}} of the
+    explore views. Round 0 keeps the phase's own seeds and sessions; a later round (--repeat) gets new ones."""
+    tag = phase if round_number == 0 else f"{phase}-{round_number + 1}"
     runs = await start_runs(client, info, phase) if phase == "beside_runs" else []
     results: dict[str, list[tuple[float, str | None]]] = {e: [] for e in endpoints}
-    log(f"classroom: phase {phase}: {args.students} students for {args.seconds} s on {', '.join(endpoints)}")
-    await asyncio.gather(*(student(client, info, endpoints, sentences, n, phase, args, results)
-                           for n in range(args.students)))
+    log(f"classroom: phase {tag}: {args.students} students for {args.seconds} s on {', '.join(endpoints)}"
+        + (f", {args.class_size} of them in a class that follows a teacher" if phase == "class" else ""))
+    explorers = [student(client, info, endpoints, sentences, n, tag, args, results) for n in range(args.students)]
+    lesson = ClassLesson() if phase == "class" else None
+    if lesson is not None:
+        await asyncio.gather(*explorers, run_class(client, info, sentences, tag, args, lesson))
+    else:
+        await asyncio.gather(*explorers)
     memory = memory_mb(pid)  # before the runs stop, while they still hold their memory
     for session in runs if "/pretrain_stop" in info["named_endpoints"] else []:
         _, error = await call(client, "/pretrain_stop", defaults(info, "/pretrain_stop"), session)
@@ -274,24 +310,247 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid) -> Non
             log(f"classroom: /pretrain_stop for {session}: {error}")
     seconds = int(args.seconds) if args.seconds == int(args.seconds) else args.seconds
     common = {"bench": "classroom", "phase": phase, "students": args.students, "seconds": seconds}
+    if args.repeat > 1:
+        common["round"] = round_number + 1
     total_requests = total_errors = 0
     all_ok = True
-    for endpoint in endpoints:
-        latencies = [s for s, error in results[endpoint] if error is None]
-        errors = [error for _, error in results[endpoint] if error is not None]
+    explore = {}
+    goals = {e: GOALS[phase] for e in endpoints} | ({**CLASS_GOALS} if lesson is not None else {})
+    for endpoint, goal in goals.items():
+        bucket = results[endpoint] if endpoint in results else lesson.results.get(endpoint, [])
+        if endpoint not in results and not bucket:
+            continue
+        latencies = [s for s, error in bucket if error is None]
+        errors = [error for _, error in bucket if error is not None]
         for error in errors[:3]:
-            log(f"classroom: {phase} {endpoint} error: {error}")
+            log(f"classroom: {tag} {endpoint} error: {error}")
         p95 = percentile(latencies, 95)
-        ok = p95 is not None and p95 <= GOALS[phase] and not errors
-        emit({**common, "endpoint": endpoint, "requests": len(results[endpoint]), "errors": len(errors),
+        ok = p95 is not None and p95 <= goal and not errors
+        emit({**common, "endpoint": endpoint, "requests": len(bucket), "errors": len(errors),
               "p50_s": percentile(latencies, 50), "p95_s": p95, "max_s": percentile(latencies, 100),
-              "goal_p95_s": GOALS[phase], "ok": ok, "first_error": errors[0] if errors else None})
-        total_requests += len(results[endpoint])
+              "goal_p95_s": goal, "ok": ok, "first_error": errors[0] if errors else None})
+        if endpoint in results:
+            explore[endpoint] = {"p50_s": percentile(latencies, 50), "p95_s": p95}
+        total_requests += len(bucket)
         total_errors += len(errors)
         all_ok = all_ok and ok
     extra = {"runs_started": len(runs)} if phase == "beside_runs" else {}
+    if lesson is not None:
+        follow = follow_line(lesson)
+        emit({**common, "endpoint": "follow_delay", "class_size": args.class_size, **follow})
+        extra = {"class_size": args.class_size, "joined": len(lesson.joined)}
+        total_errors += len(lesson.errors)
+        all_ok = all_ok and follow["ok"] and not lesson.errors
     emit({**common, "endpoint": "all", "requests": total_requests, "errors": total_errors, **memory, **extra,
           "ok": all_ok})
+    return explore
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The class phase: a teacher leads, the class follows (ui/classroom.py), beside the same explore load
+# ---------------------------------------------------------------------------------------------------------------
+
+CLASS_POLL_S = 1.0  # ui.classroom.POLL_S: a following student's page polls once a second
+TEACHER_PUSH_S = 1.0  # ui.classroom.TEACHER_PUSH_S: the teacher's page sends its state once a second
+TEXT_EVERY_S = 10.0  # the teacher types a new sentence into the Tokenizer tab this often
+SETTLE_S = 3.0  # no new text in the phase's last seconds: every student has time to see the last one
+FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s (p95)
+RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
+# Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
+CLASS_GOALS = {"/class_poll": CLASS_POLL_S, "/class_push": TEACHER_PUSH_S, "/class_join": 2.0,
+               "/tokenize (follow)": 2.0}
+# A poll's outputs, as ui/classroom.py wire() lists them: the tab, the model menu, then every followed input in
+# the order /class_push takes them (the API info leaves the tab and the gr.State outputs out; the data keeps
+# them, the states as null).
+POLL_FOLLOWED_AT = 2
+
+
+@dataclass
+class ClassLesson:
+    """What the class phase's teacher and students did."""
+
+    code: str | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once the class started (or failed to)
+    changes: list[tuple[str, float]] = field(default_factory=list)  # (text, when the teacher typed it)
+    seen: dict[int, dict[str, float]] = field(default_factory=dict)  # student -> text -> its first poll with it
+    joined: set[int] = field(default_factory=set)
+    results: dict[str, list[tuple[float, str | None]]] = field(default_factory=lambda: defaultdict(list))
+    errors: list[str] = field(default_factory=list)  # what went wrong outside the requests counted in results
+
+
+def tokenizer_text_at(info: dict) -> tuple[int | None, int | None]:
+    """Where the Tokenizer tab's text is: (its /class_push parameter, its /class_poll output); None if unknown.
+
+    The text is the followed input whose default is /tokenize's text default; followed inputs come after lock.
+    """
+    push = info["named_endpoints"].get("/class_push")
+    text_at = param_index(info, "/tokenize", component="Textbox") if "/tokenize" in info["named_endpoints"] else None
+    lock_at = param_index(info, "/class_push", name="lock") if push else None
+    if push is None or text_at is None or lock_at is None:
+        return None, None
+    wanted = defaults(info, "/tokenize")[text_at]
+    for i, default in enumerate(defaults(info, "/class_push")[lock_at + 1:], start=lock_at + 1):
+        if default == wanted:
+            return i, POLL_FOLLOWED_AT + i - (lock_at + 1)
+    return None, None
+
+
+def teacher_texts(sentences: list[str], rng: random.Random):
+    """The teacher's sentences in a shuffled order, each one new (a number is added once the list runs out)."""
+    order = rng.sample(sentences, len(sentences))
+    number = 0
+    while True:
+        yield f"{order[number % len(order)]}" + (f" ({number // len(order) + 1})" if number >= len(order) else "")
+        number += 1
+
+
+async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadline: float) -> None:
+    """Start the class, then push the page once a second; a new Tokenizer text every TEXT_EVERY_S, typed at a
+    random moment between two pushes (so the wait for the next push is part of the follow delay)."""
+    session = session_name(args, f"{tag}-teacher", 0)
+    rng = random.Random(f"{args.seed}-{tag}-teacher")
+    data = defaults(info, "/class_start")
+    data[param_index(info, "/class_start", name="teacher_key")] = ""
+    data[param_index(info, "/class_start", name="browser")] = None  # the server names the owner by the session
+    _, error, outputs = await request(client, "/class_start", data, session)
+    state = outputs[0] if outputs and isinstance(outputs[0], dict) else None
+    if error or state is None:
+        lesson.errors.append(f"/class_start: {error or f'no teacher state in {str(outputs)[:200]}'}")
+        lesson.ready.set()
+        return
+    lesson.code = state.get("code")
+    lesson.ready.set()
+    push = defaults(info, "/class_push")
+    push[param_index(info, "/class_push", name="teacher_state")] = state
+    push[param_index(info, "/class_push", name="browser")] = None
+    text_at, _ = tokenizer_text_at(info)
+    texts = teacher_texts(sentences, rng)
+    start = time.perf_counter()
+    next_change = start + TEXT_EVERY_S / 2 + rng.uniform(0.0, TEACHER_PUSH_S)
+    tick = start
+    while time.perf_counter() < deadline:
+        now = time.perf_counter()
+        if text_at is not None and now >= next_change and next_change < deadline - SETTLE_S:
+            push[text_at] = next(texts)
+            lesson.changes.append((push[text_at], next_change))
+            next_change += TEXT_EVERY_S
+        lesson.results["/class_push"].append(await call(client, "/class_push", push, session))
+        tick += TEACHER_PUSH_S  # a timer: the next tick a second after the last one, or now if it fell behind
+        await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+        tick = max(tick, time.perf_counter() - TEACHER_PUSH_S)
+    end = defaults(info, "/class_end")
+    end[param_index(info, "/class_end", name="teacher_state")] = state
+    end[param_index(info, "/class_end", name="browser")] = None
+    _, error = await call(client, "/class_end", end, session)
+    if error:
+        lesson.errors.append(f"/class_end: {error}")
+
+
+async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float) -> None:
+    """Student ``number``'s class page: join, then poll every CLASS_POLL_S s (following); a new Tokenizer text
+    in a poll redraws the Tokenizer view once (/tokenize with that text), as the page's redraw signal does.
+
+    This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
+    carries the whole session's messages (see ``asker``), so a script cannot send two requests at once in one
+    session the way a browser does over its single stream. The poll's ``known`` state is the session's.
+    """
+    session = session_name(args, f"{tag}-member", number)
+    await lesson.ready.wait()
+    if lesson.code is None:
+        return
+    await asyncio.sleep(random.Random(f"{args.seed}-{tag}-member-{number}").uniform(0.0, CLASS_POLL_S))
+    data = defaults(info, "/class_join")
+    data[param_index(info, "/class_join", name="code")] = lesson.code
+    data[param_index(info, "/class_join", name="nickname")] = f"student-{number}"
+    data[param_index(info, "/class_join", name="browser")] = None
+    seconds, error, outputs = await request(client, "/class_join", data, session)
+    lesson.results["/class_join"].append((seconds, error))
+    state = outputs[0] if outputs and isinstance(outputs[0], dict) else None
+    if error or state is None:  # an error is counted in /class_join's line
+        if not error:
+            lesson.errors.append(f"/class_join: no student state in {str(outputs)[:200]}")
+        return
+    lesson.joined.add(number)
+    seen = lesson.seen.setdefault(number, {})
+    poll = defaults(info, "/class_poll")
+    poll[param_index(info, "/class_poll", name="student_state")] = state
+    poll[param_index(info, "/class_poll", name="browser")] = None
+    poll[param_index(info, "/class_poll", name="following")] = True
+    _, text_out = tokenizer_text_at(info)
+    tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
+    tick = time.perf_counter()
+    while time.perf_counter() < deadline:
+        seconds, error, outputs = await request(client, "/class_poll", poll, session)
+        lesson.results["/class_poll"].append((seconds, error))
+        update = outputs[text_out] if outputs and text_out is not None and text_out < len(outputs) else None
+        text = update.get("value") if isinstance(update, dict) else None
+        if isinstance(text, str) and text not in seen:
+            seen[text] = time.perf_counter()
+            if tokenize is not None:
+                tokenize[param_index(info, "/tokenize", component="Textbox")] = text
+                lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
+        tick += CLASS_POLL_S  # gr.Timer: a tick a second; one that comes while the poll is still out is dropped
+        await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+        tick = max(tick, time.perf_counter() - CLASS_POLL_S)
+
+
+async def run_class(client, info, sentences, tag, args, lesson: ClassLesson) -> None:
+    """The teacher and the first --class-size students' class pages, for --seconds."""
+    missing = [e for e in ("/class_start", "/class_join", "/class_push", "/class_poll", "/class_end")
+               if e not in info["named_endpoints"]]
+    if missing:
+        lesson.errors.append(f"the server has no {', '.join(missing)}")
+        return
+    if tokenizer_text_at(info)[0] is None:
+        lesson.errors.append("/class_push has no parameter with the Tokenizer tab's text")
+    deadline = time.perf_counter() + args.seconds
+    await asyncio.gather(teacher(client, info, sentences, tag, args, lesson, deadline),
+                         *(class_member(client, info, n, tag, args, lesson, deadline)
+                           for n in range(args.class_size)))
+
+
+def follow_line(lesson: ClassLesson) -> dict:
+    """The follow delay: for each teacher change and each student who joined, the seconds from the teacher typing
+    it to that student's first poll that returned it; a change a student never saw counts as missed."""
+    delays, missed = [], 0
+    for text, typed in lesson.changes:
+        for number in sorted(lesson.joined):
+            when = lesson.seen.get(number, {}).get(text)
+            if when is None:
+                missed += 1
+            else:
+                delays.append(when - typed)
+    p95 = percentile(delays, 95)
+    for error in lesson.errors[:3]:
+        log(f"classroom: class error: {error}")
+    return {"changes": len(lesson.changes), "samples": len(delays), "missed": missed,
+            "p50_s": percentile(delays, 50), "p95_s": p95, "max_s": percentile(delays, 100),
+            "goal_p95_s": FOLLOW_GOAL_S, "ok": p95 is not None and p95 <= FOLLOW_GOAL_S and missed == 0,
+            "errors": len(lesson.errors), "first_error": lesson.errors[0] if lesson.errors else None}
+
+
+def class_vs_alone(measured: dict[str, list[dict]], endpoints: list[str]) -> dict:
+    """Each explore view's p95 in the class phase against alone, both from this invocation: the median over the
+    rounds of each phase's p95 (p50 likewise, for a steadier second look); ok when every ratio <= RATIO_GOAL."""
+    def median(values):
+        values = [v for v in values if v is not None]
+        return percentile(values, 50)
+
+    per_endpoint, all_ok = {}, True
+    for endpoint in endpoints:
+        line = {}
+        for stat in ("p95_s", "p50_s"):
+            alone = [r.get(endpoint, {}).get(stat) for r in measured["alone"]]
+            klass = [r.get(endpoint, {}).get(stat) for r in measured["class"]]
+            a, c = median(alone), median(klass)
+            line |= {f"alone_{stat}": alone, f"class_{stat}": klass,
+                     f"ratio_{stat[:3]}": round(c / a, 3) if a and c is not None else None}
+        line["ratio"] = line.pop("ratio_p95")
+        line["ok"] = line["ratio"] is not None and line["ratio"] <= RATIO_GOAL
+        all_ok = all_ok and line["ok"]
+        per_endpoint[endpoint] = line
+    return {"rounds": len(measured["class"]), "method": "median over rounds of each phase's p95, class / alone",
+            "endpoints": per_endpoint, "goal_ratio": RATIO_GOAL, "ok": all_ok}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -587,12 +846,26 @@ async def serve(args, phases: list[str], env: dict[str, str], log_path: Path) ->
                 _, error = await call(client, endpoint, defaults(info, endpoint), "classroom-warm-up")
                 if error:
                     log(f"classroom: warm-up {endpoint}: {error}")
+            if "class" in phases:  # warm the class's sentences too, so no phase or round meets them cold
+                for endpoint in [e for e in endpoints if param_index(info, e, name="seed") is None]:
+                    at = param_index(info, endpoint, component="Textbox")
+                    for text in sentences if at is not None else []:
+                        data = defaults(info, endpoint)
+                        data[at] = text
+                        await call(client, endpoint, data, "classroom-warm-up")
             pid = proc.pid if proc else None
-            for phase in phases:
-                if phase == "mixed":
-                    await run_mixed(client, info, endpoints, sentences, args, pid, log_path if proc else None)
-                else:
-                    await run_phase(client, info, endpoints, sentences, phase, args, pid)
+            measured: dict[str, list[dict]] = defaultdict(list)
+            for round_number in range(1 if "mixed" in phases else args.repeat):
+                for phase in phases:
+                    if phase == "mixed":
+                        await run_mixed(client, info, endpoints, sentences, args, pid, log_path if proc else None)
+                    else:
+                        measured[phase].append(await run_phase(client, info, endpoints, sentences, phase, args,
+                                                               pid, round_number))
+            if measured.get("alone") and measured.get("class"):
+                seconds = int(args.seconds) if args.seconds == int(args.seconds) else args.seconds
+                emit({"bench": "classroom", "phase": "class_vs_alone", "students": args.students,
+                      "class_size": args.class_size, "seconds": seconds, **class_vs_alone(measured, endpoints)})
     finally:
         if proc is not None:
             proc.terminate()
@@ -632,8 +905,14 @@ def main() -> int:
     add("--seconds", type=float, default=60, help="seconds each phase sends new requests (default: %(default)s)")
     add("--seed", type=int, default=0, help="seed of think times, texts and generate seeds (default: %(default)s)")
     add("--phases", type=comma_list([*GOALS, "mixed"]), default="alone,beside_runs",
-        help="phases to run, comma-separated; beside_runs has 2 Pretrain runs going; mixed is a whole lesson "
-             "with runs, fine-tunes and the idle sweep, on a server of its own (default: %(default)s)")
+        help="phases to run, comma-separated; beside_runs has 2 Pretrain runs going; class has a teacher leading "
+             "a class that follows; mixed is a whole lesson with runs, fine-tunes and the idle sweep, on a server "
+             "of its own (default: %(default)s)")
+    add("--class-size", type=int, default=None,
+        help="students of the class phase who join the class and follow (default: all of --students)")
+    add("--repeat", type=int, default=1,
+        help="run the phases this many times in turn, e.g. alone,class,alone,class with --repeat 2; the "
+             "class_vs_alone line compares the medians over the rounds (default: %(default)s)")
     add("--endpoints", type=comma_list(), default=",".join(EXPLORE),
         help="endpoints each student cycles through, in this order (default: %(default)s)")
     add("--url", help="use this running server (e.g. http://127.0.0.1:7860) instead of starting app.py; "
@@ -652,6 +931,9 @@ def main() -> int:
         help="the mixed phase is ok when the server's peak RSS stays at or under this (default: %(default)s)")
     args = parser.parse_args()
     args.endpoints = [e if e.startswith("/") else "/" + e for e in args.endpoints]
+    args.class_size = args.students if args.class_size is None else args.class_size
+    if not 0 <= args.class_size <= args.students or args.repeat < 1:
+        parser.error("--class-size is 0 to --students, --repeat at least 1")
     return asyncio.run(main_async(args))
 
 
