@@ -119,12 +119,13 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client):
     assert f"/?class={code}</div>" in join_page and "<svg" in join_page
     student_state, status, *_ = client.predict(code, "Ada", student, api_name="/class_join")
     assert status == f"You are in **class {code}** as **Ada**."
+    version = client.predict(student_state, api_name="/class_check")
     client.predict(*push_args(client, teacher_state, teacher, Text="Teacher's sentence"), api_name="/class_push")
+    assert client.predict(student_state, api_name="/class_check") == version + 1  # the page's cheap question
+    assert client.predict({"code": "ZZZZZ"}, api_name="/class_check") == -1  # no such class (any more)
+    assert classroom.find_class(code).values["tokenizer"]["text"] == "Teacher's sentence"
     first = client.predict(student_state, student, True, api_name="/class_poll")
-    assert first[1]["value"] == "Teacher's sentence"  # the Tokenizer tab's text
     assert "following the teacher." in first[STATUS]
-    again = client.predict(student_state, student, True, api_name="/class_poll")
-    assert again[1] == {"__type__": "update"}  # nothing new since this page's last poll: nothing is sent
     # a student's session, with the teacher's state copied or guessed, cannot change the class
     for api_name, args in [("/class_push", push_args(client, teacher_state, student, Text="hijack")),
                            ("/class_ask_own", [teacher_state, student, "Q?", "a | b"]),
@@ -138,11 +139,10 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client):
     # a detached student is left alone; the lock brings everyone back and disables their controls
     client.predict(*push_args(client, teacher_state, teacher, Text="Second sentence"), api_name="/class_push")
     detached = client.predict(student_state, student, False, api_name="/class_poll")
-    assert detached[1] == {"__type__": "update"} and "exploring on your own" in detached[STATUS]
+    assert "exploring on your own" in detached[STATUS] and detached[FOLLOWING]["interactive"] is True
     client.predict(*push_args(client, teacher_state, teacher, Text="Locked sentence",
                               **{"Lock students' settings to mine": True}), api_name="/class_push")
     locked = client.predict(student_state, student, False, api_name="/class_poll")
-    assert locked[1] == {"value": "Locked sentence", "interactive": False, "__type__": "update"}
     assert "locked the settings" in locked[STATUS] and locked[FOLLOWING]["interactive"] is False
 
 
@@ -200,6 +200,12 @@ def test_a_student_page_follows_the_teachers_tab_until_it_detaches(browser, app_
         student.wait_for_selector(f"text=You are in class {code} as Ada", timeout=10_000)
         teacher.wait_for_selector("#class-roster >> text=Ada", timeout=10_000)  # the teacher sees the student
 
+        sentence = "The cat sat on the mat. The cat sat on the mat."
+        teacher.locator("#tok-text textarea").fill(sentence)
+        start = time.monotonic()
+        student.wait_for_function(f"() => document.querySelector('#tok-text textarea').value === {sentence!r}",
+                                  timeout=FOLLOW_S * 1000)
+        print("the teacher's sentence reached the student in", round(time.monotonic() - start, 2), "s")
         delays = []
         for name in ("Attention", "Inside GPT", "Tokenizer"):
             teacher.get_by_role("tab", name=name, exact=True).click()

@@ -47,7 +47,7 @@ MAX_CLASSES = int(env_number("LLM_LAB_MAX_CLASSES", 20))
 MAX_STUDENTS = int(env_number("LLM_LAB_CLASS_SIZE", 60))
 IDLE_HOURS = env_number("LLM_LAB_CLASS_HOURS", 6)
 TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
-POLL_S = 1.0  # a following student sees a change within about a second (the goal: 2 s)
+POLL_S = 1.0  # a following page asks for the class's version every second (the goal: a change within 2 s)
 TEACHER_PUSH_S = 1.0
 BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
@@ -212,7 +212,6 @@ def join_class(code, nickname, owner: str) -> ClassRoom:
                              f"nickname.")
         room.students[owner] = nickname
         room.last_used = room.seen[owner] = time.monotonic()
-        room.bump()
     return room
 
 
@@ -233,6 +232,8 @@ def push_view(room: ClassRoom, tab: str, model: str | None, values: dict[str, di
     with _lock:
         changed = False
         if (tab, model, bool(following), bool(locked)) != (room.tab, room.model, room.following, room.locked):
+            if bool(locked) != room.locked:  # every tab's controls change: their next update re-applies them
+                room.tab_versions = {tab_id: version + 1 for tab_id, version in room.tab_versions.items()}
             room.tab, room.model, room.following, room.locked = tab, model, bool(following), bool(locked)
             changed = True
         for tab_id, tab_values in values.items():
@@ -585,8 +586,6 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     tabs_followed = followed_tabs(root)
     flat = _inputs(tabs_followed)
     components = [component for _, _, component in flat]
-    signals = [tab.signal for tab in tabs_followed if tab.signal is not None]
-    signal_tabs = [tab.tab_id for tab in tabs_followed if tab.signal is not None]
     p = panel
 
     # what the page shows: the teacher's controls, or the student's (the start row, the join row), and the parts
@@ -659,7 +658,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
 
     tab_selected = tabs.select(select_tab, None, p.current_tab, api_name=False, queue=False)
 
-    def push(teacher_state, browser, tab, model, follow_me, lock, *values, request: gr.Request = None):
+    def push(request: gr.Request, teacher_state, browser, tab, model, follow_me, lock, *values):
         """The teacher page's state, once a second: its tab, model and followed inputs (api: class_push)."""
         room = teacher_class(teacher_state, owner_of(browser, request))
         by_tab: dict[str, dict] = {}
@@ -672,14 +671,14 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
 
     push_inputs = [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock, *components]
     p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push",
-                         show_progress="hidden", concurrency_limit=None)
+                         show_progress="hidden", queue=False)
 
-    def push_now(teacher_state, browser, *args, request: gr.Request = None):
+    def push_now(request: gr.Request, teacher_state, browser, *args):
         """A teacher's tab change goes out at once, not at the next tick; on any other page it does nothing."""
         if not isinstance(teacher_state, dict):
             return gr.skip(), gr.skip()
         try:
-            return push(teacher_state, browser, *args, request=request)
+            return push(request, teacher_state, browser, *args)
         except (PermissionError, ValueError):
             return gr.skip(), gr.skip()
 
@@ -700,52 +699,58 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
                       concurrency_limit=4, concurrency_id="class")
 
-    n_out = 2 + len(components) + len(signals) + 6
+    # A student page's timer only asks for the class's version (queue=False: a few ms, nothing sent back when it is
+    # the same); the full update runs when it moved, and each followed tab's inputs are put in by an event of
+    # their own, for the tabs that changed only (every output of an event costs the server, even a skipped one).
+    seen_version = gr.Number(None, visible=False, precision=0)  # not a State: API clients read it too
+
+    def check(student_state):
+        """The class's version (api: class_check), -1 when it has ended."""
+        code = student_state.get("code") if isinstance(student_state, dict) else None
+        room = _classes.get(code) if isinstance(code, str) else None
+        return room.version if room is not None else -1
+
+    p.student_timer.tick(check, p.student, seen_version, api_name="class_check", queue=False, show_progress="hidden")
+    tab_states = {tab.tab_id: gr.State(None) for tab in tabs_followed}
+    n_tabs = len(tab_states)
 
     def poll(student_state, browser, known, following, request: gr.Request = None):
-        """A student page's poll (api: class_poll): nothing comes back unless the class changed."""
+        """A student page's update after the class changed (api: class_poll): the teacher's tab and model, the
+        changed tabs' inputs (to their own events), the status and the question."""
         owner = owner_of(browser, request)
         code = student_state.get("code") if isinstance(student_state, dict) else None
         try:
             room = find_class(code)
         except ValueError:
-            return (*(gr.skip(),) * (n_out - 6), "The class has ended (or this server restarted).", gr.skip(),
-                    gr.skip(), gr.skip(), gr.skip(), None) + (gr.Timer(active=False),)
+            return (*(gr.skip(),) * (2 + n_tabs), "The class has ended (or this server restarted).", gr.skip(),
+                    gr.skip(), gr.skip(), gr.skip(), None, gr.Timer(active=False))
         if owner not in room.students:
-            return (*(gr.skip(),) * (n_out - 6), "Join the class again: type your nickname and press Join.",
-                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), None) + (gr.Timer(active=False),)
+            return (*(gr.skip(),) * (2 + n_tabs), "Join the class again: type your nickname and press Join.",
+                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), None, gr.Timer(active=False))
         room.seen[owner] = time.monotonic()
         known = known if isinstance(known, dict) else {}
-        if known.get("v") == room.version:
-            return (*(gr.skip(),) * n_out, gr.skip())
         follows = room.following and (bool(following) or room.locked)
         seen_tabs = known.get("tabs", {}) if known.get("follows") == follows else {}
         tab_out = gr.Tabs(selected=room.tab) if follows else gr.skip()
         model_out = (gr.update(value=room.model) if follows and room.model in models.choice_labels()
-                     else gr.skip())
-        lock_changed = known.get("locked") != room.locked
-        values_out = []
-        for tab_id, key, _ in flat:
-            fresh = follows and seen_tabs.get(tab_id) != room.tab_versions.get(tab_id) and key in room.values.get(
-                tab_id, {})
-            update = {}
-            if fresh:
-                update["value"] = room.values[tab_id][key]
-            if lock_changed or fresh:
-                update["interactive"] = not (room.locked and follows)
-            values_out.append(gr.update(**update) if update else gr.skip())
-        signals_out = [room.tab_versions.get(tab_id, 0) if follows and seen_tabs.get(tab_id) != room.tab_versions.get(
-            tab_id) else gr.skip() for tab_id in signal_tabs]
+                     and known.get("model") != room.model else gr.skip())
+        lock_changed = known.get("locked") != (room.locked and follows)
+        tabs_out = []
+        for tab_id in tab_states:
+            fresh = follows and seen_tabs.get(tab_id) != room.tab_versions.get(tab_id) and tab_id in room.values
+            tabs_out.append({"values": dict(room.values[tab_id]), "locked": room.locked,
+                             "n": time.monotonic_ns()} if fresh or (lock_changed and tab_id in room.values)
+                            else gr.skip())
         question = room.question
-        q_key = (question.number, question.revealed) if question else None
-        q_changed = known.get("q") != list(q_key or []) if q_key else known.get("q") is not None
+        q_key = [question.number, question.revealed] if question else []
+        q_changed = known.get("q", []) != q_key
         status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}** · " + (
             "🔒 your teacher has locked the settings: your page shows theirs." if room.locked else
             "following the teacher." if follows else "exploring on your own (tick *Follow the teacher* to rejoin).")
-        new_known = {"v": room.version, "follows": follows, "locked": room.locked,
-                     "tabs": dict(room.tab_versions) if follows else {}, "q": list(q_key or [])}
-        return (tab_out, model_out, *values_out, *signals_out, status,
-                gr.Checkbox(interactive=not room.locked),
+        new_known = {"v": room.version, "follows": follows, "locked": room.locked and follows,
+                     "model": room.model if follows else None, "tabs": dict(room.tab_versions) if follows else {},
+                     "q": q_key}
+        return (tab_out, model_out, *tabs_out, status, gr.Checkbox(interactive=not room.locked),
                 question_markdown(question) if q_changed else gr.skip(),
                 gr.Radio(choices=list(question.choices), value=None) if q_changed and question and not
                 question.revealed else gr.skip(),
@@ -753,11 +758,33 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
                     answers_figure(None, False) if q_changed else gr.skip()),
                 new_known, gr.skip())
 
-    p.student_timer.tick(friendly(poll), [p.student, browser_id, p.known, p.following],
-                         [tabs, model_choice, *components, *signals, p.status, p.following, p.question, p.answer,
-                          p.answers, p.known, p.student_timer], api_name="class_poll", show_progress="hidden",
-                         concurrency_limit=None)
-    p.following.change(lambda following: None, p.following, p.known, api_name=False, queue=False)
+    poll_outputs = [tabs, model_choice, *tab_states.values(), p.status, p.following, p.question, p.answer, p.answers,
+                    p.known, p.student_timer]
+    seen_version.change(friendly(poll), [p.student, browser_id, p.known, p.following], poll_outputs,
+                        api_name="class_poll", show_progress="hidden", concurrency_limit=None)
+
+    def rejoin(student_state, browser, following, request: gr.Request = None):
+        """Ticking "Follow the teacher" again takes over the teacher's page at once."""
+        return poll(student_state, browser, None, following, request)
+
+    p.following.change(friendly(rejoin), [p.student, browser_id, p.following], poll_outputs, api_name=False,
+                       show_progress="hidden", concurrency_limit=None)
+
+    for tab in tabs_followed:
+        keys = list(tab.inputs)
+
+        def apply(state, keys=keys, signal=tab.signal is not None):
+            """Put the teacher's values of one tab into this page (and redraw its view through its signal)."""
+            if not isinstance(state, dict):
+                return (gr.skip(),) * (len(keys) + signal)
+            values, interactive = state.get("values", {}), not state.get("locked")
+            updates = [gr.update(value=values[key], interactive=interactive) if key in values else
+                       gr.update(interactive=interactive) for key in keys]
+            return (*updates, state.get("n")) if signal else tuple(updates)
+
+        outputs = [*tab.inputs.values(), *([tab.signal] if tab.signal is not None else [])]
+        tab_states[tab.tab_id].change(apply, tab_states[tab.tab_id], outputs, api_name=False, queue=False,
+                                      show_progress="hidden")
 
     def send_answer(choice, student_state, browser, request: gr.Request = None):
         """A student's answer to the class's question (it can be changed until the reveal)."""
