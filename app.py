@@ -112,6 +112,7 @@ span.tok[data-id]::after { content: attr(data-id); display: block; font-size: va
 .dark .js-plotly-plot .gridlayer path, .dark .js-plotly-plot .zerolinelayer path {
   stroke: rgba(255, 255, 255, 0.14) !important; }
 .dark .js-plotly-plot text.bartext-outside { fill: var(--body-text-color) !important; }
+.lab-hidden { display: none !important; }  /* parts a page script uses (class mode's code box and update button) */
 /* ---- Class mode: the join code big enough for the back of the room, the QR code beside it ---------------- */
 .lab-class-join { display: flex; gap: 32px; align-items: center; flex-wrap: wrap; }
 .lab-class-code { font-size: 72px; font-weight: 800; letter-spacing: 0.18em; line-height: 1.1;
@@ -189,7 +190,9 @@ def main() -> None:
     decode_worker.start(models.built_in_labels())  # generation for the built-in models in a second process
     demo = build_demo()
     demo.queue(default_concurrency_limit=int(os.environ.get("LLM_LAB_CONCURRENCY", "4")))
-    demo.launch(**launch_options())
+    demo.launch(prevent_thread_lock=True, **launch_options())
+    classroom.add_routes(demo.app)  # GET /class_version/CODE: what a following page asks every second
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -19,13 +19,13 @@ runs (ui/classroom.py). A teacher session starts a class (/class_start, browser 
 the owner by the Gradio session, ui/runs.py owner_of), pushes its page once a second (/class_push: the teacher
 state it got, every followed input at its API default) and types a new sentence into the Tokenizer tab's text
 every 10 s, at a random moment between two pushes. The first --class-size students (default: all) join
-(/class_join, nickname student-i) and, like the page's timer beside its explore tab, poll once a second
-(/class_poll, following); a poll that brings a new Tokenizer text is followed by one /tokenize with it, as the
-page's redraw signal does. Each student's class page has a Gradio session of its own beside its explore
-session (see class_member). Lines: the explore views (goal p95 <= 2 s), /class_poll and /class_push (goal p95
-<= their 1 s interval), /class_join, "/tokenize (follow)" (the redraws), and "follow_delay": for each teacher
-change and each student, the seconds from the teacher typing it to that student's first poll that returned it
-(goal p95 <= 2 s, none missed). With "class" in --phases, every sentence is sent once to each explore view
+(/class_join, nickname student-i) and, like the page's timer beside its explore tab, ask the class's version
+once a second (GET /class_version/CODE, a plain route); when it moved they fetch the update (/class_poll, following) and a new Tokenizer
+text is followed by one /tokenize with it, as the page's redraw signal does. Each student's class page has a
+Gradio session of its own beside its explore session (see class_member). Lines: the explore views (goal p95 <=
+2 s), GET /class_version and /class_push (goal p95 <= their 1 s interval), /class_poll, /class_join, "/tokenize
+(follow)" (the redraws), and "follow_delay": for each teacher change and each student, the seconds from the
+teacher typing it to that student's first update that brought it (goal p95 <= 2 s, none missed). With "class" in --phases, every sentence is sent once to each explore view
 without a seed before the phases (warm-up, not counted), so the view caches are as warm in every phase and round.
 
 --repeat N runs the phases N times in turn (alone, class, alone, class, ... with --phases alone,class --repeat 2;
@@ -357,7 +357,7 @@ SETTLE_S = 3.0  # no new text in the phase's last seconds: every student has tim
 FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s (p95)
 RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
 # Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
-CLASS_GOALS = {"/class_poll": CLASS_POLL_S, "/class_push": TEACHER_PUSH_S, "/class_join": 2.0,
+CLASS_GOALS = {"GET /class_version": CLASS_POLL_S, "/class_poll": 2.0, "/class_push": TEACHER_PUSH_S, "/class_join": 2.0,
                "/tokenize (follow)": 2.0}
 # A poll's outputs, as ui/classroom.py wire() lists them: the tab, the model menu, then every followed input in
 # the order /class_push takes them (the API info leaves the tab and the gr.State outputs out; the data keeps
@@ -372,6 +372,7 @@ class ClassLesson:
     code: str | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # set once the class started (or failed to)
     changes: list[tuple[str, float]] = field(default_factory=list)  # (text, when the teacher typed it)
+    pushed: str | None = None  # the Tokenizer text of the teacher's last push the server answered
     seen: dict[int, dict[str, float]] = field(default_factory=dict)  # student -> text -> its first poll with it
     joined: set[int] = field(default_factory=set)
     results: dict[str, list[tuple[float, str | None]]] = field(default_factory=lambda: defaultdict(list))
@@ -435,6 +436,7 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
             lesson.changes.append((push[text_at], next_change))
             next_change += TEXT_EVERY_S
         lesson.results["/class_push"].append(await call(client, "/class_push", push, session))
+        lesson.pushed = push[text_at] if text_at is not None else None
         tick += TEACHER_PUSH_S  # a timer: the next tick a second after the last one, or now if it fell behind
         await asyncio.sleep(max(0.0, tick - time.perf_counter()))
         tick = max(tick, time.perf_counter() - TEACHER_PUSH_S)
@@ -447,8 +449,11 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
 
 
 async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float) -> None:
-    """Student ``number``'s class page: join, then poll every CLASS_POLL_S s (following); a new Tokenizer text
-    in a poll redraws the Tokenizer view once (/tokenize with that text), as the page's redraw signal does.
+    """Student ``number``'s class page: join, then every CLASS_POLL_S s ask the class's version (GET
+    /class_version/CODE, as the page's script does); when it moved, fetch the update (/class_poll) and, when the teacher's Tokenizer text
+    is new to this page, redraw the Tokenizer view once (/tokenize with that text), as the page's tab event and
+    redraw signal do. The text a page gets is the one of the teacher's last push the server had answered (the
+    tab's values reach a browser through a gr.State, which the API does not return).
 
     This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
     carries the whole session's messages (see ``asker``), so a script cannot send two requests at once in one
@@ -476,22 +481,35 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     poll[param_index(info, "/class_poll", name="student_state")] = state
     poll[param_index(info, "/class_poll", name="browser")] = None
     poll[param_index(info, "/class_poll", name="following")] = True
-    _, text_out = tokenizer_text_at(info)
     tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
+    version = None
     tick = time.perf_counter()
     while time.perf_counter() < deadline:
-        seconds, error, outputs = await request(client, "/class_poll", poll, session)
-        lesson.results["/class_poll"].append((seconds, error))
-        update = outputs[text_out] if outputs and text_out is not None and text_out < len(outputs) else None
-        text = update.get("value") if isinstance(update, dict) else None
-        if isinstance(text, str) and text not in seen:
-            seen[text] = time.perf_counter()
-            if tokenize is not None:
-                tokenize[param_index(info, "/tokenize", component="Textbox")] = text
-                lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
-        tick += CLASS_POLL_S  # gr.Timer: a tick a second; one that comes while the poll is still out is dropped
+        seconds, error, latest = await ask_version(client, lesson.code)
+        lesson.results["GET /class_version"].append((seconds, error))
+        if error is None and latest != version:
+            version = latest
+            text = lesson.pushed
+            lesson.results["/class_poll"].append(await call(client, "/class_poll", poll, session))
+            if isinstance(text, str) and text not in seen:
+                seen[text] = time.perf_counter()
+                if tokenize is not None:
+                    tokenize[param_index(info, "/tokenize", component="Textbox")] = text
+                    lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
+        tick += CLASS_POLL_S  # gr.Timer: a tick a second; one that comes while the check is still out is dropped
         await asyncio.sleep(max(0.0, tick - time.perf_counter()))
         tick = max(tick, time.perf_counter() - CLASS_POLL_S)
+
+
+async def ask_version(client: httpx.AsyncClient, code: str) -> tuple[float, str | None, str | None]:
+    """What a following page's script asks every second: GET /class_version/CODE (a plain route, no event)."""
+    start = time.perf_counter()
+    try:
+        answer = await client.get(f"/class_version/{code}")
+        answer.raise_for_status()
+        return time.perf_counter() - start, None, answer.text
+    except httpx.HTTPError as error:
+        return time.perf_counter() - start, f"{type(error).__name__}: {error}"[:200], None
 
 
 async def run_class(client, info, sentences, tag, args, lesson: ClassLesson) -> None:

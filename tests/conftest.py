@@ -22,6 +22,7 @@ def app_url():
     demo = app.build_demo()
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.launch_options())
+    app.classroom.add_routes(demo.app)  # as app.main does
     try:
         yield demo.local_url
     finally:

@@ -47,7 +47,7 @@ MAX_CLASSES = int(env_number("LLM_LAB_MAX_CLASSES", 20))
 MAX_STUDENTS = int(env_number("LLM_LAB_CLASS_SIZE", 60))
 IDLE_HOURS = env_number("LLM_LAB_CLASS_HOURS", 6)
 TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
-POLL_S = 1.0  # a following page asks for the class's version every second (the goal: a change within 2 s)
+POLL_S = 1.0  # a following page asks for the class's version every second (ui.common PAGE_JS; goal: 2 s)
 TEACHER_PUSH_S = 1.0
 BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
@@ -244,6 +244,31 @@ def push_view(room: ClassRoom, tab: str, model: str | None, values: dict[str, di
                 changed = True
         if changed:
             room.bump()
+
+
+def class_version(code: str) -> int:
+    """The class's version, -1 when there is none: what a following page asks for every second.
+
+    >>> class_version("ZZZZZ")
+    -1
+    """
+    room = _classes.get(code) if isinstance(code, str) and len(code) <= 12 else None
+    return room.version if room is not None else -1
+
+
+VERSION_ROUTE = "/class_version/{code}"
+
+
+def add_routes(app) -> None:
+    """Add the plain route a following page asks every second (``GET /class_version/CODE`` -> "17"): a few
+    microseconds on the server, where a Gradio event costs it milliseconds (30 of those a second slowed every
+    explore view of a 2-core server several times over: bench/classroom.py). Call it on the launched app."""
+    from fastapi.responses import PlainTextResponse
+
+    def version(code: str) -> PlainTextResponse:
+        return PlainTextResponse(str(class_version(code)), headers={"Cache-Control": "no-store"})
+
+    app.add_api_route(VERSION_ROUTE, version, methods=["GET"], include_in_schema=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -507,7 +532,7 @@ class ClassPanel:
     board_table: gr.HTML
     board_refresh: gr.Button
     teacher_timer: gr.Timer
-    student_timer: gr.Timer
+    live: gr.Textbox  # the joined class's code, for the page script; empty: nothing to follow
     known: gr.State
     current_tab: gr.State
 
@@ -541,6 +566,11 @@ def build_panel() -> ClassPanel:
             status = gr.Markdown(elem_id="class-status")
             following = gr.Checkbox(True, label="Follow the teacher (untick to explore on my own)",
                                     elem_id="class-following")
+            # the page script (ui.common PAGE_JS) reads the class code here, asks GET /class_version/CODE every
+            # second and presses the hidden button when the version moved
+            live = gr.Textbox("", elem_id="class-live", elem_classes=["lab-hidden"], interactive=False,
+                              show_label=False, container=False)
+            update = gr.Button("update", elem_id="class-update", elem_classes=["lab-hidden"])
         with gr.Accordion("Predict, then reveal", open=True, visible=False, elem_id="class-question") as question_box:
             with gr.Column(visible=False) as teacher_question:
                 with gr.Row():
@@ -567,8 +597,8 @@ def build_panel() -> ClassPanel:
                              end, roster, student_box, code, nickname, join, status, following, question_box,
                              ask_prompt, ask_next, ask_text, ask_choices, ask_own, reveal_button, teacher_question,
                              question, answer, send_answer, answers, board, board_table, board_refresh,
-                             gr.Timer(TEACHER_PUSH_S, active=False), gr.Timer(POLL_S, active=False), gr.State(None),
-                             gr.State("tokenizer"))
+                             gr.Timer(TEACHER_PUSH_S, active=False), live, gr.State(None), gr.State("tokenizer"))
+    panel_parts.update = update
     panel_parts.accordion = panel
     panel_parts.answer_row = answer_row
     panel_parts.board_box = board_box
@@ -592,7 +622,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     # both see (the question, the board), with the timer of each side
     teacher_views = [p.start_box, p.teacher_box, p.join_view, p.roster, p.question_box, p.teacher_question,
                      p.board_box, p.teacher_timer, p.student_box, p.answer_row]
-    student_views = [p.code, p.nickname, p.status, p.student_timer]
+    student_views = [p.code, p.nickname, p.status, p.live]
 
     def as_teacher(room: ClassRoom, request) -> tuple:
         return (gr.Column(visible=False), gr.Column(visible=True), join_html(room.code, join_link(request, room.code)),
@@ -622,14 +652,14 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         try:
             room = find_class(code)
         except ValueError as error:
-            return (gr.Accordion(open=True), *not_teacher(False), str(code)[:12], gr.skip(), f"⚠ {error}",
-                    gr.Timer(active=False), current)
+            return (gr.Accordion(open=True), *not_teacher(False), str(code)[:12], gr.skip(), f"⚠ {error}", "",
+                    current)
         joined = owner in room.students
         status = (f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
                   if joined else f"Class **{room.code}**: type a nickname and press **Join**.")
         nickname = room.students[owner] if joined else gr.skip()
         return (gr.Accordion(open=True), *not_teacher(False, joined), room.code, nickname, status,
-                gr.Timer(active=joined), current)
+                room.code if joined else "", current)
 
     root.load(friendly(on_load), [p.teacher, p.student, browser_id],
               [p.accordion, *teacher_views, *student_views, p.current_tab], api_name=False)
@@ -690,27 +720,19 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         owner = owner_of(browser, request)
         room = join_class(code, nickname, owner)
         status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
-        return ({"code": room.code, "nickname": room.students[owner]}, status, gr.Timer(active=True),
+        return ({"code": room.code, "nickname": room.students[owner]}, status, room.code,
                 gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False))
 
-    joined_views = [p.student, p.status, p.student_timer, p.question_box, p.board_box, p.known, p.start_box]
+    joined_views = [p.student, p.status, p.live, p.question_box, p.board_box, p.known, p.start_box]
     p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join",
                  concurrency_limit=4, concurrency_id="class")
     p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
                       concurrency_limit=4, concurrency_id="class")
 
-    # A student page's timer only asks for the class's version (queue=False: a few ms, nothing sent back when it is
-    # the same); the full update runs when it moved, and each followed tab's inputs are put in by an event of
-    # their own, for the tabs that changed only (every output of an event costs the server, even a skipped one).
-    seen_version = gr.Number(None, visible=False, precision=0)  # not a State: API clients read it too
-
-    def check(student_state):
-        """The class's version (api: class_check), -1 when it has ended."""
-        code = student_state.get("code") if isinstance(student_state, dict) else None
-        room = _classes.get(code) if isinstance(code, str) else None
-        return room.version if room is not None else -1
-
-    p.student_timer.tick(check, p.student, seen_version, api_name="class_check", queue=False, show_progress="hidden")
+    # A following page's script asks GET /class_version/CODE every second (add_routes: no Gradio event) and presses
+    # the hidden update button when the version moved; the update then puts the teacher's tab and model in, and
+    # each changed tab's inputs through an event of its own (every output of an event costs the server, even a
+    # skipped one).
     tab_states = {tab.tab_id: gr.State(None) for tab in tabs_followed}
     n_tabs = len(tab_states)
 
@@ -723,10 +745,10 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
             room = find_class(code)
         except ValueError:
             return (*(gr.skip(),) * (2 + n_tabs), "The class has ended (or this server restarted).", gr.skip(),
-                    gr.skip(), gr.skip(), gr.skip(), None, gr.Timer(active=False))
+                    gr.skip(), gr.skip(), gr.skip(), None, "")
         if owner not in room.students:
             return (*(gr.skip(),) * (2 + n_tabs), "Join the class again: type your nickname and press Join.",
-                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), None, gr.Timer(active=False))
+                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), None, "")
         room.seen[owner] = time.monotonic()
         known = known if isinstance(known, dict) else {}
         follows = room.following and (bool(following) or room.locked)
@@ -759,9 +781,9 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
                 new_known, gr.skip())
 
     poll_outputs = [tabs, model_choice, *tab_states.values(), p.status, p.following, p.question, p.answer, p.answers,
-                    p.known, p.student_timer]
-    seen_version.change(friendly(poll), [p.student, browser_id, p.known, p.following], poll_outputs,
-                        api_name="class_poll", show_progress="hidden", concurrency_limit=None)
+                    p.known, p.live]
+    p.update.click(friendly(poll), [p.student, browser_id, p.known, p.following], poll_outputs,
+                   api_name="class_poll", show_progress="hidden", concurrency_limit=None)
 
     def rejoin(student_state, browser, following, request: gr.Request = None):
         """Ticking "Follow the teacher" again takes over the teacher's page at once."""

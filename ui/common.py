@@ -203,8 +203,28 @@ PAGE_JS = r"""
       fixCodeColours();
     });
   }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ["class"]});
+
+  // Class mode (ui/classroom.py): a page that joined a class asks the server for the class's version once a second
+  // (a plain GET, no Gradio event) and presses the hidden update button when it moved.
+  let classVersion = null, asking = false;
+  setInterval(async () => {
+    const live = document.querySelector("#class-live textarea, #class-live input");
+    const code = live ? live.value.trim() : "";
+    if (!code || asking) { if (!code) classVersion = null; return; }
+    asking = true;
+    try {
+      const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
+      const answer = await fetch(`${base}class_version/${encodeURIComponent(code)}`, {cache: "no-store"});
+      const version = (await answer.text()).trim();
+      if (answer.ok && version !== classVersion) {
+        classVersion = version;
+        const button = document.querySelector("#class-update");
+        if (button) button.click();
+      }
+    } catch (error) {} finally { asking = false; }
+  }, %(poll_ms)s);
 })();
-""".replace("%(param)s", PROJECTOR_PARAM)
+""".replace("%(param)s", PROJECTOR_PARAM).replace("%(poll_ms)s", "1000")
 
 
 def page_head() -> str:
