@@ -488,6 +488,8 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         seconds, error, latest = await ask_version(client, lesson.code)
         lesson.results["GET /class_version"].append((seconds, error))
         if error is None and latest != version:
+            if version is not None:  # the page script's spread: up to 0.6 s before it asks for the update
+                await asyncio.sleep(random.uniform(0.0, 0.6))
             version = latest
             text = lesson.pushed
             lesson.results["/class_poll"].append(await call(client, "/class_poll", poll, session))

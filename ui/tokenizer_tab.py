@@ -531,7 +531,7 @@ def build_tab() -> None:
         "concurrency_id": "tokenize",
     }
     tokenize_button.click(**tokenize_event, api_name="tokenize")
-    followed("tokenizer", {"text": text, "choice": choice}).change(**tokenize_event, api_name=False)  # class mode
+    followed("tokenizer", {"text": text, "choice": choice}, redraw=False)  # class mode: their .change redraws
     text.change(**tokenize_event, trigger_mode="always_last", api_visibility="undocumented")
     choice.change(**tokenize_event, api_visibility="undocumented")
 
