@@ -296,7 +296,8 @@ def test_each_explore_endpoint_has_its_own_queue_sized_by_its_cost():
     assert queues["attention"] == ("attention", 4)
     assert queues["inside"] == ("inside", 4)
     attention_triggers = [fn for fn in demo.fns.values() if fn.name == "attention_ladder"]
-    assert len(attention_triggers) == 7 and {fn.concurrency_id for fn in attention_triggers} == {"attention"}
+    # the button, Enter, an example, one per slider (3), the two switches together, and class mode's follow signal
+    assert len(attention_triggers) == 8 and {fn.concurrency_id for fn in attention_triggers} == {"attention"}
 
 
 # ---------------------------------------------------------------- the figures are still valid plotly
