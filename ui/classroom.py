@@ -7,9 +7,9 @@ questions, and race their runs on one board.
   browser that joined with the code and a nickname (no accounts). A student's session can read the class, never
   change it.
 - **Follow me.** The teacher's page sends its tab, its model and the followed inputs of every tab (``ui.follow``)
-  once a second while the class runs; each change bumps the class's version. A following student's page polls
-  every ``POLL_S`` seconds and takes over what changed (and redraws those views); with nothing new a poll sends
-  nothing back. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
+  once a second while the class runs; each change bumps the class's version. A following student's page asks
+  for that version every ``POLL_S`` seconds (``GET /class_version/CODE``, a plain route) and, when it moved, takes
+  over what changed (and redraws those views); with nothing new nothing else is sent. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
 - **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
   and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
   reveals the class's answers beside the model's.
@@ -34,12 +34,13 @@ import gradio as gr
 import torch
 
 from gpt_core.generate import next_token_probs
-from ui import models
+from ui import models, pretrain_tab
 from ui.budgets import env_number
-from ui.common import friendly
+from ui.common import CLASS_POLL_S, friendly
 from ui.follow import FollowedTab, followed_tabs
-from ui.runs import owner_of
-from visualizations.compare import compare_figure
+from ui.runs import job_manager, latest_job, owner_of
+from visualizations.attention import fast_figure
+from visualizations.compare import RunCurve, compare_figure
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, no 1/I: read from a projector at the back of a room
 CODE_LENGTH = 5
@@ -47,7 +48,7 @@ MAX_CLASSES = int(env_number("LLM_LAB_MAX_CLASSES", 20))
 MAX_STUDENTS = int(env_number("LLM_LAB_CLASS_SIZE", 60))
 IDLE_HOURS = env_number("LLM_LAB_CLASS_HOURS", 6)
 TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
-POLL_S = 1.0  # a following page asks for the class's version every second (ui.common PAGE_JS; goal: 2 s)
+POLL_S = CLASS_POLL_S  # a following page asks for the class's version this often (ui.common PAGE_JS; goal: 2 s)
 TEACHER_PUSH_S = 1.0
 BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
@@ -350,8 +351,6 @@ def reveal(room: ClassRoom) -> None:
 
 def answers_figure(question: Question | None, show_answer: bool):
     """The class's answers as bars (the right one marked once revealed)."""
-    from visualizations.attention import fast_figure
-
     if question is None:
         return fast_figure([], {"height": 120, "annotations": [{"text": "No question yet", "showarrow": False,
                                                                  "x": 0.5, "y": 0.5, "xref": "paper",
@@ -434,10 +433,7 @@ def differing(settings: dict[str, str], reference: dict[str, str]) -> str:
 
 def classify_results(owner: str) -> tuple[str, float | None, float | None] | None:
     """(status, val accuracy, test accuracy) of a member's newest Classify run, while the server still has it."""
-    from ui.jobs import JobView
-    from ui.runs import job_manager, latest_job
-
-    view: JobView | None = latest_job(owner, "classify")
+    view = latest_job(owner, "classify")
     if view is None:
         return None
     events = job_manager().poll(view.job_id, owner, 0).events
@@ -450,9 +446,6 @@ def board_views(room: ClassRoom):
     """Every member's Pretrain runs on one plot (each member's newest three, up to 12) and two leaderboards:
     Pretrain by val loss, with the settings that differ from the teacher's newest run, and Classify by
     validation accuracy."""
-    from ui import pretrain_tab
-    from visualizations.compare import RunCurve
-
     members = [(room.teacher, "teacher")] + sorted(room.students.items(), key=lambda item: item[1].lower())
     curves, rows, classified = [], [], []
     for owner, name in members:
@@ -535,6 +528,10 @@ class ClassPanel:
     live: gr.Textbox  # the joined class's code, for the page script; empty: nothing to follow
     known: gr.State
     current_tab: gr.State
+    update: gr.Button  # hidden: the page script presses it when the class's version moved
+    accordion: gr.Accordion
+    answer_row: gr.Row
+    board_box: gr.Accordion
 
 
 def build_panel() -> ClassPanel:
@@ -597,11 +594,8 @@ def build_panel() -> ClassPanel:
                              end, roster, student_box, code, nickname, join, status, following, question_box,
                              ask_prompt, ask_next, ask_text, ask_choices, ask_own, reveal_button, teacher_question,
                              question, answer, send_answer, answers, board, board_table, board_refresh,
-                             gr.Timer(TEACHER_PUSH_S, active=False), live, gr.State(None), gr.State("tokenizer"))
-    panel_parts.update = update
-    panel_parts.accordion = panel
-    panel_parts.answer_row = answer_row
-    panel_parts.board_box = board_box
+                             gr.Timer(TEACHER_PUSH_S, active=False), live, gr.State(None), gr.State("tokenizer"),
+                             update, panel, answer_row, board_box)
     return panel_parts
 
 

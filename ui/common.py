@@ -75,6 +75,7 @@ PROJECTOR_PARAM = "projector"  # ?projector=1 turns projector mode on (and ?proj
 # 3. checks the syntax colours of the code panels (.lab-code) against their background and darkens (light
 #    theme) or lightens (dark theme) any colour under 6:1 (WCAG asks 4.5:1; a projector washes colours out),
 #    so docstrings and comments stay readable.
+CLASS_POLL_S = 1.0  # class mode: a following page asks for its class's version this often (ui.classroom)
 PAGE_JS = r"""
 (() => {
   const KEY = "llm-lab-projector", CLASS = "lab-projector", MIN_FONT = 16, MIN_CONTRAST = 6;
@@ -226,7 +227,7 @@ PAGE_JS = r"""
     } catch (error) {} finally { asking = false; }
   }, %(poll_ms)s);
 })();
-""".replace("%(param)s", PROJECTOR_PARAM).replace("%(poll_ms)s", "1000")
+""".replace("%(param)s", PROJECTOR_PARAM).replace("%(poll_ms)s", str(round(CLASS_POLL_S * 1000)))
 
 
 def page_head() -> str:

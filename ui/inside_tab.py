@@ -219,12 +219,7 @@ def inside_view(choice: str, text: str) -> InsideView:
     """The view of one model and one text (from the cache when someone asked before)."""
     loaded = load_choice(choice)
     text, char_note = checked_text(text)
-    key = (loaded.label, text)
-    view = VIEWS.get(key, owner=loaded.model)
-    if view is None:
-        view = build_view(loaded, text, char_note)
-        VIEWS.put(key, view, owner=loaded.model)
-    return view
+    return VIEWS.get_or_make((loaded.label, text), lambda: build_view(loaded, text, char_note), owner=loaded.model)
 
 
 def look_inside(choice: str, text: str):
@@ -284,18 +279,18 @@ def lens_view(choice: str, text: str) -> LensView:
     """The logit lens of one model and one text (from the cache when someone asked before)."""
     loaded = load_choice(choice)
     text, _ = checked_text(text)
-    key = (loaded.label, text)
-    view = LENS_VIEWS.get(key, owner=loaded.model)
-    if view is None:
-        ids, _ = text_ids(loaded, text)
-        with torch.inference_mode():
-            lens = logit_lens(loaded.model, torch.tensor([ids]), top_k=min(LENS_TOP_K, loaded.cfg.vocab_size))
-        guesses = lens.top_ids.tolist()  # (L + 1, T, k)
-        names = {token_id: loaded.tokenizer.decode([token_id]) for token_id in set(lens.top_ids.flatten().tolist())}
-        top_tokens = [[[names[token_id] for token_id in at_position] for at_position in row] for row in guesses]
-        view = LensView(loaded.label, token_strings(loaded.tokenizer, ids), top_tokens, lens.top_probs.numpy())
-        LENS_VIEWS.put(key, view, owner=loaded.model)
-    return view
+    return LENS_VIEWS.get_or_make((loaded.label, text), lambda: build_lens_view(loaded, text), owner=loaded.model)
+
+
+def build_lens_view(loaded, text: str) -> LensView:
+    """Run the logit lens on the text and name every guessed token once."""
+    ids, _ = text_ids(loaded, text)
+    with torch.inference_mode():
+        lens = logit_lens(loaded.model, torch.tensor([ids]), top_k=min(LENS_TOP_K, loaded.cfg.vocab_size))
+    guesses = lens.top_ids.tolist()  # (L + 1, T, k)
+    names = {token_id: loaded.tokenizer.decode([token_id]) for token_id in set(lens.top_ids.flatten().tolist())}
+    top_tokens = [[[names[token_id] for token_id in at_position] for at_position in row] for row in guesses]
+    return LensView(loaded.label, token_strings(loaded.tokenizer, ids), top_tokens, lens.top_probs.numpy())
 
 
 def lens_plot(view: LensView, last: int) -> PlotData:

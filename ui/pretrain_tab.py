@@ -689,9 +689,9 @@ def run_verdict(owner: str, run: PretrainRun, history: RunHistory) -> str:
     record = run.record
     if record is None or not record.ablations:
         return ""
-    runs_of(owner)  # brings this run's record up to date
+    baseline = baseline_of(owner, run)  # (which brings this run's record up to date too)
     val = record.final_val if history.reason != "nan" else float("nan")
-    text = verdict(record.ablations, run.prediction, val, baseline_of(owner, run), record.first_loss)
+    text = verdict(record.ablations, run.prediction, val, baseline, record.first_loss)
     if "no-causal-mask" in record.ablations and history.checkpoint and history.reason != "nan":
         text += (f"\n\n**With the mask put back**, as when the model writes text and the next token is not there "
                  f"yet: val loss **{loss_with_mask_back(run, history.checkpoint):.3f}** (a model that knows nothing "

@@ -84,6 +84,14 @@ class ResultCache:
             self._results.move_to_end(key)  # now the most recently used
             return value
 
+    def get_or_make(self, key, make, owner=None):
+        """The value stored for `key` (and the same owner), else `make()`, kept for the next one who asks."""
+        value = self.get(key, owner)
+        if value is None:
+            value = make()
+            self.put(key, value, owner)
+        return value
+
     def put(self, key, value, owner=None) -> None:
         """Keep `value`, then drop the least recently used results until the cache is within its budget."""
         size = size_in_bytes(value)
