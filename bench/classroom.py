@@ -19,12 +19,13 @@ runs (ui/classroom.py). A teacher session starts a class (/class_start, browser 
 the owner by the Gradio session, ui/runs.py owner_of), pushes its page once a second (/class_push: the teacher
 state it got, every followed input at its API default) and types a new sentence into the Tokenizer tab's text
 every 10 s, at a random moment between two pushes. The first --class-size students (default: all) join
-(/class_join, nickname student-i) and, like the page's timer beside its explore tab, ask the class's version
-once a second (GET /class_version/CODE, a plain route); when it moved they fetch the update (/class_poll, following) and a new Tokenizer
-text is followed by one /tokenize with it, as the page's redraw signal does. Each student's class page has a
-Gradio session of its own beside its explore session (see class_member). Lines: the explore views (goal p95 <=
-2 s), GET /class_version and /class_push (goal p95 <= their 1 s interval), /class_poll, /class_join, "/tokenize
-(follow)" (the redraws), and "follow_delay": for each teacher change and each student, the seconds from the
+(/class_join, nickname student-i) and, like the page's script beside its explore tab, wait for the class's next
+version (GET /class_version/CODE?after=V, a plain route the server answers when the class changes or after 25 s);
+when it moved they pause at random up to 1.2 s, as the page does, fetch the update (/class_poll, following), and a
+new Tokenizer text is followed by one /tokenize with it, as the page's redraw does. Each student's class page has
+a Gradio session of its own beside its explore session (see class_member). Lines: the explore views (goal p95 <=
+2 s), "GET /class_version (wait)" (the waits: errors and count; each ends at a change or after 25 s), /class_push
+(goal p95 <= its 1 s interval), /class_poll, /class_join, "/tokenize (follow)" (the redraws), and "follow_delay": for each teacher change and each student, the seconds from the
 teacher typing it to that student's first update that brought it (goal p95 <= 2 s, none missed). With "class" in --phases, every sentence is sent once to each explore view
 without a seed before the phases (warm-up, not counted), so the view caches are as warm in every phase and round.
 
@@ -350,14 +351,15 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
 # The class phase: a teacher leads, the class follows (ui/classroom.py), beside the same explore load
 # ---------------------------------------------------------------------------------------------------------------
 
-CLASS_POLL_S = 1.0  # ui.classroom.POLL_S: a following student's page polls once a second
+CLASS_WAIT_S = 25.0  # ui.classroom.WAIT_S: a following page's ask for the next version is answered within this
+CLASS_SPREAD_S = 1.2  # ui.classroom.SPREAD_S: after a change the page fetches it after a random pause up to this
 TEACHER_PUSH_S = 1.0  # ui.classroom.TEACHER_PUSH_S: the teacher's page sends its state once a second
 TEXT_EVERY_S = 10.0  # the teacher types a new sentence into the Tokenizer tab this often
 SETTLE_S = 3.0  # no new text in the phase's last seconds: every student has time to see the last one
 FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s (p95)
 RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
 # Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
-CLASS_GOALS = {"GET /class_version": CLASS_POLL_S, "/class_poll": 2.0, "/class_push": TEACHER_PUSH_S, "/class_join": 2.0,
+CLASS_GOALS = {"GET /class_version (wait)": CLASS_WAIT_S + 2.0, "/class_poll": 2.0, "/class_push": TEACHER_PUSH_S, "/class_join": 2.0,
                "/tokenize (follow)": 2.0}
 # A poll's outputs, as ui/classroom.py wire() lists them: the tab, the model menu, then every followed input in
 # the order /class_push takes them (the API info leaves the tab and the gr.State outputs out; the data keeps
@@ -449,11 +451,12 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
 
 
 async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float) -> None:
-    """Student ``number``'s class page: join, then every CLASS_POLL_S s ask the class's version (GET
-    /class_version/CODE, as the page's script does); when it moved, fetch the update (/class_poll) and, when the teacher's Tokenizer text
-    is new to this page, redraw the Tokenizer view once (/tokenize with that text), as the page's tab event and
-    redraw signal do. The text a page gets is the one of the teacher's last push the server had answered (the
-    tab's values reach a browser through a gr.State, which the API does not return).
+    """Student ``number``'s class page: join, then wait for the class's next version (GET
+    /class_version/CODE?after=V, as the page's script does); when it moved, pause up to CLASS_SPREAD_S s, fetch the
+    update (/class_poll) and, when the teacher's Tokenizer text is new to this page, redraw the Tokenizer view once
+    (/tokenize with that text), as the page's tab event does. The text a page gets is the one of the teacher's last
+    push the server had answered (the tab's values reach a browser through a gr.State, which the API does not
+    return).
 
     This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
     carries the whole session's messages (see ``asker``), so a script cannot send two requests at once in one
@@ -463,7 +466,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     await lesson.ready.wait()
     if lesson.code is None:
         return
-    await asyncio.sleep(random.Random(f"{args.seed}-{tag}-member-{number}").uniform(0.0, CLASS_POLL_S))
+    await asyncio.sleep(random.Random(f"{args.seed}-{tag}-member-{number}").uniform(0.0, 1.0))
     data = defaults(info, "/class_join")
     data[param_index(info, "/class_join", name="code")] = lesson.code
     data[param_index(info, "/class_join", name="nickname")] = f"student-{number}"
@@ -483,13 +486,17 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     poll[param_index(info, "/class_poll", name="following")] = True
     tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
     version = None
-    tick = time.perf_counter()
     while time.perf_counter() < deadline:
-        seconds, error, latest = await ask_version(client, lesson.code)
-        lesson.results["GET /class_version"].append((seconds, error))
-        if error is None and latest != version:
-            if version is not None:  # the page script's spread: up to 0.6 s before it asks for the update
-                await asyncio.sleep(random.uniform(0.0, 0.6))
+        seconds, error, latest = await ask_version(client, lesson.code, version, deadline - time.perf_counter())
+        if latest is None and error is None:
+            break  # the phase ended while the page was waiting
+        lesson.results["GET /class_version (wait)"].append((seconds, error))
+        if error is not None:
+            await asyncio.sleep(2.0)  # the page script's pause after a failed ask
+            continue
+        if latest != version:
+            if version is not None:  # the page script's spread before it asks for the update
+                await asyncio.sleep(random.uniform(0.0, CLASS_SPREAD_S))
             version = latest
             text = lesson.pushed
             lesson.results["/class_poll"].append(await call(client, "/class_poll", poll, session))
@@ -498,18 +505,22 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
                 if tokenize is not None:
                     tokenize[param_index(info, "/tokenize", component="Textbox")] = text
                     lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
-        tick += CLASS_POLL_S  # gr.Timer: a tick a second; one that comes while the check is still out is dropped
-        await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-        tick = max(tick, time.perf_counter() - CLASS_POLL_S)
 
 
-async def ask_version(client: httpx.AsyncClient, code: str) -> tuple[float, str | None, str | None]:
-    """What a following page's script asks every second: GET /class_version/CODE (a plain route, no event)."""
+async def ask_version(client: httpx.AsyncClient, code: str, after: str | None,
+                      time_left: float) -> tuple[float, str | None, str | None]:
+    """What a following page's script asks: GET /class_version/CODE?after=V, answered when the class moves on
+    past V (or after the server's wait). Returns (seconds, error, version); (.., None, None) when the phase ended
+    first."""
     start = time.perf_counter()
+    query = {"after": after} if after is not None else None
     try:
-        answer = await client.get(f"/class_version/{code}")
+        answer = await asyncio.wait_for(client.get(f"/class_version/{code}", params=query,
+                                                   timeout=CLASS_WAIT_S + 10), max(0.1, time_left))
         answer.raise_for_status()
         return time.perf_counter() - start, None, answer.text
+    except TimeoutError:
+        return time.perf_counter() - start, None, None
     except httpx.HTTPError as error:
         return time.perf_counter() - start, f"{type(error).__name__}: {error}"[:200], None
 

@@ -4,6 +4,7 @@ student's session cannot change the class; in Chromium a student's page follows 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from urllib.request import urlopen
 
@@ -145,6 +146,39 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
                               **{"Lock students' settings to mine": True}), api_name="/class_push")
     locked = client.predict(student_state, student, False, api_name="/class_poll")
     assert "locked the settings" in locked[STATUS] and locked[FOLLOWING]["interactive"] is False
+
+
+@pytest.mark.app
+def test_a_following_page_waits_for_the_next_version(client, app_url, monkeypatch):
+    monkeypatch.setattr(classroom, "WAIT_S", 5.0)
+    teacher = runs.new_browser_id()
+    teacher_state, *_ = client.predict("", teacher, api_name="/class_start")
+    code = teacher_state["code"]
+    version = int(urlopen(f"{app_url}class_version/{code}").read())
+
+    def ask(after: str) -> tuple[bytes, float]:
+        start = time.perf_counter()
+        answer = urlopen(f"{app_url}class_version/{code}?after={after}", timeout=10).read()
+        return answer, time.perf_counter() - start
+
+    assert ask(str(version - 1))[0] == str(version).encode()  # already moved on: answered at once
+    assert ask("x" * 40)[0] == str(version).encode()  # not a version: answered at once
+    later = threading.Timer(0.5, lambda: client.predict(*push_args(client, teacher_state, teacher, Text="Next one"),
+                                                         api_name="/class_push"))
+    later.start()
+    answer, seconds = ask(str(version))
+    later.join()
+    print(f"woken after {seconds:.2f} s")
+    assert answer == str(version + 1).encode() and 0.4 < seconds < 4.0  # held until the push, not the 5 s wait
+    monkeypatch.setattr(classroom, "WAIT_S", 0.3)
+    answer, seconds = ask(str(version + 1))
+    assert answer == str(version + 1).encode() and 0.25 < seconds < 3.0  # nothing new: the same version
+    ender = threading.Timer(0.3, lambda: client.predict(teacher_state, teacher, api_name="/class_end"))
+    monkeypatch.setattr(classroom, "WAIT_S", 5.0)
+    ender.start()
+    answer, seconds = ask(str(version + 1))
+    ender.join()
+    assert answer == b"-1" and seconds < 4.0  # the class ended: the waiting pages hear it at once
 
 
 @pytest.mark.app

@@ -8,8 +8,10 @@ questions, and race their runs on one board.
   change it.
 - **Follow me.** The teacher's page sends its tab, its model and the followed inputs of every tab (``ui.follow``)
   once a second while the class runs; each change bumps the class's version. A following student's page asks
-  for that version every ``POLL_S`` seconds (``GET /class_version/CODE``, a plain route) and, when it moved, takes
-  over what changed (and redraws those views); with nothing new nothing else is sent. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
+  for the next version (``GET /class_version/CODE?after=V``, a plain route that waits up to ``WAIT_S`` seconds for a
+  change: one open request per page, not one a second) and, when it moved, takes over what changed (and redraws
+  those views) after a random pause of up to ``SPREAD_S`` seconds, so thirty pages do not ask in the same
+  instant; with nothing new nothing else is sent. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
 - **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
   and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
   reveals the class's answers beside the model's.
@@ -36,7 +38,7 @@ import torch
 from gpt_core.generate import next_token_probs
 from ui import models, pretrain_tab
 from ui.budgets import env_number
-from ui.common import CLASS_POLL_S, friendly
+from ui.common import CLASS_SPREAD_S, CLASS_WAIT_S, friendly
 from ui.follow import FollowedTab, followed_tabs
 from ui.runs import job_manager, latest_job, owner_of
 from visualizations.attention import fast_figure
@@ -48,7 +50,9 @@ MAX_CLASSES = int(env_number("LLM_LAB_MAX_CLASSES", 20))
 MAX_STUDENTS = int(env_number("LLM_LAB_CLASS_SIZE", 60))
 IDLE_HOURS = env_number("LLM_LAB_CLASS_HOURS", 6)
 TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
-POLL_S = CLASS_POLL_S  # a following page asks for the class's version this often (ui.common PAGE_JS; goal: 2 s)
+WAIT_S = CLASS_WAIT_S  # a following page's ask for the next version is answered within this (ui.common PAGE_JS)
+SPREAD_S = CLASS_SPREAD_S  # ... and it fetches the change after a random pause of up to this (goal: within 2 s)
+MAX_WAITING = int(env_number("LLM_LAB_CLASS_WAITING", 400))  # asks held open at once; more are answered at once
 TEACHER_PUSH_S = 1.0
 BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
@@ -101,6 +105,7 @@ class ClassRoom:
 
     def bump(self) -> None:
         self.version += 1
+        BELL.ring(self.code)
 
 
 _classes: dict[str, ClassRoom] = {}
@@ -114,6 +119,7 @@ def _hash(token: str) -> str:
 def _drop_idle(now: float) -> None:
     for code in [code for code, room in _classes.items() if now - room.last_used > IDLE_HOURS * 3600]:
         del _classes[code]
+        BELL.ring(code)
 
 
 def new_code() -> str:
@@ -164,6 +170,7 @@ def start_class(owner: str, teacher_key: str | None = None) -> tuple[ClassRoom, 
                 raise ValueError(f"This server already runs {MAX_CLASSES} classes; end one first, or try again "
                                  f"later.")
             del _classes[oldest.code]
+            BELL.ring(oldest.code)
         room = ClassRoom(new_code(), owner, _hash(token))
         _classes[room.code] = room
     return room, token
@@ -248,7 +255,7 @@ def push_view(room: ClassRoom, tab: str, model: str | None, values: dict[str, di
 
 
 def class_version(code: str) -> int:
-    """The class's version, -1 when there is none: what a following page asks for every second.
+    """The class's version, -1 when there is none: what a following page waits on.
 
     >>> class_version("ZZZZZ")
     -1
@@ -257,17 +264,65 @@ def class_version(code: str) -> int:
     return room.version if room is not None else -1
 
 
+class VersionBell:
+    """Wakes the pages waiting for a class's next version.
+
+    A following page asks ``GET /class_version/CODE?after=17`` and the answer comes when the version is no longer
+    17, or after ``WAIT_S`` seconds with 17 again (then it asks again). Thirty pages hold thirty idle requests
+    instead of sending thirty a second. The waits are ``asyncio`` events in the server's event loop; ``ring``
+    is called from any thread (a Gradio handler that changed the class) and hands the wake-up to that loop.
+    """
+
+    def __init__(self):
+        self.loop = None  # the server's event loop, learnt from the first wait
+        self.events: dict[str, object] = {}  # class code -> the asyncio.Event its waiting pages hold
+        self.waiting = 0
+
+    def ring(self, code: str) -> None:
+        """The class ``code`` changed (or ended): wake its waiting pages. Safe from any thread."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake, code)
+
+    def _wake(self, code: str) -> None:
+        event = self.events.pop(code, None)
+        if event is not None:
+            event.set()
+
+    async def next_version(self, code: str, after: int | None, wait_s: float) -> int:
+        """The class's version once it differs from ``after`` (at once when it already does, or when ``after`` is
+        None or too many pages wait), or after ``wait_s`` seconds."""
+        import asyncio
+
+        self.loop = asyncio.get_running_loop()
+        version = class_version(code)
+        if after is None or version != after or version < 0 or self.waiting >= MAX_WAITING:
+            return version
+        event = self.events.setdefault(code, asyncio.Event())  # no await since the check: no ring in between
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(event.wait(), wait_s)
+        except TimeoutError:
+            pass
+        finally:
+            self.waiting -= 1
+        return class_version(code)
+
+
+BELL = VersionBell()
 VERSION_ROUTE = "/class_version/{code}"
 
 
 def add_routes(app) -> None:
-    """Add the plain route a following page asks every second (``GET /class_version/CODE`` -> "17"): a few
-    microseconds on the server, where a Gradio event costs it milliseconds (30 of those a second slowed every
-    explore view of a 2-core server several times over: bench/classroom.py). Call it on the launched app."""
+    """Add the plain route a following page waits on (``GET /class_version/CODE?after=17`` -> "18" when the class
+    changes): no Gradio event, and while nothing changes one open request per page and no work at all (30
+    Gradio events a second slowed every explore view of a 2-core server several times over: bench/classroom.py).
+    Call it on the launched app."""
     from fastapi.responses import PlainTextResponse
 
-    def version(code: str) -> PlainTextResponse:
-        return PlainTextResponse(str(class_version(code)), headers={"Cache-Control": "no-store"})
+    async def version(code: str, after: str | None = None) -> PlainTextResponse:
+        known = int(after) if after is not None and after.lstrip("-").isdigit() and len(after) <= 12 else None
+        latest = await BELL.next_version(code, known, WAIT_S)
+        return PlainTextResponse(str(latest), headers={"Cache-Control": "no-store"})
 
     app.add_api_route(VERSION_ROUTE, version, methods=["GET"], include_in_schema=False)
 
@@ -671,6 +726,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         room = teacher_class(teacher_state, owner_of(browser, request))
         with _lock:
             _classes.pop(room.code, None)
+        BELL.ring(room.code)  # following pages hear at once that the class ended
         return None, *not_teacher()
 
     p.end.click(friendly(end), [p.teacher, browser_id], [p.teacher, *teacher_views], api_name="class_end",

@@ -75,7 +75,8 @@ PROJECTOR_PARAM = "projector"  # ?projector=1 turns projector mode on (and ?proj
 # 3. checks the syntax colours of the code panels (.lab-code) against their background and darkens (light
 #    theme) or lightens (dark theme) any colour under 6:1 (WCAG asks 4.5:1; a projector washes colours out),
 #    so docstrings and comments stay readable.
-CLASS_POLL_S = 1.0  # class mode: a following page asks for its class's version this often (ui.classroom)
+CLASS_WAIT_S = 25.0  # class mode: a following page's ask for the next version waits this long at most (ui.classroom)
+CLASS_SPREAD_S = 1.2  # ... then, after a change, it fetches the update after a random pause of up to this
 PAGE_JS = r"""
 (() => {
   const KEY = "llm-lab-projector", CLASS = "lab-projector", MIN_FONT = 16, MIN_CONTRAST = 6;
@@ -205,29 +206,36 @@ PAGE_JS = r"""
     });
   }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ["class"]});
 
-  // Class mode (ui/classroom.py): a page that joined a class asks the server for the class's version once a second
-  // (a plain GET, no Gradio event) and presses the hidden update button when it moved.
-  let classVersion = null, asking = false;
-  setInterval(async () => {
-    const live = document.querySelector("#class-live textarea, #class-live input");
-    const code = live ? live.value.trim() : "";
-    if (!code || asking) { if (!code) classVersion = null; return; }
-    asking = true;
-    try {
-      const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
-      const answer = await fetch(`${base}class_version/${encodeURIComponent(code)}`, {cache: "no-store"});
-      const version = (await answer.text()).trim();
-      if (answer.ok && version !== classVersion) {
-        const first = classVersion === null;
-        classVersion = version;
-        const button = document.querySelector("#class-update");
-        // thirty pages see a change in the same second: each waits up to 0.6 s so they do not all ask at once
-        if (button) setTimeout(() => button.click(), first ? 0 : Math.random() * 600);
-      }
-    } catch (error) {} finally { asking = false; }
-  }, %(poll_ms)s);
+  // Class mode (ui/classroom.py): a page that joined a class waits for the class's next version (a plain GET the
+  // server answers when the class changes, or after %(wait_s)s s with the same version) and presses the hidden update
+  // button when it moved: after a random pause, so thirty pages that hear of a change together ask one by one.
+  let classVersion = null, classCode = "";
+  const pause = ms => new Promise(done => setTimeout(done, ms));
+  (async () => {
+    for (;;) {
+      const live = document.querySelector("#class-live textarea, #class-live input");
+      const code = live ? live.value.trim() : "";
+      if (code !== classCode) { classCode = code; classVersion = null; }  // joined (another) class: ask afresh
+      if (!code) { await pause(1000); continue; }
+      try {
+        const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
+        const after = classVersion === null ? "" : `?after=${encodeURIComponent(classVersion)}`;
+        const answer = await fetch(`${base}class_version/${encodeURIComponent(code)}${after}`, {cache: "no-store"});
+        const version = (await answer.text()).trim();
+        if (!answer.ok) { await pause(2000); continue; }
+        if (version !== classVersion) {
+          const first = classVersion === null;
+          classVersion = version;
+          const button = document.querySelector("#class-update");
+          if (button) setTimeout(() => button.click(), first ? 0 : Math.random() * %(spread_ms)s);
+        }
+        if (version === "-1") await pause(2000);  // no such class (it ended): ask again now and then
+      } catch (error) { await pause(2000); }  // offline or the server restarted: try again soon
+    }
+  })();
 })();
-""".replace("%(param)s", PROJECTOR_PARAM).replace("%(poll_ms)s", str(round(CLASS_POLL_S * 1000)))
+""".replace("%(param)s", PROJECTOR_PARAM).replace("%(wait_s)s", f"{CLASS_WAIT_S:g}").replace(
+    "%(spread_ms)s", str(round(CLASS_SPREAD_S * 1000)))
 
 
 def page_head() -> str:
