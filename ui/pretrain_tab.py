@@ -19,6 +19,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -49,6 +50,7 @@ from gpt_core.train_config import (
     training_autocast_dtype,
 )
 from ui import models
+from ui.api import SYNC_RUN_QUEUE, RunTimer, Stopwatch, run_summary, sync_run_limit, tool, wait_for_run
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, explain, friendly, learning_rate, number_input, show_source
 from ui.downloads import csv_file, figure_html_file, png_config
@@ -78,6 +80,7 @@ from ui.runs import (
 from ui.snapshots_view import SnapshotSection, build_snapshot_section
 from ui.uploads import read_upload
 from ui.view_cache import plot_value
+from ui.zerogpu import chunked_job, on_zero_gpu, seeded_model
 from visualizations.compare import X_AXES, compare_figure, runs_csv, safe_file_stem, settings_table_html
 from visualizations.training import batch_html, samples_html, stats_markdown, training_figure
 
@@ -523,6 +526,9 @@ def plan_views(corpus_choice: str, tokenizer_choice: str, steps, batch_size, con
 
 def pretrain_job(run: PretrainRun):
     """The function the job manager runs in its thread: build the model, then stream train(...)'s events."""
+    if on_zero_gpu():  # a ZeroGPU Space lends its GPU one call at a time: the run trains in chunks (ui.zerogpu)
+        return chunked_job(partial(seeded_model, run.model_cfg, run.config.seed), run.corpus.train_ids,
+                           run.corpus.val_ids, run.config)
 
     def job(stop: threading.Event) -> Iterator:
         pin_torch_threads()
@@ -595,21 +601,105 @@ def start_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_cho
 def start_run_api(preset: str, corpus_choice: str, upload: str | None, tokenizer_choice: str, steps, batch_size,
                   context_length, lr, warmup, sample_prompt: str, history: RunHistory | None, browser_id: str | None,
                   request: gr.Request = None):
-    """/pretrain_start as scripts have always called it: a run with no switch; outputs status, stats, figure,
-    samples, checkpoint file, note, history, timer."""
+    """Start pretraining a fresh GPT model in the background and return at once (poll it with pretrain_poll).
+
+    Scripts that want one call use pretrain_run instead.
+
+    Args:
+        preset: model size, one of the presets (nano, micro, classroom, ...).
+        corpus_choice: the text to learn from (the packaged Shakespeare, or an uploaded .txt file).
+        upload: the uploaded .txt file when corpus_choice is the upload, else None.
+        tokenizer_choice: the tokenizer the text is cut into tokens with.
+        steps: optimizer steps (lowered to the server's cap).
+        batch_size: windows per step (1 to 512).
+        context_length: tokens per window.
+        lr: peak learning rate.
+        warmup: warm-up steps.
+        sample_prompt: the prompt the model continues while it trains.
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The status line, speed stats, the loss figure, samples, the checkpoint file (empty until the run ends),
+        a note and the poll timer.
+    """
     outputs = start_run(preset, corpus_choice, upload, tokenizer_choice, steps, batch_size, context_length, lr,
                         warmup, sample_prompt, history, browser_id, None, NO_PREDICTION, request)
     return (*outputs[:5], *outputs[-3:])
 
 
+def pretrain_run(preset: str, corpus_choice: str, upload: str | None, tokenizer_choice: str, steps, batch_size,
+                 context_length, lr, warmup, sample_prompt: str, ablations: list[str] | None = None,
+                 request: gr.Request = None):
+    """Pretrain a fresh GPT model from random weights and wait until the run ends (for scripts and agents).
+
+    The run goes through the server's job queue and caps: steps above the server's cap are lowered, and a run
+    still going after the server's minutes per run (plus as long again in the queue) is stopped. It belongs to
+    the caller's session, so no browser state is needed.
+
+    Args:
+        preset: model size, one of the presets (nano, micro, classroom, ...).
+        corpus_choice: the text to learn from (the packaged Shakespeare, or an uploaded .txt file).
+        upload: the uploaded .txt file when corpus_choice is the upload, else None.
+        tokenizer_choice: the tokenizer the text is cut into tokens with.
+        steps: optimizer steps (at most the server's cap).
+        batch_size: windows per step (1 to 512).
+        context_length: tokens per window.
+        lr: peak learning rate (warm-up then cosine decay).
+        warmup: warm-up steps.
+        sample_prompt: the prompt the model continues while it trains.
+        ablations: switches of the experiment (change one thing per run), or none.
+
+    Returns:
+        A summary dict (job id, status, steps, final train and validation loss, tokens per second, seconds, settings)
+        and the final checkpoint as a zip file (model.safetensors, config.json, lab_tokenizer.json).
+    """
+    clock = Stopwatch()
+    outputs = start_run(preset, corpus_choice, upload, tokenizer_choice, steps, batch_size, context_length, lr,
+                        warmup, sample_prompt, None, None, ablations, NO_PREDICTION, request)
+    history = outputs[-2]
+    owner = owner_of(None, request)
+    history = wait_for_run(owner, history)
+    run = run_of(owner, history.job_id)
+    zip_path = checkpoint_zip(history) if history.status != "failed" else None
+    if zip_path:
+        RUNS.resize(owner, run.job_id, folder_bytes(run.out_dir))
+    if history.status == "failed":
+        raise ValueError(f"The run failed: {history.error}")
+    config = run.config
+    settings = {"preset": run.preset, "corpus": run.corpus.name, "vocab_size": run.model_cfg.vocab_size,
+                "steps": config.max_steps, "batch_size": config.batch_size, "context_length": config.context_length,
+                "lr": config.lr, "warmup_steps": config.warmup_steps,
+                "ablations": list(run.record.ablations) if run.record else [], "in_words": run_settings(run)}
+    return run_summary(history, clock.seconds, settings), zip_path
+
+
 def poll_run_api(log_scale: bool, history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
-    """/pretrain_poll as scripts have always called it: status, stats, figure, samples, checkpoint file, history,
-    timer (the page's own poll also redraws the comparison and the snapshot slider)."""
+    """Follow this session's pretraining run: its status, speed, loss curves, samples and, once it ends, its checkpoint.
+
+    Args:
+        log_scale: draw the loss on a log-scale axis.
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The status line (Markdown), speed stats (Markdown), the loss figure, samples (HTML), the checkpoint zip
+        once the run has ended, and the poll timer (inactive once the run has ended).
+    """
     outputs = poll_run(log_scale, history, browser_id, request=request)
     return (*outputs[:5], *outputs[-2:])
 
 
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
+    """Stop this session's pretraining run after its current step (it still writes a final checkpoint).
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        A line saying whether a run was stopped.
+    """
     return RUN.stop(history, browser_id, request)
 
 
@@ -733,11 +823,30 @@ def compare_views(owner: str, x_axis: str, log_scale: bool) -> tuple:
 
 
 def redraw_comparison(x_axis: str, log_scale: bool, browser_id: str | None = None, request: gr.Request = None):
+    """Compare this session's pretraining runs: their loss curves in one plot and their settings side by side.
+
+    Args:
+        x_axis: what the plot's x axis counts (step, tokens seen or seconds).
+        log_scale: draw the loss on a log-scale axis.
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The comparison figure, the settings table (HTML) and the menu of runs to repeat.
+    """
     return compare_views(owner_of(browser_id, request), x_axis, log_scale)
 
 
 def download_comparison(x_axis: str, log_scale: bool, browser_id: str | None = None, request: gr.Request = None):
-    """The comparison as files: every run's losses as CSV, and the plot as a page that opens offline."""
+    """Download this session's pretraining runs: every run's losses as CSV and the comparison plot as an HTML page.
+
+    Args:
+        x_axis: what the plot's x axis counts (step, tokens seen or seconds).
+        log_scale: draw the loss on a log-scale axis.
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        Two files: the losses as CSV and the plot as a page that opens offline.
+    """
     runs = runs_of(owner_of(browser_id, request))[-MAX_COMPARED:]
     if not runs:
         raise ValueError("There is no run to download yet: start one first.")
@@ -748,7 +857,16 @@ def download_comparison(x_axis: str, log_scale: bool, browser_id: str | None = N
 
 
 def repeat_with_one_change(job_id: str | None, browser_id: str | None = None, request: gr.Request = None):
-    """Put a run's settings back on the page (its switches too), ready for one change and Start."""
+    """Put one of this session's pretraining runs' settings back on the page, ready for one change and Start.
+
+    Args:
+        job_id: the run's job id (from the runs menu or a run summary).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The run's settings (preset, text, tokenizer, steps, batch size, context, learning rate, warm-up, sample
+        prompt, switches, prediction) and a note.
+    """
     if not job_id:
         raise ValueError("Pick one of your runs first (start one if the menu is empty).")
     run = run_of(owner_of(browser_id, request), str(job_id)[:64])
@@ -762,7 +880,16 @@ def repeat_with_one_change(job_id: str | None, browser_id: str | None = None, re
 
 
 def export_for_transformers(history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
-    """The run's final checkpoint as a Hugging Face folder (zipped) that transformers and AutoTokenizer load."""
+    """Export the finished pretraining run as a zipped Hugging Face folder that transformers loads.
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The zip file (config.json, model.safetensors, tokenizer.json) and a note on loading it with
+        GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained.
+    """
     if history is None or not history.checkpoint:
         raise ValueError("There is no checkpoint yet: start a run and wait until it has written one.")
     if history.running:
@@ -803,7 +930,15 @@ def redraw(log_scale: bool, history: RunHistory | None, browser_id: str | None =
 
 
 def use_in_explorer(history: RunHistory | None, browser_id: str | None = None, request: gr.Request = None):
-    """Load the run's checkpoint and make it the model of the Inside GPT and Generate tabs."""
+    """Load the finished pretraining run's checkpoint as the model of Inside GPT, Generate, Classify and Instruct.
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The model menu's new choice (the run's model) and a note.
+    """
     if history is None or not history.checkpoint:
         raise ValueError("There is no checkpoint yet: start a run and wait until it has written one.")
     if history.running:
@@ -890,29 +1025,29 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         start = gr.Button("Start pretraining", variant="primary", elem_id="pretrain-start")
         stop = gr.Button("Stop", elem_id="pretrain-stop")
     status = gr.Markdown("Press **Start pretraining**: a fresh, random model learns from the text.",
-                         elem_id="pretrain-status")
-    verdict_view = gr.Markdown(elem_id="pretrain-verdict")
-    stats = gr.Markdown(elem_id="pretrain-stats")
+                         label="status", elem_id="pretrain-status")
+    verdict_view = gr.Markdown(label="experiment verdict", elem_id="pretrain-verdict")
+    stats = gr.Markdown(label="speed and progress", elem_id="pretrain-stats")
     with gr.Row():
         with gr.Column(scale=3):
-            plot = gr.Plot(plan_plot, show_label=False, elem_id="pretrain-plot")
+            plot = gr.Plot(plan_plot, label="loss curves", show_label=False, elem_id="pretrain-plot")
             log_scale = gr.Checkbox(False, label="log-scale loss axis")
         with gr.Column(scale=2):
             gr.Markdown("**Samples** (greedy, newest first): the same prompt after more and more steps")
-            samples = gr.HTML(samples_html([], ""), elem_id="pretrain-samples")
+            samples = gr.HTML(samples_html([], ""), label="samples", elem_id="pretrain-samples")
     with gr.Accordion("The first batch: what the model reads at step 1", open=True):
-        batch_view = gr.HTML(plan_html, elem_id="pretrain-batch-view")
+        batch_view = gr.HTML(plan_html, label="the first batch", elem_id="pretrain-batch-view")
     with gr.Row():
         download = gr.File(label="checkpoint (model.safetensors + config.json + lab_tokenizer.json)", interactive=False,
                            visible=False, elem_id="pretrain-download")
         with gr.Column():
             use = gr.Button("Use this model in the explorer (Inside GPT, Generate)", elem_id="pretrain-use")
-            use_note = gr.Markdown(elem_classes=["lab-note"])
+            use_note = gr.Markdown(label="note", elem_classes=["lab-note"])
         with gr.Column():
             export = gr.Button("Export for Hugging Face transformers (.zip)", elem_id="pretrain-export")
             export_file = gr.File(label="Hugging Face folder (config.json, model.safetensors, tokenizer.json)",
                                   interactive=False, visible=False, elem_id="pretrain-export-file")
-            export_note = gr.Markdown(elem_classes=["lab-note"])
+            export_note = gr.Markdown(label="how to load it", elem_classes=["lab-note"])
     history = gr.State(None)
     snapshots = build_snapshot_section(history, CLASSROOM_STEPS)
     with gr.Accordion("Your runs side by side", open=True, elem_id="pretrain-compare"):
@@ -921,15 +1056,15 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             compare_log = gr.Checkbox(False, label="log-scale loss axis", scale=1)
             refresh = gr.Button("↻ Refresh", scale=1, size="sm")
         compare_plot, compare_table, repeat_choice = compare_views("", "step", False)
-        compare_plot = gr.Plot(compare_plot, show_label=False, elem_id="pretrain-compare-plot")
-        compare_table = gr.HTML(compare_table, elem_id="pretrain-compare-table")
+        compare_plot = gr.Plot(compare_plot, label="runs side by side", show_label=False, elem_id="pretrain-compare-plot")
+        compare_table = gr.HTML(compare_table, label="settings side by side", elem_id="pretrain-compare-table")
         with gr.Row():
             repeat_choice = gr.Dropdown([], value=None, label="run", scale=2, elem_id="pretrain-repeat-choice")
             repeat = gr.Button("Repeat with one change", scale=1, elem_id="pretrain-repeat")
             download_runs = gr.Button("Download the runs (CSV + plot as HTML)", scale=1)
-        repeat_note = gr.Markdown(elem_classes=["lab-note"])
+        repeat_note = gr.Markdown(label="note", elem_classes=["lab-note"])
         runs_files = gr.File(label="downloads", file_count="multiple", interactive=False, visible=False)
-    timer = gr.Timer(1.0, active=False)
+    timer = RunTimer(1.0, active=False)
     show_source(training_loop, batch_loss, lr_at, make_optimizer, train)
 
     settings = [preset, tokenizer, steps, batch_size, context_length]
@@ -945,25 +1080,34 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                    history, browser_id]
     start_out = [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
                  *snapshots.refresh_outputs, use_note, history, timer]
+    # The page's own start and poll (switches, prediction, comparison, snapshots): callable, but not listed on
+    # the API page or as MCP tools; scripts use /pretrain_start and /pretrain_poll below, or /pretrain_run.
     start.click(friendly(start_run), [*settings_in, ablations, prediction], start_out,
-                api_name="pretrain_start_experiment", concurrency_limit=4, concurrency_id="pretrain-start")
-    stop.click(friendly(stop_run), [history, browser_id], status, api_name="pretrain_stop")
+                api_name="pretrain_start_experiment", api_visibility="undocumented", concurrency_limit=4,
+                concurrency_id="pretrain-start")
+    stop.click(tool(stop_run, "pretrain_stop"), [history, browser_id], status, api_name="pretrain_stop")
     poll_out = [status, stats, plot, samples, download, verdict_view, compare_plot, compare_table, repeat_choice,
                 *snapshots.refresh_outputs, history, timer]
     timer.tick(friendly(poll_run), [log_scale, history, browser_id, compare_x, compare_log, snapshots.index,
                                     snapshots.count], poll_out,
-               api_name="pretrain_poll_experiment", show_progress="hidden", concurrency_limit=None)
+               api_name="pretrain_poll_experiment", api_visibility="undocumented", show_progress="hidden",
+               concurrency_limit=None)
     # /pretrain_start and /pretrain_poll keep the inputs and outputs scripts have always sent and read: a run with
     # no switch, and the run's own views (the page itself uses the two events above)
     api_only = gr.Button(visible=False)
-    api_only.click(friendly(start_run_api), settings_in, [*start_out[:5], use_note, history, timer],
+    api_only.click(tool(start_run_api, "pretrain_start"), settings_in, [*start_out[:5], use_note, history, timer],
                    api_name="pretrain_start", concurrency_limit=4, concurrency_id="pretrain-start")
-    api_only.click(friendly(poll_run_api), [log_scale, history, browser_id], [*poll_out[:5], history, timer],
+    api_only.click(tool(poll_run_api, "pretrain_poll"), [log_scale, history, browser_id], [*poll_out[:5], history, timer],
                    api_name="pretrain_poll", show_progress="hidden", concurrency_limit=None)
+    # One call for scripts and agents: start, wait until the run ends (within the server's caps), summary + zip.
+    run_summary_json = gr.JSON(label="run summary", visible=False)
+    run_zip = gr.File(label="checkpoint zip (model.safetensors + config.json + lab_tokenizer.json)", visible=False)
+    api_only.click(tool(pretrain_run, "pretrain_run"), [*settings_in[:-2], ablations], [run_summary_json, run_zip],
+                   api_name="pretrain_run", concurrency_limit=sync_run_limit(), concurrency_id=SYNC_RUN_QUEUE)
     log_scale.change(friendly(redraw), [log_scale, history, browser_id], plot, api_name=False,
                      show_progress="hidden")
-    use.click(friendly(use_in_explorer), [history, browser_id], [model_choice, use_note], api_name="pretrain_use")
-    export.click(friendly(export_for_transformers), [history, browser_id], [export_file, export_note],
+    use.click(tool(use_in_explorer, "pretrain_use"), [history, browser_id], [model_choice, use_note], api_name="pretrain_use")
+    export.click(tool(export_for_transformers, "pretrain_export"), [history, browser_id], [export_file, export_note],
                  api_name="pretrain_export", concurrency_limit=2)
     ablations.change(friendly(explain_ablations), ablations, ablation_notes, api_name=False, queue=False,
                      show_progress="hidden")
@@ -971,12 +1115,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     for control in (compare_x, compare_log):
         control.change(friendly(redraw_comparison), [compare_x, compare_log, browser_id], compared,
                        api_name=False, show_progress="hidden")
-    refresh.click(friendly(redraw_comparison), [compare_x, compare_log, browser_id], compared,
+    refresh.click(tool(redraw_comparison, "pretrain_compare"), [compare_x, compare_log, browser_id], compared,
                   api_name="pretrain_compare")
-    repeat.click(friendly(repeat_with_one_change), [repeat_choice, browser_id],
+    repeat.click(tool(repeat_with_one_change, "pretrain_repeat"), [repeat_choice, browser_id],
                  [preset, corpus, tokenizer, steps, batch_size, context_length, lr, warmup, sample_prompt, ablations,
                   prediction, repeat_note], api_name="pretrain_repeat")
-    download_runs.click(friendly(download_comparison), [compare_x, compare_log, browser_id], runs_files,
+    download_runs.click(tool(download_comparison, "pretrain_download_runs"), [compare_x, compare_log, browser_id], runs_files,
                         api_name="pretrain_download_runs").then(
         lambda: gr.File(visible=True), None, runs_files, api_name=False, queue=False)
     gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)

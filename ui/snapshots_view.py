@@ -23,6 +23,7 @@ import gradio as gr
 import numpy as np
 
 from gpt_core.snapshots import snapshot_steps
+from ui.api import tool
 from ui.common import SliderBox, friendly, number_input
 from ui.run_tab import RunHistory
 from visualizations.lens import knockout_figure, lens_figure
@@ -132,26 +133,26 @@ def build_snapshot_section(history: gr.State, max_steps: int = DEFAULT_MAX_STEPS
     """
     with gr.Accordion("Inside the model across training", open=open, elem_id="pretrain-snapshots"):
         gr.Markdown(EXPLANATION, elem_classes=["lab-explain"])
-        heading = gr.Markdown(before_any_run(max_steps), elem_id="pretrain-snapshot-heading")
+        heading = gr.Markdown(before_any_run(max_steps), label="snapshot steps", elem_id="pretrain-snapshot-heading")
         with gr.Row():
             index = SliderBox(0, 1, value=0, step=1, label="snapshot (0 = the untrained model)",
                               info="no snapshot yet", interactive=False, scale=3, elem_id="pretrain-snapshot-index")
             labels = gr.Textbox(DEFAULT_LABELS, label="tokens to label on the map (separated by spaces; Enter)",
                                 max_length=MAX_LABELS * (MAX_LABEL_CHARS + 1), scale=2,
                                 elem_id="pretrain-snapshot-labels")
-        scores = gr.Plot(show_label=False, elem_id="pretrain-snapshot-scores")
-        attention = gr.Plot(show_label=False, elem_id="pretrain-snapshot-attention")
+        scores = gr.Plot(label="what each head does", show_label=False, elem_id="pretrain-snapshot-scores")
+        attention = gr.Plot(label="attention grid", show_label=False, elem_id="pretrain-snapshot-attention")
         with gr.Row():
-            embedding_map = gr.Plot(show_label=False, scale=3, elem_id="pretrain-snapshot-map")
+            embedding_map = gr.Plot(label="embedding map", show_label=False, scale=3, elem_id="pretrain-snapshot-map")
             with gr.Column(scale=2):
-                next_tokens = gr.Plot(show_label=False, elem_id="pretrain-snapshot-next")
-                sample = gr.HTML(elem_id="pretrain-snapshot-sample")
-        lens = gr.Plot(show_label=False, elem_id="pretrain-snapshot-lens")
+                next_tokens = gr.Plot(label="next-token guesses", show_label=False, elem_id="pretrain-snapshot-next")
+                sample = gr.HTML(label="sample", elem_id="pretrain-snapshot-sample")
+        lens = gr.Plot(label="logit lens", show_label=False, elem_id="pretrain-snapshot-lens")
         count = gr.State(0)
     section = SnapshotSection(index, labels, count, heading, scores, attention, embedding_map, next_tokens, sample,
                               lens)
     inputs = [index, labels, history]
-    index.change(friendly(snapshot_views), inputs, section.view_outputs, api_name="pretrain_snapshots",
+    index.change(tool(snapshot_views, "pretrain_snapshots"), inputs, section.view_outputs, api_name="pretrain_snapshots",
                  trigger_mode="always_last", show_progress="hidden")
     labels.submit(friendly(snapshot_views), inputs, section.view_outputs, api_name=False, show_progress="hidden")
     count.change(friendly(snapshot_views), inputs, section.view_outputs, api_name=False, show_progress="hidden")
@@ -159,8 +160,17 @@ def build_snapshot_section(history: gr.State, max_steps: int = DEFAULT_MAX_STEPS
 
 
 def snapshot_views(index: float = 0, labels: str = DEFAULT_LABELS, history: RunHistory | None = None) -> tuple:
-    """The views of snapshot ``index`` (0 = the untrained model) of this page's run: (heading, head scores,
-    attention grid, embedding map, next-token bars, sample, logit lens). Before any snapshot: the note."""
+    """The views of one snapshot of the model inside this session's pretraining run (0 = the untrained model).
+
+    Args:
+        index: which snapshot (0 = the untrained model; the run takes them at log-spaced steps).
+        labels: tokens to label on the embedding map, separated by spaces.
+        history: the page's run (kept by the page; a script's session has its own).
+
+    Returns:
+        The snapshot steps (Markdown), what each head does, the attention grid, the embedding map, the
+        next-token guesses (figures), a sample (HTML) and the logit lens (figure). Before any snapshot: a note.
+    """
     snapshots = history.snapshots if history is not None else []
     if not snapshots:
         note = before_any_run(history.max_steps if history is not None else DEFAULT_MAX_STEPS)

@@ -1,0 +1,132 @@
+"""Programmatic use: what scripts (gradio_client) and agents (MCP) need from every tab.
+
+- ``tool(handler, name)``: an event handler wrapped by ``friendly`` whose ``__name__`` is ``name``. Gradio names
+  an MCP tool after the handler's ``__name__`` (and adds ``_1``, ``_2`` to repeats: three tabs' ``start_run``
+  became ``start_run``, ``start_run_1``, ``start_run_2``), so every public endpoint's handler is named after its
+  ``api_name``, and its docstring (with an ``Args:`` section) is the tool's description.
+- ``RunTimer``: the run tabs' ``gr.Timer`` with a label, so the timer's value in an endpoint's outputs is named
+  on the API page instead of ``value_348``.
+- ``wait_for_run(owner, history)``: the synchronous run endpoints (``/pretrain_run``, ``/classify_run``,
+  ``/instruct_run``) start a job through the server's one job manager (its caps, queue and minute limit hold),
+  then wait here until it ends, at most ``wait_limit_s()``; ``run_summary(history, ...)`` is the summary dict
+  they return.
+
+A run started by a script belongs to the script's Gradio session (``ui.runs.owner_of`` with no browser id):
+no browser state is needed, and nobody else can poll, stop or use it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import gradio as gr
+
+from ui.common import friendly
+from ui.run_tab import RunHistory
+from ui.runs import job_manager
+
+# The synchronous run endpoints wait in threads of their own queue: as many at once as the server runs jobs
+# (LLM_LAB_MAX_RUNS), so a script's run never takes a thread from the explore views.
+SYNC_RUN_QUEUE = "sync-runs"
+STOP_GRACE_S = 60.0  # after the wait limit, a run is asked to stop and given this long to write its checkpoint
+
+
+def tool(handler: Callable, name: str) -> Callable:
+    """``friendly(handler)`` named ``name``: the MCP tool's name (the endpoint's api_name) and its description
+    (the handler's docstring).
+
+    >>> def shout(text: str) -> str:
+    ...     '''The text in capitals.'''
+    ...     return text.upper()
+    >>> named = tool(shout, "shout_text")
+    >>> named.__name__, named.__doc__, named("hi")
+    ('shout_text', 'The text in capitals.', 'HI')
+    """
+    wrapped = friendly(handler)
+    wrapped.__name__ = wrapped.__qualname__ = name
+    return wrapped
+
+
+class RunTimer(gr.Timer):
+    """A ``gr.Timer`` (the page polls its run with it) whose value in an endpoint's outputs has a name."""
+
+    is_template = True  # drawn by Gradio's own Timer in the browser
+
+    def __init__(self, value: float = 1.0, *, active: bool = True, label: str = "poll again (seconds; 0 = done)",
+                 render: bool = True):
+        super().__init__(value, active=active, render=render)
+        self.label = label  # after Component.__init__, which sets it to None
+
+
+def sync_run_limit() -> int:
+    """How many synchronous runs wait at once: the server's number of runs at a time."""
+    return job_manager().max_running
+
+
+def wait_limit_s() -> float:
+    """How long a synchronous run endpoint waits: the server's minutes per run, plus as long again for a run
+    ahead of it in the queue (a run that is still going then is stopped and returns what it has)."""
+    return 2 * job_manager().max_minutes_cap * 60
+
+
+def wait_for_run(owner: str, history: RunHistory, limit_s: float | None = None) -> RunHistory:
+    """Wait until the job behind ``history`` has ended (stopping it after ``limit_s``), fold all its events."""
+    manager = job_manager()
+    view = manager.wait(history.job_id, owner, timeout=wait_limit_s() if limit_s is None else limit_s)
+    if not view.done:
+        manager.stop(history.job_id, owner)
+        view = manager.wait(history.job_id, owner, timeout=STOP_GRACE_S)
+    history.fold(manager.poll(history.job_id, owner, history.since))
+    return history
+
+
+def finite(value) -> float | None:
+    """A number for JSON: None for a missing, NaN or infinite value.
+
+    >>> finite(2.5), finite(float("nan")), finite(None)
+    (2.5, None, None)
+    """
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def run_summary(history: RunHistory, seconds: float, settings: dict, **metrics) -> dict:
+    """What a synchronous run returns: its job, how it ended, its steps, losses, speed and time, and settings.
+
+    ``metrics``: the run kind's own numbers (accuracy, exact match), added as they are.
+    """
+    last_eval = history.evals[-1] if history.evals else (None, None, None)
+    return {
+        "job_id": history.job_id,
+        "status": history.status,  # done, stopped or failed
+        "reason": history.reason,  # max_steps, time_budget, stopped, nan, ...
+        "message": history.error or history.done,
+        "notes": [note for note in (history.start_note, history.note) if note] + list(history.warnings),
+        "steps": history.step,
+        "max_steps": history.max_steps,
+        "final_batch_loss": finite(history.step_losses[-1][1]) if history.step_losses else None,
+        "final_train_loss": finite(last_eval[1]),
+        "final_val_loss": finite(last_eval[2]),
+        "tokens_per_s": finite(history.tokens_per_s),
+        "tokens_seen": history.tokens_seen,
+        "device": history.device,
+        "n_params": history.n_params,
+        "seconds": round(seconds, 2),
+        "settings": settings,
+        **metrics,
+    }
+
+
+class Stopwatch:
+    """Seconds since it was made: ``Stopwatch().seconds``."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
