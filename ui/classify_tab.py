@@ -31,6 +31,16 @@ from gpt_core.fast import speed_up_for_training
 from gpt_core.finetune_loop import FinetuneRun, set_trainable
 from gpt_core.spam_data import CLASS_NAMES, load_sms_spam, spam_splits
 from ui import models
+from ui.api import (
+    SYNC_RUN_QUEUE,
+    RunTimer,
+    Stopwatch,
+    finite,
+    run_summary,
+    sync_run_limit,
+    tool,
+    wait_for_run,
+)
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import (
     NumberBox,
@@ -133,7 +143,14 @@ def model_views(choice: str | None):
 
 
 def data_preview(examples_seed: float = 0) -> tuple[str, list[list[str]]]:
-    """Counts of the packaged SMS data, its balanced 70/10/20 split, and a few training messages of each class."""
+    """Show the packaged SMS spam data: its counts, its balanced 70/10/20 split and a few training messages of each class.
+
+    Args:
+        examples_seed: which random few messages to show (another number, other messages).
+
+    Returns:
+        The counts and the split (Markdown) and a table of (label, message) rows.
+    """
     rows = load_sms_spam()
     n_spam = sum(label == "spam" for label, _ in rows)
     splits = spam_splits()
@@ -231,7 +248,22 @@ RUN = RunTab(JOB_LABEL, "classification run", n_views=4)
 
 def start_run(choice: str | None, preset: str, trainable: str, epochs: float, lr: float,
               history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
-    """Start fine-tuning a copy of the chosen model; the timer then follows the job."""
+    """Start fine-tuning a copy of the chosen model into a spam classifier in the background (poll it with classify_poll).
+
+    Scripts that want one call use classify_run instead.
+
+    Args:
+        choice: the model to start from (a label of the model menu).
+        preset: the run's preset (classroom, or the book's settings).
+        trainable: which parts learn (the last block and the head, or all).
+        epochs: passes over the training messages (1 to 10).
+        lr: learning rate.
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        A status line with the job id, and the poll timer.
+    """
     if not choice:
         raise ValueError("No model is loaded: pick a model in the menu at the top of the page first.")
     owner = RUN.owner_for_start(history, browser_id, request)
@@ -242,7 +274,50 @@ def start_run(choice: str | None, preset: str, trainable: str, epochs: float, lr
     return with_note(started, note), history, gr.Timer(active=True)
 
 
+def classify_run(choice: str | None, preset: str, trainable: str, epochs: float, lr: float,
+                 request: gr.Request = None) -> dict:
+    """Fine-tune a copy of a model into an SMS spam classifier and wait until the run ends (for scripts and agents).
+
+    The run goes through the server's job queue and caps (steps, minutes per run). It belongs to the caller's
+    session, so classify_text in the same session then uses the new classifier; no browser state is needed.
+
+    Args:
+        choice: the model to start from (a label of the model menu).
+        preset: the run's preset (classroom, or the book's settings).
+        trainable: which parts learn (the last block and the head, or all).
+        epochs: passes over the training messages (1 to 10).
+        lr: learning rate.
+
+    Returns:
+        A summary dict: job id, status, steps, final train and validation loss, accuracy on the train, validation
+        and test messages before and after training, the test confusion matrix, seconds and settings.
+    """
+    clock = Stopwatch()
+    _, history, _ = start_run(choice, preset, trainable, epochs, lr, None, None, request)
+    history = wait_for_run(owner_of(None, request), history)
+    if history.status == "failed":
+        raise ValueError(f"The run failed: {history.error}")
+
+    def accuracy(values) -> dict | None:
+        return dict(zip(SPLIT_NAMES, map(finite, values))) if values else None
+
+    config, _ = classify_config(preset, trainable, epochs, lr)
+    settings = {"model": choice, "preset": preset, "trainable": config.trainable, "epochs": config.epochs,
+                "lr": config.lr, "batch_size": config.batch_size}
+    return run_summary(history, clock.seconds, settings, accuracy_before=accuracy(history.baseline),
+                       accuracy_after=accuracy(history.final), confusion=history.confusion, classes=list(CLASS_NAMES))
+
+
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
+    """Stop this session's classification run after its current step.
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        A line saying whether a run was stopped.
+    """
     return RUN.stop(history, browser_id, request)
 
 
@@ -316,7 +391,16 @@ def run_views(history: RunHistory, view: JobView, owner: str) -> tuple:
 
 
 def poll_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
-    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
+    """Follow this session's classification run: its status, loss and accuracy curves, accuracy table and confusion matrix.
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The status line, the loss figure, the accuracy figure, the accuracy before and after training (Markdown),
+        the confusion matrix figure and the poll timer (inactive once the run has ended).
+    """
     return RUN.poll(history, browser_id, request, run_status, run_views)
 
 
@@ -324,10 +408,17 @@ reattach = RUN.reattach  # on page load: follow this browser's classification ru
 
 
 def classify_message(text: str, browser_id: str | None, request: gr.Request = None):
-    """The trained classifier's probabilities for one message, and a note when the message was cut.
+    """Classify one SMS message as spam or not spam with the classifier this session fine-tuned.
 
     Nothing to classify yet (no classifier, an empty box) is said in the note, in place: an error would
     leave a red badge on the views until the next answer.
+
+    Args:
+        text: the message (cut to the server's limit).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        A bar chart of the two classes' probabilities and a verdict line such as "spam 97.1% · not spam 2.9%".
     """
     text, char_note = cap_text(text, MAX_MESSAGE_CHARS, "message")
     if not text.strip():
@@ -368,12 +459,12 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     browser_id = browser_id_state()
     explain(INTRO)
     shape = model_shape(models.DEFAULT_CHOICE)
-    model_md = gr.Markdown(model_markdown(models.DEFAULT_CHOICE), elem_classes=["lab-note"],
+    model_md = gr.Markdown(model_markdown(models.DEFAULT_CHOICE), label="the model", elem_classes=["lab-note"],
                            elem_id="classify-model")
     counts, examples = data_preview(0)
     with gr.Row():
         with gr.Column(scale=3):
-            data_md = gr.Markdown(counts)
+            data_md = gr.Markdown(counts, label="the data")
         with gr.Column(scale=4):
             examples_table = gr.Dataframe(examples, headers=["label", "message"], label="a few training messages",
                                           interactive=False, wrap=True, column_widths=["12%", "88%"],
@@ -395,13 +486,13 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="classify-start")
             stop = gr.Button("Stop")
     status = gr.Markdown("Press **Start fine-tuning**: the run uses a copy of the model chosen at the top.",
-                         elem_classes=["lab-note"], elem_id="classify-status")
+                         label="status", elem_classes=["lab-note"], elem_id="classify-status")
     with gr.Row():
-        loss_plot = gr.Plot(plan_loss, show_label=False, elem_id="classify-loss")
-        accuracy_plot = gr.Plot(plan_accuracy, show_label=False, elem_id="classify-accuracy")
+        loss_plot = gr.Plot(plan_loss, label="loss curves", show_label=False, elem_id="classify-loss")
+        accuracy_plot = gr.Plot(plan_accuracy, label="accuracy curves", show_label=False, elem_id="classify-accuracy")
     with gr.Row():
-        results = gr.Markdown(results_markdown(), elem_id="classify-results")
-        confusion_plot = gr.Plot(show_label=False, elem_id="classify-confusion")
+        results = gr.Markdown(results_markdown(), label="accuracy before and after", elem_id="classify-results")
+        confusion_plot = gr.Plot(label="confusion matrix", show_label=False, elem_id="classify-confusion")
 
     gr.Markdown("#### Try the classifier")
     with gr.Row():
@@ -409,27 +500,32 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             message = gr.Textbox("Congratulations! You have won a free cruise. Text WIN to 80082 to claim now!",
                                  label="a message", lines=3, max_length=MAX_MESSAGE_CHARS)
             classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-            verdict = gr.Markdown(elem_classes=["lab-note"], elem_id="classify-verdict")
-        probs_plot = gr.Plot(show_label=False, scale=2, elem_id="classify-probs")
+            verdict = gr.Markdown(label="verdict", elem_classes=["lab-note"], elem_id="classify-verdict")
+        probs_plot = gr.Plot(label="spam or not: probabilities", show_label=False, scale=2, elem_id="classify-probs")
     history = gr.State(None)
-    timer = gr.Timer(1.0, active=False)
+    timer = RunTimer(1.0, active=False)
     show_source(FinetuneRun.train_step, classification_loss, last_token_logits, finetune_classifier, prepare_classifier,
                 set_trainable, classify)
 
     more.click(lambda seed: seed + 1, examples_seed, examples_seed, api_name=False, queue=False).then(
-        friendly(data_preview), examples_seed, [data_md, examples_table], api_name="classify_data")
+        tool(data_preview, "classify_data"), examples_seed, [data_md, examples_table], api_name="classify_data")
     preset.change(friendly(preset_settings), preset, [trainable, epochs, lr], api_name=False, queue=False)
     model_choice.change(friendly(model_views), model_choice, [model_md, trainable], api_name=False,
                         show_progress="hidden")
-    start.click(friendly(start_run), [model_choice, preset, trainable, epochs, lr, history, browser_id],
+    start.click(tool(start_run, "classify_start"), [model_choice, preset, trainable, epochs, lr, history, browser_id],
                 [status, history, timer], api_name="classify_start", concurrency_limit=4).then(
         friendly(model_views), model_choice, [model_md, trainable], api_name=False, show_progress="hidden")
-    stop.click(friendly(stop_run), [history, browser_id], status, api_name="classify_stop")
-    timer.tick(friendly(poll_run), [history, browser_id],
+    stop.click(tool(stop_run, "classify_stop"), [history, browser_id], status, api_name="classify_stop")
+    timer.tick(tool(poll_run, "classify_poll"), [history, browser_id],
                [status, loss_plot, accuracy_plot, results, confusion_plot, history, timer],
                api_name="classify_poll", show_progress="hidden", concurrency_limit=None)
-    classify_button.click(friendly(classify_message), [message, browser_id], [probs_plot, verdict],
+    classify_button.click(tool(classify_message, "classify_text"), [message, browser_id], [probs_plot, verdict],
                           api_name="classify_text", concurrency_limit=4)
     message.submit(friendly(classify_message), [message, browser_id], [probs_plot, verdict], api_name=False,
                    concurrency_limit=4)
+    # One call for scripts and agents: start, wait until the run ends (within the server's caps), the summary.
+    run_summary_json = gr.JSON(label="run summary", visible=False)
+    gr.Button(visible=False).click(tool(classify_run, "classify_run"), [model_choice, preset, trainable, epochs, lr],
+                                   run_summary_json, api_name="classify_run", concurrency_limit=sync_run_limit(),
+                                   concurrency_id=SYNC_RUN_QUEUE)
     gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)

@@ -44,6 +44,16 @@ from gpt_core.instruct_data import (
 )
 from gpt_core.instruct_tasks import COPY_TASKS, EASY_TASKS, HARD_TASKS, generated_tasks
 from ui import models
+from ui.api import (
+    SYNC_RUN_QUEUE,
+    RunTimer,
+    Stopwatch,
+    finite,
+    run_summary,
+    sync_run_limit,
+    tool,
+    wait_for_run,
+)
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, number_input, show_source
 from ui.jobs import JobView
@@ -273,10 +283,22 @@ def mask_view(entry: dict, tokenizer, mask_instruction: bool, context_length: in
 
 def preview_data(source: str, n_records: float, file_path: str | None, index: float, mask_instruction: bool,
                  browser_id: str | None = None, request: gr.Request = None):
-    """Load the records, then: summary, a few records, the loss-mask view of one, and the records' marker.
+    """Load instruction data (generated tasks, an uploaded JSON or the book's data) and show its split, records and loss mask.
 
     The mask view uses the default (bundled) model's tokenizer; the page then redraws it with the tokenizer of the
     model in the picker when that is another one.
+
+    Args:
+        source: where the records come from (the generated task sets, an uploaded JSON file, the book's data).
+        n_records: how many records to generate (generated sets only).
+        file_path: the uploaded JSON file (a list of instruction, input, output records), else None.
+        index: which training record the loss-mask view shows.
+        mask_instruction: mask the instruction so only the response's tokens count for the loss.
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The records' split (Markdown), the first records (table), the loss-mask view (HTML), its note, the record
+        slider and the record as plain text.
     """
     owner = owner_of(browser_id, request) if source not in GENERATED_SETS else None
     records = load_records(source, n_records, file_path)
@@ -314,6 +336,8 @@ class MaskPanel:
     index: int
     last_index: int
     text: str
+    n_targets: int = 0  # the record's targets, padding included
+    n_ignored: int = 0  # of which -100 (padding, and the instruction when it is masked)
 
 
 def mask_panel(records: list[dict], index: float, mask_instruction: bool, tokenizer=None) -> MaskPanel:
@@ -324,12 +348,39 @@ def mask_panel(records: list[dict], index: float, mask_instruction: bool, tokeni
     view = mask_view(train[index], tokenizer, bool(mask_instruction))
     note = f"Training record {index} of {len(train):,}, in the tokens of {tokenizer_name(tokenizer)}: {view.note}"
     return MaskPanel(view.html, note, index, max(len(train) - 1, 1),
-                     format_input(train[index]) + format_response(train[index]))
+                     format_input(train[index]) + format_response(train[index]), view.n_targets, view.n_ignored)
 
 
 def mask_outputs(records: list[dict], index: float, mask_instruction: bool, tokenizer=None):
     panel = mask_panel(records, index, mask_instruction, tokenizer)
     return panel.html, panel.note, gr.update(maximum=panel.last_index, value=panel.index), panel.text
+
+
+def instruct_loss_mask(source: str = GENERATED, n_records: float = DEFAULT_RECORDS, file_path: str | None = None,
+                       index: float = 0, mask_instruction: bool = True, choice: str | None = None):
+    """Show one instruction-tuning record as the model trains on it: its input tokens, its targets and which count.
+
+    Targets of -100 (the padding and, when masked, the instruction) are ignored by the loss. Needs no browser
+    state: the records are loaded from the source each call.
+
+    Args:
+        source: where the records come from (the generated task sets, an uploaded JSON file, the book's data).
+        n_records: how many records to generate (generated sets only).
+        file_path: the uploaded JSON file (a list of instruction, input, output records), else None.
+        index: which training record (0 = the first; cut to the last one).
+        mask_instruction: mask the instruction so only the response's tokens count for the loss.
+        choice: the model whose tokenizer cuts the record into tokens (a label of the model menu).
+
+    Returns:
+        The loss-mask view (HTML: each input token over its target, coloured by role), a note with the counts,
+        and a dict with the record number, the record as text, the number of targets and how many are -100.
+    """
+    records = load_records(source, n_records, file_path)
+    panel = mask_panel(records, index, mask_instruction, tokenizer_of(choice or models.DEFAULT_CHOICE))
+    data = {"index": panel.index, "last_index": panel.last_index, "text": panel.text,
+            "n_targets": panel.n_targets, "n_ignored": panel.n_ignored,
+            "n_counted": panel.n_targets - panel.n_ignored, "mask_instruction": bool(mask_instruction)}
+    return panel.html, panel.note, data
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,7 +433,23 @@ RUN = RunTab(JOB_LABEL, "instruction-tuning run", n_views=3)
 def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_instruction: bool,
               records: list[dict] | None, history: RunHistory | None, browser_id: str | None,
               request: gr.Request = None):
-    """Start instruction tuning a copy of the chosen model on the loaded records."""
+    """Start instruction tuning a copy of the chosen model on the loaded records in the background (poll with instruct_poll).
+
+    Scripts that want one call use instruct_run instead.
+
+    Args:
+        choice: the model to start from (a label of the model menu).
+        preset: the run's preset (classroom, or the book's GPT-2 medium settings).
+        epochs: passes over the training records (1 to 10).
+        lr: learning rate.
+        mask_instruction: mask the instruction so only the response's tokens count for the loss.
+        records: the loaded records (kept by the page; None: the default generated tasks).
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        A status line with the job id, and the poll timer.
+    """
     if not choice:
         raise ValueError("No model is loaded: pick a model in the menu at the top of the page first.")
     owner = RUN.owner_for_start(history, browser_id, request)
@@ -399,7 +466,57 @@ def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_in
     return with_note(started, note), history, gr.Timer(active=True)
 
 
+def instruct_run(choice: str | None, preset: str, epochs: float, lr: float, mask_instruction: bool,
+                 source: str = GENERATED, n_records: float = DEFAULT_RECORDS, file_path: str | None = None,
+                 request: gr.Request = None) -> dict:
+    """Instruction-tune a copy of a model and wait until the run ends (for scripts and agents).
+
+    The run goes through the server's job queue and caps (steps, minutes per run) and belongs to the caller's
+    session; no browser state is needed.
+
+    Args:
+        choice: the model to start from (a label of the model menu).
+        preset: the run's preset (classroom, or the book's GPT-2 medium settings).
+        epochs: passes over the training records (1 to 10).
+        lr: learning rate.
+        mask_instruction: mask the instruction so only the response's tokens count for the loss.
+        source: where the records come from (the generated task sets, an uploaded JSON file, the book's data).
+        n_records: how many records to generate (generated sets only).
+        file_path: the uploaded JSON file (a list of instruction, input, output records), else None.
+
+    Returns:
+        A summary dict: job id, status, steps, final train and validation loss, the exact-match score on the
+        held-out records before and after tuning (with each answer), seconds and settings.
+    """
+    clock = Stopwatch()
+    records = load_records(source, n_records, file_path)
+    _, history, _ = start_run(choice, preset, epochs, lr, mask_instruction, records, None, None, request)
+    history = wait_for_run(owner_of(None, request), history)
+    if history.status == "failed":
+        raise ValueError(f"The run failed: {history.error}")
+
+    def score(result: ExactMatchEvent | None) -> dict | None:
+        if result is None:
+            return None
+        return {"correct": result.correct, "total": result.total, "score": finite(result.score),
+                "rows": result.rows}
+
+    settings = {"model": choice, "preset": preset, "epochs": epochs, "lr": lr,
+                "mask_instruction": bool(mask_instruction), "source": source, "records": len(records)}
+    return run_summary(history, clock.seconds, settings, exact_match_before=score(history.before),
+                       exact_match_after=score(history.after))
+
+
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
+    """Stop this session's instruction-tuning run after its current step.
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        A line saying whether a run was stopped.
+    """
     return RUN.stop(history, browser_id, request)
 
 
@@ -497,7 +614,16 @@ def run_views(history: RunHistory, view: JobView, owner: str) -> tuple:
 
 
 def poll_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None):
-    """Fetch the events since the last poll and redraw; stop the timer when the job has finished."""
+    """Follow this session's instruction-tuning run: its status, loss curves, exact-match scores and answers before and after.
+
+    Args:
+        history: the run the page follows (kept by the page; a script's session finds its latest run).
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The status line, the loss figure, the exact-match scores (Markdown), a table of held-out prompts with their
+        answers before and after tuning, and the poll timer (inactive once the run has ended).
+    """
     return RUN.poll(history, browser_id, request, run_status, run_views)
 
 
@@ -571,7 +697,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                              file_types=[".json"], type="filepath", height=130)
             load = gr.Button("Load data")
         with gr.Column(scale=3):
-            summary = gr.Markdown(data_summary(first_records, GENERATED))
+            summary = gr.Markdown(data_summary(first_records, GENERATED), label="the records")
             table = gr.Dataframe(records_table(first_records), headers=["instruction", "input", "output"],
                                  datatype="str", label="the first training records", interactive=False, wrap=True,
                                  max_height=240, column_widths=["45%", "30%", "25%"])
@@ -580,10 +706,10 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Row():
         mask_toggle = gr.Checkbox(classroom.mask_instruction, label="mask the instruction (learn the response only)")
         record_index = SliderBox(0, first_mask.last_index, value=0, step=1, label="training record")
-    mask_note = gr.Markdown(first_mask.note, elem_classes=["lab-note"])
-    mask_html = gr.HTML(first_mask.html, css_template=MASK_CSS, elem_id="instruct-mask")
+    mask_note = gr.Markdown(first_mask.note, label="loss-mask note", elem_classes=["lab-note"])
+    mask_html = gr.HTML(first_mask.html, label="loss mask", css_template=MASK_CSS, elem_id="instruct-mask")
     with gr.Accordion("the same example as plain text (format_input + format_response)", open=False):
-        example_text = gr.Textbox(first_mask.text, show_label=False, lines=8, interactive=False)
+        example_text = gr.Textbox(first_mask.text, label="the record as text", show_label=False, lines=8, interactive=False)
 
     gr.Markdown("#### Fine-tune")
     with gr.Row():
@@ -593,18 +719,18 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         with gr.Column(scale=1):
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="instruct-start")
             stop = gr.Button("Stop")
-    plan = gr.Markdown(first_plan, elem_id="instruct-plan")
-    status = gr.Markdown(START_NOTE, elem_classes=["lab-note"], elem_id="instruct-status")
+    plan = gr.Markdown(first_plan, label="plan", elem_id="instruct-plan")
+    status = gr.Markdown(START_NOTE, label="status", elem_classes=["lab-note"], elem_id="instruct-status")
     with gr.Row():
-        loss_plot = gr.Plot(show_label=False, elem_id="instruct-loss", scale=2)
+        loss_plot = gr.Plot(label="loss curves", show_label=False, elem_id="instruct-loss", scale=2)
         with gr.Column(scale=3):
-            score = gr.Markdown(score_markdown(None, None), elem_id="instruct-score")
+            score = gr.Markdown(score_markdown(None, None), label="exact-match scores", elem_id="instruct-score")
             compare = gr.Dataframe(headers=COMPARE_HEADERS, datatype="str", elem_id="instruct-compare",
                                    label="the same held-out prompts, before and after", interactive=False, wrap=True,
                                    column_widths=["24%", "22%", "14%", "20%", "20%"])
     records = gr.State(None)
     history = gr.State(None)
-    timer = gr.Timer(1.0, active=False)
+    timer = RunTimer(1.0, active=False)
     show_source(FinetuneRun.train_step, instruction_loss, format_input, instruction_collate, finetune_instruct, answer,
                 exact_match_score)
 
@@ -619,7 +745,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         event.then(friendly(show_mask_of_model), mask_inputs, mask_outputs, **quiet).then(
             friendly(plan_markdown), plan_inputs, plan, **quiet)
 
-    after_load(load.click(friendly(preview_data), data_inputs, data_outputs, api_name="instruct_data"))
+    after_load(load.click(tool(preview_data, "instruct_data"), data_inputs, data_outputs, api_name="instruct_data"))
     after_load(upload.upload(lambda: UPLOAD, None, source, api_name=False, queue=False).then(
         friendly(preview_data), data_inputs, data_outputs, api_name=False))
     after_load(n_records.release(lambda kind: kind if kind in GENERATED_SETS else GENERATED, source, source,
@@ -634,10 +760,20 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         friendly(plan_markdown), plan_inputs, plan, **quiet)
     epochs.release(friendly(plan_markdown), plan_inputs, plan, **quiet)
     lr.blur(friendly(plan_markdown), plan_inputs, plan, **quiet)
-    start.click(friendly(start_run), [model_choice, preset, epochs, lr, mask_toggle, records, history, browser_id],
+    start.click(tool(start_run, "instruct_start"), [model_choice, preset, epochs, lr, mask_toggle, records, history, browser_id],
                 [status, history, timer], api_name="instruct_start", concurrency_limit=4)
-    stop.click(friendly(stop_run), [history, browser_id], status, api_name="instruct_stop")
-    timer.tick(friendly(poll_run), [history, browser_id], [status, loss_plot, score, compare, history, timer],
+    stop.click(tool(stop_run, "instruct_stop"), [history, browser_id], status, api_name="instruct_stop")
+    timer.tick(tool(poll_run, "instruct_poll"), [history, browser_id], [status, loss_plot, score, compare, history, timer],
                api_name="instruct_poll", show_progress="hidden", concurrency_limit=None)
+    # For scripts and agents: the loss-mask view, and one call that starts a run, waits and returns its summary.
+    api_only = gr.Button(visible=False)
+    mask_data = gr.JSON(label="loss mask counts", visible=False)
+    api_only.click(tool(instruct_loss_mask, "instruct_loss_mask"),
+                   [source, n_records, upload, record_index, mask_toggle, model_choice], [mask_html, mask_note, mask_data],
+                   api_name="instruct_loss_mask", concurrency_limit=4, concurrency_id="instruct_mask")
+    run_summary_json = gr.JSON(label="run summary", visible=False)
+    api_only.click(tool(instruct_run, "instruct_run"),
+                   [model_choice, preset, epochs, lr, mask_toggle, source, n_records, upload], run_summary_json,
+                   api_name="instruct_run", concurrency_limit=sync_run_limit(), concurrency_id=SYNC_RUN_QUEUE)
     root = gr.context.Context.root_block
     root.load(friendly(reattach), browser_id, [history, timer], api_name=False)

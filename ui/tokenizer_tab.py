@@ -23,6 +23,7 @@ from gpt_core.data import (
 )
 from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 from ui import models
+from ui.api import tool
 from ui.common import SliderBox, cap_text, explain, friendly, number_input, plural, show_source
 from ui.follow import followed
 from ui.runs import explore_view
@@ -175,10 +176,18 @@ def parity_message(ours: list[int], reference: list[int], tokenizer: BPETokenize
 
 
 def tokenize_text(text: str, choice: str, trained: BPETokenizer | None = None) -> tuple[str, str, str]:
-    """Section 1: the coloured tokens, the counts and the tiktoken check for `text`.
+    """Cut a text into tokens with GPT-2's BPE or your own trained BPE, with the counts and tiktoken's check.
 
     Choosing "Your trained BPE" before training one gives a note in this section (the text box redraws the
     tokens at every change, so a popup would come back at every key).
+
+    Args:
+        text: the text to tokenize (cut to the server's limit).
+        choice: the tokenizer: GPT-2, or your trained BPE (after train_bpe in the same session).
+        trained: the session's own trained BPE (kept by the page after train_bpe).
+
+    Returns:
+        The coloured tokens with their ids (HTML), the counts (characters, tokens) and the check against tiktoken.
     """
     if choice == TRAINED_CHOICE and trained is None:
         return _note("Train your own BPE in section 2 first, then choose it here (GPT-2's tokens meanwhile: "
@@ -232,7 +241,19 @@ def merge_rows(tokenizer: BPETokenizer, shown: int = SHOWN_MERGES) -> list:
 
 
 def train_bpe(vocab_size, source: str, text: str, upload: str | None, progress=gr.Progress()):  # noqa: B008 (Gradio idiom)
-    """Section 2: learn a BPE tokenizer; returns (tokenizer state, status, merges table, tokenizer choice)."""
+    """Train a byte-pair-encoding tokenizer of a chosen vocabulary size on Shakespeare, a text or an uploaded file.
+
+    The session then tokenizes with it (tokenize with choice "Your trained BPE") and replays its merges.
+
+    Args:
+        vocab_size: the vocabulary size (257 = bytes only, up to the server's limit).
+        source: what to learn from (the packaged Shakespeare, the text above, an uploaded .txt file).
+        text: the text to learn from when source is the text above.
+        upload: the uploaded .txt file when source is the upload, else None.
+
+    Returns:
+        A status line (merges learned, seconds), the table of the first merges (HTML) and the tokenizer choice.
+    """
     vocab_size = number_input(vocab_size, "The vocabulary size", minimum=257, maximum=MAX_TRAIN_VOCAB, whole=True)
     corpus, where = training_text(source, text, upload)
     corpus, cut_note = cap_text(corpus, TRAIN_MAX_CHARS, what="training text")
@@ -263,9 +284,17 @@ def merge_ranks(tokenizer: BPETokenizer) -> dict[int, int]:
 
 
 def replay_merge(word: str = DEFAULT_WORD, step=None, trained: BPETokenizer | None = None):
-    """Section 2: the merges that turn `word` into tokens, up to `step` (None: all); returns (html, step slider).
+    """Replay the BPE merges that turn one word into tokens, step by step, up to a given merge step.
 
     The word is cut to MAX_WORD_CHARS characters, so a replay stays a few milliseconds and at most ~150 kB.
+
+    Args:
+        word: the word to replay.
+        step: the last merge step shown (None: all of them).
+        trained: the session's own trained BPE (kept by the page after train_bpe).
+
+    Returns:
+        The replay table (HTML: the word's pieces after each merge) and the step slider's range and value.
     """
     tokenizer = trained or gpt2_tokenizer()
     which = "your trained BPE" if trained else "GPT-2 (train your own BPE above to replay its merges)"
@@ -298,7 +327,15 @@ def replay_steps_only(word: str = DEFAULT_WORD, step=None, trained: BPETokenizer
 
 
 def replay_word(word: str = DEFAULT_WORD, trained: BPETokenizer | None = None):
-    """A new word: replay all of its merges (the slider then goes back through them)."""
+    """Replay all the BPE merges that turn a new word into tokens (GPT-2's, or the session's trained BPE).
+
+    Args:
+        word: the word to replay.
+        trained: the session's own trained BPE (kept by the page after train_bpe).
+
+    Returns:
+        The replay table (HTML: the word's pieces after each merge) and the step slider's range and value.
+    """
     return replay_merge(word, None, trained)
 
 
@@ -324,10 +361,18 @@ def windows_problem(n_tokens: int, context_length: int, stride: int) -> str | No
 
 
 def training_pairs(text: str = DEFAULT_TEXT, context_length=8, stride=4) -> tuple[str, str]:
-    """Section 3: the first (input, target) windows cut from `text` tokenized with GPT-2.
+    """Cut a text's GPT-2 tokens into the (input, target) windows a model trains on: the target is the input shifted by one.
 
     When no window can be cut (a short text, a stride of 0), this section says why in its summary: section 1's
     text box redraws it at every change, so a short text is normal here, not an error.
+
+    Args:
+        text: the text to cut into windows.
+        context_length: tokens per window (1 to the server's limit).
+        stride: tokens between the starts of two windows (0 cuts none).
+
+    Returns:
+        The first windows as a table of input and target tokens (HTML) and a summary (Markdown).
     """
     context_length = number_input(context_length, "The context length", minimum=1, maximum=MAX_CONTEXT, whole=True,
                                   default=8)
@@ -379,7 +424,14 @@ def repeated_token_note(ids: list[int], labels: list[str], tok_cos, inp_cos) -> 
 
 
 def embeddings(text: str = DEFAULT_EMBED_TEXT):
-    """Section 4: token + positional = input embeddings for the first 16 tokens, and their cosine similarities."""
+    """Turn a text's first 16 GPT-2 tokens into vectors: token embedding + position embedding = input embedding.
+
+    Args:
+        text: the text to embed.
+
+    Returns:
+        The shapes (Markdown), a heatmap of token, position and input vectors, and the tokens' cosine similarities.
+    """
     tokenizer = gpt2_tokenizer()
     text, _ = bounded_text(tokenizer, text, MAX_EMBED_CHARS)
     ids = tokenizer.encode(text, allowed_special="all")
@@ -435,9 +487,9 @@ def build_tab() -> None:
                 example_labels=[label for label, _ in EXAMPLE_TEXTS], api_visibility="private",
                 elem_id="tok-examples")
     first_spans, first_stats, first_parity = tokenize_text(DEFAULT_TEXT, GPT2_CHOICE)
-    token_view = gr.HTML(first_spans, elem_id="tok-spans", css_template=TABLE_CSS)
-    stats = gr.Markdown(first_stats)
-    parity = gr.Markdown(first_parity, elem_id="tok-parity")
+    token_view = gr.HTML(first_spans, label="tokens", elem_id="tok-spans", css_template=TABLE_CSS)
+    stats = gr.Markdown(first_stats, label="counts")
+    parity = gr.Markdown(first_parity, label="tiktoken check", elem_id="tok-parity")
     show_source(BPETokenizer.encode, BPETokenizer.encode_ordinary, apply_merges, merge_steps, title="The encoder")
 
     # 2. Train your own BPE --------------------------------------------------------------------------------------
@@ -458,15 +510,16 @@ def build_tab() -> None:
         upload = gr.File(label=f"A .txt file (up to {MAX_UPLOAD_BYTES // 1_000_000} MB)", file_types=[".txt"],
                          type="filepath", height=160, scale=1)
     train_button = gr.Button("Train BPE", variant="primary")
-    train_status = gr.Markdown(f"Shakespeare is cut to its first {TRAIN_MAX_CHARS:,} characters to train fast.")
-    merges_view = gr.HTML(css_template=TABLE_CSS, elem_id="tok-merges")
+    train_status = gr.Markdown(f"Shakespeare is cut to its first {TRAIN_MAX_CHARS:,} characters to train fast.",
+                               label="training status")
+    merges_view = gr.HTML(label="merges table", css_template=TABLE_CSS, elem_id="tok-merges")
     gr.Markdown("### Replay the merges of one word")
     with gr.Row():
         word = gr.Textbox(value=DEFAULT_WORD, label="Word", scale=2)
         last_step = len(gpt2_tokenizer().trace(DEFAULT_WORD)) - 1
         replay_step = gr.Slider(0, last_step, value=last_step, step=1, label="Merge step", scale=3)
     first_replay, _ = replay_word(DEFAULT_WORD)
-    replay_view = gr.HTML(first_replay, css_template=TABLE_CSS, elem_id="tok-replay")
+    replay_view = gr.HTML(first_replay, label="merge replay", css_template=TABLE_CSS, elem_id="tok-replay")
     show_source(BPETokenizer.train, train_merges, BPETokenizer.trace, title="Training and the merge trace")
 
     # 3. From tokens to training pairs ---------------------------------------------------------------------------
@@ -483,8 +536,8 @@ def build_tab() -> None:
         context_length = gr.Slider(1, 64, value=8, step=1, label="Context length (tokens)")
         stride = gr.Slider(0, 64, value=4, step=1, label="Stride (tokens)")
     first_windows, first_summary = training_pairs(DEFAULT_TEXT, 8, 4)
-    pairs_summary = gr.Markdown(first_summary)
-    pairs_view = gr.HTML(first_windows, css_template=TABLE_CSS, elem_id="tok-windows")
+    pairs_summary = gr.Markdown(first_summary, label="summary")
+    pairs_view = gr.HTML(first_windows, label="input and target windows", css_template=TABLE_CSS, elem_id="tok-windows")
     show_source(SlidingWindowDataset, window_starts, title="The sliding-window dataset")
 
     # 4. Embeddings -------------------------------------------------------------------------------------------------
@@ -507,7 +560,7 @@ def build_tab() -> None:
     with gr.Row():
         cosine = gr.Plot(first_cosine, label="cosine similarity", show_label=False, scale=3)
         with gr.Column(scale=2):
-            embed_summary = gr.Markdown(first_summary)
+            embed_summary = gr.Markdown(first_summary, label="shapes")
             explain(
                 """
                 **Reading the cosine map.** Each cell compares two input vectors: 1 means they point the same
@@ -524,7 +577,7 @@ def build_tab() -> None:
     # preprocess=False where a handler takes numbers: it checks them itself (number_input), so NaN, infinity or
     # a word from an API client gets a plain message instead of Gradio's.
     tokenize_event = {
-        "fn": friendly(explore_view(tokenize_text)),
+        "fn": tool(explore_view(tokenize_text), "tokenize"),
         "inputs": [text, choice, trained_state],
         "outputs": [token_view, stats, parity],
         "concurrency_limit": 4,
@@ -536,7 +589,7 @@ def build_tab() -> None:
     choice.change(**tokenize_event, api_visibility="undocumented")
 
     pairs_event = {
-        "fn": friendly(training_pairs),
+        "fn": tool(training_pairs, "training_pairs"),
         "inputs": [text, context_length, stride],
         "outputs": [pairs_view, pairs_summary],
         "preprocess": False,
@@ -551,7 +604,7 @@ def build_tab() -> None:
 
     replay_outputs = [replay_view, replay_step]
     train_button.click(
-        friendly(train_bpe),
+        tool(train_bpe, "train_bpe"),
         inputs=[vocab_size, source, text, upload],
         outputs=[trained_state, train_status, merges_view, choice],
         api_name="train_bpe",
@@ -562,15 +615,15 @@ def build_tab() -> None:
         friendly(replay_word), [word, trained_state], replay_outputs,
         api_name="replay_after_training", api_visibility="undocumented", **SMALL_VIEWS,
     )
-    replay_step.release(friendly(replay_merge), [word, replay_step, trained_state], replay_outputs,
+    replay_step.release(tool(replay_merge, "replay_merge"), [word, replay_step, trained_state], replay_outputs,
                         api_name="replay_merge", preprocess=False, **SMALL_VIEWS)
     # The arrow keys send `input` (no `release`); its answer leaves the slider alone, so a drag is never pulled back.
     replay_step.input(friendly(replay_steps_only), [word, replay_step, trained_state], replay_view, api_name=False,
                       preprocess=False, trigger_mode="always_last", **SMALL_VIEWS)
-    word.submit(friendly(replay_word), [word, trained_state], replay_outputs, api_name="replay_word",
+    word.submit(tool(replay_word, "replay_word"), [word, trained_state], replay_outputs, api_name="replay_word",
                 preprocess=False, **SMALL_VIEWS)
 
-    embed_event = {"fn": friendly(embeddings), "inputs": [embed_text], "outputs": [embed_summary, heatmaps, cosine],
+    embed_event = {"fn": tool(embeddings, "embeddings"), "inputs": [embed_text], "outputs": [embed_summary, heatmaps, cosine],
                    **SMALL_VIEWS}
     embed_button.click(**embed_event, api_name="embeddings")
     embed_text.submit(**embed_event, api_visibility="undocumented")
