@@ -10,6 +10,19 @@ A checkpoint folder ``out_dir/step-000200/`` holds:
 and ``out_dir/latest.txt`` names the newest complete one. Every folder is written under a temporary name and
 renamed into place, then ``latest.txt`` is replaced atomically, so a run killed mid-write leaves the previous
 checkpoint loadable. Nothing is pickled.
+
+A disk can still damage a finished checkpoint (a full disk, a copy cut short). ``checkpoint_problem`` says what
+is wrong with one, and ``resumable_checkpoint`` picks the newest intact one of a run folder:
+
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> (run / "step-000400").mkdir()
+    >>> checkpoint_problem(run / "step-000400")
+    'config.json is missing'
+    >>> resumable_checkpoint(run)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: No intact checkpoint in ... to resume from: step-000400 is damaged (config.json is missing).
 """
 
 from __future__ import annotations
@@ -22,12 +35,13 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 from gpt_core.checkpoints import save_checkpoint
 from gpt_core.events import jsonable
-from gpt_core.files import write_text_atomically
+from gpt_core.files import remove_temp_files, write_text_atomically
 from gpt_core.model import GPTModel
 from gpt_core.train_config import TrainConfig
 
@@ -35,6 +49,7 @@ CHECKPOINT_PREFIX = "step-"
 LATEST_FILE = "latest.txt"
 STATE_FORMAT = "llm-lab-train-state"
 STATE_VERSION = 1
+CHECKPOINT_FILES = ("config.json", "train_state.json", "model.safetensors", "train_state.safetensors")
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -93,6 +108,98 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
         return None
     folder = Path(out_dir) / pointer.read_text().strip()
     return folder if folder.is_dir() else None
+
+
+def checkpoint_folders(out_dir: str | Path) -> list[Path]:
+    """The ``step-NNNNNN`` folders of a run, newest (highest step) first."""
+    folders = [p for p in Path(out_dir).glob(f"{CHECKPOINT_PREFIX}*") if re.fullmatch(r"step-\d+", p.name)]
+    return sorted(folders, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), reverse=True)
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """What makes a checkpoint folder unusable (a file missing, unreadable or cut short), or None if it is intact.
+
+    Reads the two JSON files and the headers of the two safetensors files (which give every tensor's size,
+    so a file cut short is noticed), not the tensors themselves.
+    """
+    folder = Path(folder)
+    for name in CHECKPOINT_FILES:
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    for name in ("config.json", "train_state.json"):
+        try:
+            info = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            return f"{name} is unreadable: {err}"
+        if not isinstance(info, dict):
+            return f"{name} is unreadable: not a JSON object"
+    if info.get("format") != STATE_FORMAT or not all(key in info for key in ("step", "data_position", "optimizer")):
+        return "train_state.json is not an LLM Lab training state"
+    for name in ("model.safetensors", "train_state.safetensors"):
+        try:
+            with safe_open(str(folder / name), framework="pt"):
+                pass
+        except (OSError, SafetensorError) as err:
+            return f"{name} is unreadable: {err}"
+    return None
+
+
+def resumable_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """The checkpoint to resume from, and a warning when newer ones are damaged (None when there are none).
+
+    ``path`` is a checkpoint folder (used as it is, if intact) or a run's out folder: its newest intact
+    checkpoint. A folder with no intact checkpoint raises ValueError, naming what is wrong with each.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"There is no folder {path} to resume from.")
+    if (path / "train_state.json").exists() or re.fullmatch(r"step-\d+", path.name):
+        problem = checkpoint_problem(path)
+        if problem:
+            raise ValueError(f"The checkpoint {path} is damaged ({problem}); resume from its run folder "
+                             f"{path.parent} to take the newest intact checkpoint there.")
+        return path, None
+    damaged = []
+    named = (path / LATEST_FILE).read_text(errors="replace").strip() if (path / LATEST_FILE).is_file() else ""
+    if named and not (path / named).is_dir():
+        damaged.append(f"{named} (named by {LATEST_FILE}) is missing")
+    for folder in checkpoint_folders(path):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, "; ".join(damaged) + f"; resuming from {folder.name}" if damaged else None
+        damaged.append(f"{folder.name} is damaged ({problem})")
+    if not damaged:
+        raise ValueError(f"No training checkpoint in {path}: expected step-NNNNNN folders or train_state.json.")
+    raise ValueError(f"No intact checkpoint in {path} to resume from: {'; '.join(damaged)}.")
+
+
+def set_aside_damaged(out_dir: str | Path) -> list[Path]:
+    """Rename a run's damaged checkpoint folders to ``step-NNNNNN.damaged`` (kept to look at): a run that resumes
+    in this folder then keeps, prunes and falls back among intact checkpoints only."""
+    moved = []
+    for folder in checkpoint_folders(out_dir):
+        if checkpoint_problem(folder) is not None:
+            target = folder.with_name(f"{folder.name}.damaged")
+            shutil.rmtree(target, ignore_errors=True)  # one set aside by an earlier resume
+            os.replace(folder, target)
+            moved.append(target)
+    return moved
+
+
+def read_training_state(folder: str | Path) -> tuple[dict, dict]:
+    """(train_state.json, config.json) of an intact checkpoint folder: the run's settings and the model's shape."""
+    folder = Path(folder)
+    return (json.loads((folder / "train_state.json").read_text(encoding="utf-8")),
+            json.loads((folder / "config.json").read_text(encoding="utf-8")))
+
+
+def remove_stale_temp_files(out_dir: str | Path) -> list[Path]:
+    """Delete what runs killed mid-write left in a run folder and its checkpoints (``gpt_core.files``)."""
+    out_dir = Path(out_dir)
+    removed = remove_temp_files(out_dir)
+    for folder in checkpoint_folders(out_dir):
+        removed += remove_temp_files(folder)
+    return removed
 
 
 def save_training_checkpoint(out_dir: str | Path, model: GPTModel, optimizer: torch.optim.Optimizer, *,
