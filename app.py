@@ -176,12 +176,24 @@ MAX_UPLOAD = "10mb"
 
 def launch_options() -> dict:
     """Arguments for `demo.launch()`: Gradio 6 takes the theme, CSS and head script here, and the server's bounds:
-    upload size, and how many sessions' state it keeps (LLM_LAB_SESSIONS, oldest dropped first)."""
+    upload size, how many sessions' state it keeps (LLM_LAB_SESSIONS, oldest dropped first), and the MCP server
+    (LLM_LAB_MCP=1 or GRADIO_MCP_SERVER=True)."""
     from ui.common import page_head  # the page script: projector mode, readable code colours
 
     sessions = int(os.environ.get("LLM_LAB_SESSIONS", "300"))
     return {"theme": gr.themes.Soft(), "css": CSS, "head": page_head(), "max_file_size": MAX_UPLOAD,
-            "state_session_capacity": sessions}
+            "state_session_capacity": sessions, "mcp_server": mcp_server()}
+
+
+def mcp_server() -> bool | None:
+    """The MCP server's setting: LLM_LAB_MCP=1 turns it on (tools at /gradio_api/mcp, needs `gradio[mcp]`);
+    without it, None leaves Gradio's own GRADIO_MCP_SERVER=True (or off) to decide."""
+    value = os.environ.get("LLM_LAB_MCP", "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return None
 
 
 def main() -> None:

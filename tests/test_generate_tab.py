@@ -407,9 +407,11 @@ def call_raw(app_url: str, api_name: str, body: str) -> tuple[str, str]:
 def test_api_generate_with_every_default_returns_the_text(client):
     parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]["parameters"]
     assert all(parameter["parameter_has_default"] for parameter in parameters)
-    text_html, chart, status, slider, text = client.predict(api_name="/generate")
+    text_html, chart, status, slider, text, result = client.predict(api_name="/generate")
     assert "Generated 30 tokens." in status
     assert text and text == html_text(text_html)
+    assert result["text"] == text and len(result["new_token_ids"]) == 30
+    assert result["token_ids"][-30:] == result["new_token_ids"]
     assert json.loads(chart["plot"])["layout"]["title"]["text"].startswith("step 30: ")
 
 

@@ -19,7 +19,8 @@ from gpt_core.attention import (
     attention_steps,
     simple_attention,
 )
-from ui.common import cap_text, explain, friendly, number_input, show_source
+from ui.api import tool
+from ui.common import cap_text, explain, number_input, show_source
 from ui.follow import followed
 from ui.models import encode_capped, gpt2_tokenizer, token_strings
 from ui.runs import explore_view
@@ -234,7 +235,20 @@ def checked_settings(text, dim, d_out, causal, use_dropout, dropout_rate) -> tup
 
 
 def attention_ladder(text: str = DEFAULT_TEXT, dim=3, d_out=2, causal=True, use_dropout=False, dropout_rate=0.5):
-    """All four rungs for the text: (note, inputs table, then text + figure per rung)."""
+    """Compute chapter 3's attention ladder on a sentence: simple, self-attention with Q/K/V, causal (+ dropout), two heads.
+
+    Args:
+        text: the sentence (its first 24 GPT-2 tokens; the book's sentence gives the book's numbers).
+        dim: the embedding size d_in of each token's vector (2 to 8).
+        d_out: the query/key/value size (1 to 4).
+        causal: hide the future with the causal mask.
+        use_dropout: apply dropout to the weights, as in training.
+        dropout_rate: the dropout rate (0 to 0.9).
+
+    Returns:
+        A note, the inputs as a table, then for each of the four rungs a Markdown explanation with the shapes and
+        a figure of its matrices (scores, weights, context vectors).
+    """
     text, dim, d_out, causal, rate = checked_settings(text, dim, d_out, causal, use_dropout, dropout_rate)
     text, char_note = cap_text(text, MAX_CHARS)
     key = (text, dim, d_out, causal, rate)
@@ -290,20 +304,21 @@ def build_tab() -> None:
         use_dropout = gr.Checkbox(False, label="dropout (as in training)")
         dropout_rate = gr.Slider(0.0, MAX_DROPOUT, value=0.5, step=0.1, label="dropout rate")
         run = gr.Button("Show attention", variant="primary")
-    note = gr.Markdown(first_note, elem_classes=["lab-note"])
+    note = gr.Markdown(first_note, label="note", elem_classes=["lab-note"])
     with gr.Accordion("the inputs as a table (to copy the numbers)", open=False):
         inputs_table = gr.Dataframe(first_table["value"], headers=first_table["headers"], interactive=False,
-                                    max_height=260, show_label=False)
+                                    max_height=260, label="inputs", show_label=False)
     outputs = [note, inputs_table]
     for rung in range(1, 5):
         rung_text, rung_plot = first_rungs[2 * rung - 2: 2 * rung]
-        outputs.append(gr.Markdown(rung_text))
-        outputs.append(gr.Plot(rung_plot, show_label=False, elem_id=f"attention-rung-{rung}"))
+        outputs.append(gr.Markdown(rung_text, label=f"rung {rung} explained"))
+        outputs.append(gr.Plot(rung_plot, label=f"rung {rung} matrices", show_label=False,
+                               elem_id=f"attention-rung-{rung}"))
     show_source(simple_attention, SelfAttention, CausalAttention, MultiHeadAttentionWrapper, attention_steps)
 
     # One queue for every trigger of the ladder: a cached ladder costs ~1 ms, a new one ~30-100 ms. preprocess=False:
     # the handler checks each value itself, so NaN, infinity or a word from an API client gets a plain message.
-    event = {"fn": friendly(explore_view(attention_ladder)), "inputs": [text, dim, d_out, causal, use_dropout, dropout_rate],
+    event = {"fn": tool(explore_view(attention_ladder), "attention"), "inputs": [text, dim, d_out, causal, use_dropout, dropout_rate],
              "outputs": outputs, "preprocess": False, "concurrency_limit": 4, "concurrency_id": "attention"}
     run.click(**event, api_name="attention")
     text.submit(**event, api_name=False)  # Enter in the sentence box

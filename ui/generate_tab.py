@@ -31,6 +31,7 @@ from gpt_core.generate import (
     stream_generate,
 )
 from gpt_core.tokenizer import ENDOFTEXT
+from ui.api import tool
 from ui.common import cap_text, explain, friendly, number_input, plural, show_source, student_message
 from ui.decode_worker import worker_steps
 from ui.follow import followed
@@ -232,7 +233,24 @@ def final_update(request: GenerationRequest, prompt_shown: str, steps: list, new
         gr.update(minimum=1, maximum=max(len(steps), 2), value=len(steps), interactive=True),
         {"prompt": prompt_shown, "steps": steps},
         request.loaded.tokenizer.decode(new_ids),
+        generation_result(request, prompt_shown, new_ids),
     )
+
+
+def generation_result(request: GenerationRequest, prompt_shown: str, new_ids: list[int]) -> dict:
+    """What a script or an agent reads from /generate: the prompt, the new text, and every token id."""
+    return {"model": request.loaded.label, "prompt": prompt_shown, "text": request.loaded.tokenizer.decode(new_ids),
+            "token_ids": [*request.ids, *new_ids], "new_token_ids": list(new_ids),
+            "settings": {"max_new_tokens": request.max_new_tokens, "temperature": request.temperature,
+                         "top_k": request.top_k, "top_p": request.top_p, "seed": request.seed},
+            "notes": list(request.notes)}
+
+
+def request_steps(request: GenerationRequest):
+    """Every step of a request: from the worker process for the built-in models, else generated here."""
+    settings = (request.max_new_tokens, request.temperature, request.top_k, request.top_p, request.seed)
+    done = worker_steps(request.loaded.label, request.ids, *settings, TOP_N)  # the built-in models, elsewhere
+    return iter(done) if done is not None else local_steps(request)
 
 
 def local_steps(request: GenerationRequest):
@@ -244,20 +262,31 @@ def local_steps(request: GenerationRequest):
 
 def run_generation(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
                    temperature=DEFAULT_TEMPERATURE, top_k=DEFAULT_TOP_K, top_p=DEFAULT_TOP_P, seed=DEFAULT_SEED):
-    """Stream the text one token at a time, then draw the chart of the last step.
+    """Continue a prompt with a GPT model, token by token (greedy or sampled with temperature, top-k, top-p and a seed).
 
-    Yields (text html, candidates chart, status, step slider, steps state, generated text). While streaming,
-    only the text html changes, by one span per token. The final update draws the chart once, marks the last
-    token and holds the generated text on its own (for API clients).
+    While streaming, only the text html changes, by one span per token. The final update draws the chart once,
+    marks the last token and holds the generated text and the result on their own (for API clients).
+
+    Args:
+        choice: the model (a label of the model menu).
+        prompt: the text to continue.
+        max_new_tokens: how many tokens to write (1 to 200).
+        temperature: 0 = greedy, higher = more surprising choices (at most 2).
+        top_k: keep only the k most likely tokens (0 = off).
+        top_p: keep the most likely tokens until their probabilities add up to p (1 = off).
+        seed: the random seed of the sampling.
+
+    Returns:
+        The text with the last token marked (HTML), a figure of the last step's candidates, the status, the step
+        slider, the generated text alone, and the result: a dict with the prompt, the text, the token ids (prompt
+        and new) and the new token ids.
     """
     request = prepare(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed)
     tokenizer = request.loaded.tokenizer
     prompt_shown = tokenizer.decode(request.ids)
     header = request_header(request)
     generating = f"{header}\n\nGenerating {plural(request.max_new_tokens, 'token')}…"
-    settings = (request.max_new_tokens, request.temperature, request.top_k, request.top_p, request.seed)
-    done = worker_steps(request.loaded.label, request.ids, *settings, TOP_N)  # the built-in models, elsewhere
-    stream = iter(done) if done is not None else local_steps(request)
+    stream = request_steps(request)
     text_html = prompt_span(prompt_shown)
     new_ids = []
     steps = []  # per step: (token text, prob, [(candidate text, prob), ...])
@@ -275,7 +304,7 @@ def run_generation(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, max_new_tokens=
         # The next ones send the same values again: Gradio sends nothing for an unchanged value, and in
         # Gradio 6.31 that costs less than gr.skip() (which rebuilds the skipped component on every update).
         slider = gr.update(value=1, interactive=False) if len(steps) == 1 else 1
-        yield text_html, None, generating, slider, None, ""
+        yield text_html, None, generating, slider, None, "", None
     yield final_update(request, prompt_shown, steps, new_ids, header)
 
 
@@ -296,7 +325,7 @@ def first_view(choice: str = DEFAULT_CHOICE) -> tuple:
         new_ids.append(step.token_id)
         steps.append((tokenizer.decode([step.token_id]), step.prob,
                       [(tokenizer.decode([token_id]), prob) for token_id, prob in step.candidates]))
-    _, _, _, _, run, text = final_update(request, tokenizer.decode(request.ids), steps, new_ids,
+    _, _, _, _, run, text, _ = final_update(request, tokenizer.decode(request.ids), steps, new_ids,
                                          request_header(request))
     # The first step whose token is in its chart (a sampled token can be a rare one, drawn outside the top 10).
     shown = next((number for number, (token, _, candidates) in enumerate(steps, start=1)
@@ -364,6 +393,42 @@ def show_step(step, run: dict | None):
     token, prob, candidates = steps[step - 1]
     html = generation_html(run["prompt"], [s[0] for s in steps], [s[1] for s in steps], highlight=step)
     return html, candidates_figure(candidates, token, step, TOP_N, prob)
+
+
+def generate_steps(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                   temperature=DEFAULT_TEMPERATURE, top_k=DEFAULT_TOP_K, top_p=DEFAULT_TOP_P, seed=DEFAULT_SEED,
+                   step=None):
+    """Replay a generation step by step: the tokens the model considered at each new token, and the one it chose.
+
+    Sampling is seeded, so the same settings give the same text as generate. Needs no browser state.
+
+    Args:
+        choice: the model (a label of the model menu).
+        prompt: the text to continue.
+        max_new_tokens: how many tokens to write (1 to 200).
+        temperature: 0 = greedy, higher = more surprising choices (at most 2).
+        top_k: keep only the k most likely tokens (0 = off).
+        top_p: keep the most likely tokens until their probabilities add up to p (1 = off).
+        seed: the random seed of the sampling.
+        step: the step shown in the figure (1 = the first new token; default the last).
+
+    Returns:
+        The text with that step's token marked (HTML), a figure of that step's top 10 candidates, and a dict
+        with the prompt, the text, the token ids and every step's token, probability and candidates.
+    """
+    request = prepare(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    tokenizer = request.loaded.tokenizer
+    steps, new_ids, replay = [], [], []
+    for number, made in enumerate(request_steps(request), start=1):
+        token = tokenizer.decode([made.token_id])
+        candidates = [(tokenizer.decode([token_id]), prob) for token_id, prob in made.candidates]
+        new_ids.append(made.token_id)
+        steps.append((token, made.prob, candidates))
+        replay.append({"step": number, "token": token, "token_id": made.token_id, "prob": made.prob,
+                       "candidates": [{"token": text, "prob": prob} for text, prob in candidates]})
+    prompt_shown = tokenizer.decode(request.ids)
+    text_html, chart = show_step(len(steps) if step is None else step, {"prompt": prompt_shown, "steps": steps})
+    return text_html, chart, {**generation_result(request, prompt_shown, new_ids), "steps": replay}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -508,8 +573,13 @@ def measure_kv_speed(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT) -> str:
 def kv_speed_test(choice=DEFAULT_CHOICE, prompt=DEFAULT_PROMPT) -> tuple[str, dict]:
     """Time greedy generation after the prompt, token by token, with and without the KV cache.
 
-    Returns what was found in a few sentences, and the timings (for the tab's plot; API clients get the
-    sentences only).
+    Args:
+        choice: the model (a label of the model menu).
+        prompt: the text to continue.
+
+    Returns:
+        What was found in a few sentences: milliseconds per token with and without the cache, and the speed-up
+        (the timings themselves go to the tab's plot).
     """
     prompt, notes = prompt_text(prompt)
     loaded = load_choice(choice)
@@ -585,8 +655,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                 seed = gr.Number(DEFAULT_SEED, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
     followed("generate", {"prompt": prompt, "max_new": max_new, "temperature": temperature, "top_k": top_k,
                          "top_p": top_p, "seed": seed}, redraw=False)  # class mode: the teacher's settings
-    status = gr.Markdown(first_status, elem_classes=["lab-note"], elem_id="generate-status")
-    speed_note = gr.Markdown(elem_classes=["lab-note"], elem_id="generate-speed")
+    status = gr.Markdown(first_status, label="status", elem_classes=["lab-note"], elem_id="generate-status")
+    speed_note = gr.Markdown(label="KV-cache speed", elem_classes=["lab-note"], elem_id="generate-speed")
     speed_chart = gr.Plot(show_label=False, visible=False, elem_id="generate-speed-plot")
     speed_state = gr.State(None)  # the last speed test's timings, for its plot
     with gr.Row():
@@ -594,14 +664,16 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             # The box scrolls, not the HTML inside it: gr.HTML puts its classes on its block and on its content,
             # and a 420 px content in a 420 px block spilled over the slider below.
             with gr.Column(elem_classes=["lab-tokens", "lab-generation"], elem_id="generate-text-box"):
-                text_html = gr.HTML(first_html, show_label=False, padding=False, elem_id="generate-text",
+                text_html = gr.HTML(first_html, label="the text, token by token", show_label=False, padding=False, elem_id="generate-text",
                                     css_template="line-height: 2.1;")
             step = gr.Slider(1, max(first_steps, 2), value=first_step, step=1,
                              label="step (after a run: revisit any step)", interactive=True)
             with gr.Accordion("The generated text alone (to copy)", open=False):
                 generated_text = gr.Textbox(first_text, label="generated text", interactive=False, lines=3,
                                             buttons=["copy"])
-        candidates_plot = gr.Plot(first_chart, show_label=False, scale=2, elem_id="generate-candidates")
+            with gr.Accordion("The result as data (prompt, text, token ids)", open=False):
+                result = gr.JSON(label="Result")
+        candidates_plot = gr.Plot(first_chart, label="the candidates at this step", show_label=False, scale=2, elem_id="generate-candidates")
     steps_state = gr.State(first_run)  # {"prompt": text, "steps": [(token, prob, candidates), ...]}
     show_source(generate, generation_loop, start_decoding, sample_next_token, next_token_probs, filter_logits,
                 stream_generate)
@@ -610,7 +682,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     outputs = [text_html, candidates_plot, status, step, steps_state, generated_text]
     # preprocess=False: the handlers get the values as sent and check each one themselves (number_input), so a
     # NaN, an infinity or a wrong type from an API client gets a plain message, not Gradio's or Python's wording.
-    generation = {"fn": friendly(explore_view(run_generation)), "inputs": inputs, "outputs": outputs, "preprocess": False,
+    generation = {"fn": tool(explore_view(run_generation), "generate"), "inputs": inputs, "outputs": [*outputs, result],
+                  "preprocess": False,
                   "concurrency_limit": GENERATE_AT_ONCE, "concurrency_id": "generate"}
     event = run.click(**generation, api_name="generate")
     event.then(None, js=SCROLL_TO_STEP_JS)
@@ -619,7 +692,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     stop.click(None, None, None, cancels=[event, submitted], api_name=False)
     # The endpoint returns the summary only (the timings go to a State, which API clients do not get); the plot
     # is drawn from them by a second, private step.
-    speed.click(friendly(kv_speed_test), [model_choice, prompt], [speed_note, speed_state],
+    speed.click(tool(kv_speed_test, "generate_speed"), [model_choice, prompt], [speed_note, speed_state],
                 api_name="generate_speed", preprocess=False, concurrency_limit=SPEED_AT_ONCE,
                 concurrency_id="generate_speed").success(
         speed_plot, speed_state, speed_chart, api_name=False, queue=False)
@@ -629,6 +702,11 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         trigger(friendly(show_step), [step, steps_state], [text_html, candidates_plot], api_name=False,
                 preprocess=False, concurrency_limit=SHOW_STEP_AT_ONCE, concurrency_id="generate_step",
                 trigger_mode="always_last").then(None, js=SCROLL_TO_STEP_JS)
+    # For scripts and agents: the step replay of a generation, without the page's state.
+    steps_data = gr.JSON(label="steps", visible=False)
+    gr.Button(visible=False).click(tool(explore_view(generate_steps), "generate_steps"), [*inputs, step],
+                                   [text_html, candidates_plot, steps_data], api_name="generate_steps",
+                                   preprocess=False, concurrency_limit=GENERATE_AT_ONCE, concurrency_id="generate")
     # Another model: its view of the prompt (the next-token chart), the last model's run cleared.
     model_choice.change(preview_next_token, [model_choice, prompt, temperature, top_k, top_p], outputs,
                         api_name=False, preprocess=False, concurrency_limit=4, concurrency_id="generate_preview")

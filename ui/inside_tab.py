@@ -22,6 +22,7 @@ from gradio.components.plot import PlotData
 from gpt_core.attention import MultiHeadAttention
 from gpt_core.lens import knocked_out, knockout_effect, logit_lens, pass_through_hook, zero_heads_hook
 from gpt_core.model import GPTModel, TransformerBlock, estimate_memory, parameter_breakdown
+from ui.api import tool
 from ui.common import cap_text, explain, friendly, number_input, plural, show_source
 from ui.follow import followed
 from ui.models import DEFAULT_CHOICE, encode_capped, load_choice, one_torch_thread, token_strings
@@ -223,7 +224,17 @@ def inside_view(choice: str, text: str) -> InsideView:
 
 
 def look_inside(choice: str, text: str):
-    """Everything the tab shows for one model and one text (from the cache when someone asked before)."""
+    """Run a GPT model on a text and show everything inside: all heads' attention, parameters, memory, embeddings.
+
+    Args:
+        choice: the model (a label of the model menu).
+        text: the text the model reads (cut to the server's limit).
+
+    Returns:
+        A note (model, tokens, shapes), every head's attention (figure), the layer and head sliders, one head
+        enlarged (figure), the parameter table and figure, the memory estimate, and the token and position
+        embedding figures.
+    """
     view = inside_view(choice, text)
     return (
         view.note,
@@ -254,6 +265,31 @@ def enlarged_head(state: dict | None, layer=None, head=None):
     layer = number_input(layer, "The layer", minimum=0, maximum=n_layers - 1, whole=True, default=n_layers - 1)
     head = number_input(head, "The head", minimum=0, maximum=n_heads - 1, whole=True, default=0)
     return plot_value(head_plot(state, layer, head))
+
+
+def attention_head(choice: str = DEFAULT_CHOICE, text: str = DEFAULT_TEXT, layer=None, head=None):
+    """Enlarge one attention head of a model on a text: which earlier tokens each token looks at.
+
+    Needs no browser state: the model runs on the text (or the view comes from the cache).
+
+    Args:
+        choice: the model (a label of the model menu).
+        text: the text the model reads.
+        layer: the layer (0 = the first; default the last).
+        head: the head within the layer (default 0).
+
+    Returns:
+        The head's attention weights as a figure, and a dict with the layer, the head, the tokens and the
+        (tokens x tokens) weights (rows: the token that looks, columns: the tokens it looks at).
+    """
+    state = inside_view(choice, text).state
+    n_layers, n_heads = state["attn"].shape[:2]
+    layer = number_input(layer, "The layer", minimum=0, maximum=n_layers - 1, whole=True, default=n_layers - 1)
+    head = number_input(head, "The head", minimum=0, maximum=n_heads - 1, whole=True, default=0)
+    weights = state["attn"][layer, head].astype(np.float32)  # (T, T)
+    data = {"layer": layer, "head": head, "tokens": list(state["tokens"]),
+            "weights": [[round(float(w), 4) for w in row] for row in weights]}
+    return plot_value(head_plot(state, layer, head)), data
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,8 +350,16 @@ def last_token_input(value, n_tokens: int) -> int:
 
 
 def show_lens(choice: str = DEFAULT_CHOICE, text: str = DEFAULT_TEXT, last_token: int | None = None) -> PlotData:
-    """The logit lens figure of a text: each layer's guess for the next token at up to 16 positions ending at
-    `last_token` (default: the text's last token)."""
+    """The logit lens of a model on a text: each layer's best guess for the next token, as if the model stopped there.
+
+    Args:
+        choice: the model (a label of the model menu).
+        text: the text the model reads.
+        last_token: the last of up to 16 positions shown (default: the text's last token).
+
+    Returns:
+        A figure: layers as rows, positions as columns, each cell that layer's top guess and its probability.
+    """
     view = lens_view(choice, text)
     return lens_plot(view, last_token_input(last_token, len(view.tokens)))
 
@@ -369,8 +413,18 @@ def knockout_note(loaded, tokens: list[str], result, knocked: str) -> str:
 
 def knockout_view(choice: str = DEFAULT_CHOICE, text: str = DEFAULT_TEXT, layer: int = 0, head: int = 0,
                   part: str = ONE_HEAD) -> tuple[str, PlotData]:
-    """The next-token probabilities after the text's last token, intact and with one head (part 'one head')
-    or a whole layer ('the whole layer') knocked out; 'nothing (the intact model)' shows the intact model."""
+    """Knock out one attention head or a whole layer and compare the next-token probabilities with the intact model.
+
+    Args:
+        choice: the model (a label of the model menu).
+        text: the text the model reads; the probabilities are for the token after its last one.
+        layer: the layer (0 = the first).
+        head: the head within the layer (for part 'one head').
+        part: 'one head', 'the whole layer', or 'nothing (the intact model)'.
+
+    Returns:
+        A note on what changed (Markdown) and a bar figure of the top next tokens, intact and knocked out.
+    """
     loaded = load_choice(choice)
     text, _ = checked_text(text)
     heads, layers, knocked = knockout_choice(loaded, layer, head, part)
@@ -424,22 +478,22 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         text = gr.Textbox(DEFAULT_TEXT, label="Text", lines=1, max_lines=4, scale=4, max_length=MAX_CHARS,
                           elem_id="inside-text")
         run = gr.Button("Look inside", variant="primary", scale=1)
-    note = gr.Markdown(first.note, elem_classes=["lab-note"])
-    grid = gr.Plot(first.grid, show_label=False, elem_id="inside-grid")
+    note = gr.Markdown(first.note, label="the model and the text", elem_classes=["lab-note"])
+    grid = gr.Plot(first.grid, label="every head's attention", show_label=False, elem_id="inside-grid")
     with gr.Row():
         layer = gr.Slider(0, first.n_layers - 1, value=first.n_layers - 1, step=1, label="layer",
                           elem_id="inside-layer")
         head = gr.Slider(0, first.n_heads - 1, value=0, step=1, label="head", elem_id="inside-head-slider")
-    head_plot_view = gr.Plot(first.head, show_label=False, elem_id="inside-head")
+    head_plot_view = gr.Plot(first.head, label="one head, enlarged", show_label=False, elem_id="inside-head")
     with gr.Row():
         with gr.Column():
             params = gr.Dataframe(first.facts.table, headers=["component", "parameters", "share"],
                                   label="parameters", interactive=False, wrap=True, elem_id="inside-params",
                                   column_widths=["34%", "22%", "44%"])
-            memory = gr.Markdown(first.facts.memory)
-        params_plot = gr.Plot(first.facts.parameters, show_label=False)
-    embed_plot = gr.Plot(first.embeddings, show_label=False)
-    pos_plot = gr.Plot(first.positions, show_label=False)
+            memory = gr.Markdown(first.facts.memory, label="memory")
+        params_plot = gr.Plot(first.facts.parameters, label="parameters by part", show_label=False)
+    embed_plot = gr.Plot(first.embeddings, label="token embeddings", show_label=False)
+    pos_plot = gr.Plot(first.positions, label="position embeddings", show_label=False)
     state = gr.State(first.state)
     show_source(GPTModel.forward, GPTModel.embed, TransformerBlock.forward, MultiHeadAttention.forward,
                 GPTModel.forward_with_capture, parameter_breakdown, estimate_memory)
@@ -448,7 +502,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     last_token = len(first_lens.tokens) - 1
     lens_last = gr.Slider(0, max(last_token, 1), value=last_token, step=1, label="last token shown",
                           elem_id="inside-lens-last")
-    lens_plot_view = gr.Plot(lens_plot(first_lens, last_token), show_label=False, elem_id="inside-lens")
+    lens_plot_view = gr.Plot(lens_plot(first_lens, last_token), label="logit lens", show_label=False, elem_id="inside-lens")
 
     explain(KNOCKOUT_INTRO)
     with gr.Row():
@@ -458,15 +512,15 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     with gr.Row():
         ko_run = gr.Button("Knock out", variant="primary", elem_id="inside-ko-run")
         ko_reset = gr.Button("Reset (the intact model)", elem_id="inside-ko-reset")
-    ko_note = gr.Markdown(first_knockout[0], elem_classes=["lab-note"], elem_id="inside-ko-note")
-    ko_plot = gr.Plot(first_knockout[1], show_label=False, elem_id="inside-ko-plot")
+    ko_note = gr.Markdown(first_knockout[0], label="knock-out note", elem_classes=["lab-note"], elem_id="inside-ko-note")
+    ko_plot = gr.Plot(first_knockout[1], label="next-token probabilities", show_label=False, elem_id="inside-ko-plot")
     show_source(logit_lens, knocked_out, zero_heads_hook, pass_through_hook,
                 title="The gpt_core code of the logit lens and the knock-out")
 
     outputs = [note, grid, layer, head, head_plot_view, params, params_plot, memory, embed_plot, pos_plot, state]
     # Concurrency by cost: a cached view costs ~1 ms, a new one a forward pass (0.05-0.5 s, torch uses both
     # cores), so 4 at once; the head slider only redraws one small figure, so it has its own queue.
-    inside_event = {"fn": friendly(explore_view(look_inside)), "inputs": [model_choice, text], "outputs": outputs,
+    inside_event = {"fn": tool(explore_view(look_inside), "inside"), "inputs": [model_choice, text], "outputs": outputs,
                     "concurrency_limit": 4, "concurrency_id": "inside"}
     # After a new view: the lens of its last tokens and the intact model's bars (sliders fitted to the model).
     refresh = {"fn": friendly(explore_view(refresh_lens_and_knockout)), "inputs": [model_choice, text, ko_layer, ko_head],
@@ -488,16 +542,21 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     # The lens and the knock-out share the view's queue (each is one or two forward passes of the model).
     # preprocess=False: the handlers check every number themselves (number_input), as the head sliders do.
     shared = {"concurrency_limit": 4, "concurrency_id": "inside", "preprocess": False, "trigger_mode": "always_last"}
-    lens_event = {"fn": friendly(explore_view(show_lens)), "inputs": [model_choice, text, lens_last],
+    lens_event = {"fn": tool(explore_view(show_lens), "inside_lens"), "inputs": [model_choice, text, lens_last],
                   "outputs": lens_plot_view, **shared}
     lens_last.release(**lens_event, api_name="inside_lens")
     lens_last.input(**lens_event, api_name=False)
-    knockout_event = {"fn": friendly(explore_view(knockout_view)),
+    knockout_event = {"fn": tool(explore_view(knockout_view), "inside_knockout"),
                       "inputs": [model_choice, text, ko_layer, ko_head, ko_part], "outputs": [ko_note, ko_plot], **shared}
     ko_run.click(**knockout_event, api_name="inside_knockout")
     for control in (ko_layer, ko_head):  # moving a slider knocks out what it points at now
         control.release(**knockout_event, api_name=False)
         control.input(**knockout_event, api_name=False)
     ko_part.change(**knockout_event, api_name=False)
+    # For scripts and agents: the enlarged head of any model, text, layer and head, without the page's state.
+    head_data = gr.JSON(label="head weights", visible=False)
+    gr.Button(visible=False).click(tool(explore_view(attention_head), "attention_head"),
+                                   [model_choice, text, layer, head], [head_plot_view, head_data],
+                                   api_name="attention_head", **shared)
     ko_reset.click(friendly(explore_view(intact_view)), [model_choice, text], [ko_note, ko_plot], api_name=False,
                    **shared)
