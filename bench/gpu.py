@@ -180,7 +180,8 @@ def bench_app_default(steps: int | None, poll_s: float = 0.25) -> dict:
                  "batch": pretrain_tab.CLASSROOM_BATCH, "context": pretrain_tab.CLASSROOM_CONTEXT,
                  "device": history.device, "status": history.status, "reason": history.reason,
                  "error": history.error, "steps_done": history.step,
-                 "tok_s": round(history.tokens_per_s or 0), "mfu": history.mfu,
+                 "tok_s": round(history.tokens_per_s or 0),
+                 "mfu": round(history.mfu, 4) if history.mfu is not None else None,
                  "click_to_started_s": round(started, 1), "click_to_done_s": round(time.perf_counter() - clicked, 1),
                  "val_loss": round(val_losses[-1], 3) if val_losses else None,
                  "sample": history.samples[-1][1][:120] if history.samples else None})
