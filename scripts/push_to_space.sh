@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Publish the committed tree to a Hugging Face Space with `hf upload` (huggingface_hub), which sends the binary
+# Publish the committed tree to a Hugging Face Space with huggingface_hub's upload_folder, which sends the binary
 # files (the bundled model, the screenshot) through LFS/Xet itself: no git-lfs needed, and this repository's
 # history stays as it is (its binaries are ordinary git blobs, which a plain `git push` to a Space is refused).
 #
@@ -18,6 +18,15 @@ tree="$(mktemp -d)"
 trap 'rm -rf "$tree"' EXIT
 
 git archive "$commit" | tar -x -C "$tree"  # exactly the committed files: no caches, runs or local settings
-hf repos create "$space" --type space --sdk gradio --exist-ok
-hf upload "$space" "$tree" . --type space --delete "*" \
-  --commit-message "LLM Lab $(git rev-parse --short "$commit")"
+python3 - "$space" "$tree" "LLM Lab $(git rev-parse --short "$commit")" <<'PY'
+import sys
+
+from huggingface_hub import HfApi
+
+space, tree, message = sys.argv[1:]
+api = HfApi()  # the token of `hf auth login` (or HF_TOKEN)
+api.create_repo(space, repo_type="space", space_sdk="gradio", exist_ok=True)
+commit = api.upload_folder(repo_id=space, repo_type="space", folder_path=tree, commit_message=message,
+                           delete_patterns="*")  # binaries go through LFS/Xet; .gitattributes is never deleted
+print(commit.commit_url)
+PY
