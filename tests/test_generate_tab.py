@@ -73,13 +73,14 @@ def test_while_streaming_only_the_text_changes(greedy_run):
     assert first[3]["interactive"] is False  # the step slider waits for the end
     for previous, outputs in zip(greedy_run[:-2], greedy_run[1:-1]):
         assert outputs[0].startswith(previous[0])  # one span appended: Gradio sends only that span
-        assert outputs[1:] == (None, first[2], 1, None, "")  # unchanged, so Gradio sends nothing for them
+        assert outputs[1:] == (None, first[2], 1, None, "", None)  # unchanged, so Gradio sends nothing for them
     assert [outputs[0].count("outline") for outputs in greedy_run] == [0] * N_TOKENS + [1]
 
 
 def test_the_final_chart_is_the_last_step_and_the_slider_redraws_it(greedy_run):
-    text_html, figure, status, slider, run, text = greedy_run[-1]
+    text_html, figure, status, slider, run, text, result = greedy_run[-1]
     assert figure.layout.title.text.startswith(f"step {N_TOKENS}: ")
+    assert result["text"] == text and len(result["new_token_ids"]) == N_TOKENS
     assert figure.data[0].marker.color[0] == CHOSEN_COLOR  # greedy: the chosen token is the most likely one
     assert (slider["value"], slider["maximum"], slider["interactive"]) == (N_TOKENS, N_TOKENS, True)
     assert len(run["steps"]) == N_TOKENS
@@ -361,7 +362,7 @@ def test_enter_in_the_prompt_generates_and_the_step_slider_follows_the_keys():
     prompt = by_id["generate-prompt"]
     assert prompt.lines == 1  # Gradio submits a one-line box on Enter (Shift+Enter for a new line)
     submit = triggers(demo, prompt)["submit"]
-    assert [fn.fn.__name__ for fn in submit] == ["run_generation"]
+    assert [fn.fn.__name__ for fn in submit] == ["generate"]  # the handler is named as its endpoint (MCP tool)
     step = next(block for block in demo.blocks.values() if getattr(block, "label", "") ==
                 "step (after a run: revisit any step)")
     events = triggers(demo, step)
