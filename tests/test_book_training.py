@@ -32,7 +32,7 @@ def restore_plain_setting():
 
 @pytest.mark.slow
 def test_book_recipe_prints_the_books_chapter_5_losses(capsys, restore_plain_setting):
-    assert train_cli.main(["--recipe", "book-ch5", "--max-steps", "6", "--device", "cpu"]) == 0
+    assert train_cli.main(["--recipe", "book-ch5", "--max-steps", "6", "--device", "cpu", "--no-save"]) == 0
     printed = capsys.readouterr().out
     losses = [(int(step), float(train), float(val)) for step, train, val in
               re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", printed)]

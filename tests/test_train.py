@@ -357,13 +357,13 @@ def test_cli_ablations_change_the_trained_model_and_are_listed_in_help(tmp_path,
     out = tmp_path / "run"
     argv = ["--preset", "nano", "--corpus", str(corpus), "--tokenizer", "bytes", "--emb-dim", "32", "--n-layers", "1",
             "--n-heads", "2", "--context-length", "16", "--max-steps", "2", "--batch-size", "2", "--eval-every", "0",
-            "--device", "cpu", "--autocast", "off", "--out", str(out),
+            "--device", "cpu", "--autocast", "off", "--out", str(out), "--drop-rate", "0.1",
             "--ablate", "no-causal-mask", "--ablate", "relu", "--ablate", "dropout", "--ablate", "constant-lr"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert ("ablation causal_mask: True -> False\nablation activation: gelu -> relu\n"
             "ablation schedule: cosine -> constant\n"
-            "ablation dropout: already so in this run (nothing changed)") in printed  # nano has drop_rate 0.1
+            "ablation dropout: already so in this run (nothing changed)") in printed  # --drop-rate 0.1
     model = load_checkpoint(latest_checkpoint(out))
     assert (model.cfg.causal_mask, model.cfg.activation, model.cfg.drop_rate, model.cfg.n_heads) == (
         False, "relu", 0.1, 2)
