@@ -49,15 +49,18 @@ def tool(handler: Callable, name: str) -> Callable:
     return wrapped
 
 
-class RunTimer(gr.Timer):
-    """A ``gr.Timer`` (the page polls its run with it) whose value in an endpoint's outputs has a name."""
+def RunTimer(value: float = 1.0, *, active: bool = True,  # noqa: N802 - used like the component it makes
+             label: str = "poll again (seconds; 0 = done)") -> gr.Timer:
+    """A ``gr.Timer`` (the page polls its run with it) whose value in an endpoint's outputs has a name.
 
-    is_template = True  # drawn by Gradio's own Timer in the browser
-
-    def __init__(self, value: float = 1.0, *, active: bool = True, label: str = "poll again (seconds; 0 = done)",
-                 render: bool = True):
-        super().__init__(value, active=active, render=render)
-        self.label = label  # after Component.__init__, which sets it to None
+    gr.Timer takes no label, so the label is added to the config the API page and clients read. (A subclass
+    would do the same, but Gradio writes a .pyi stub beside the module of every component class.)
+    """
+    timer = gr.Timer(value, active=active)
+    timer.label = label
+    config = timer.get_config
+    timer.get_config = lambda *args, **kwargs: {**config(*args, **kwargs), "label": label}
+    return timer
 
 
 def sync_run_limit() -> int:
