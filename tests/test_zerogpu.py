@@ -293,3 +293,29 @@ def test_importing_the_app_touches_no_cuda_and_decorates_the_chunk(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"lazy_init": [], "initialized": False, "decorated": ["train_chunk"]}
+
+
+def test_fine_tuning_trains_on_the_cpu_on_zero_gpu(monkeypatch, fake_spaces):
+    """Classify and Instruct do not train in GPU calls yet: on ZeroGPU they ask for the CPU, not "auto", which
+    the main process's CUDA emulation would answer with a GPU it cannot use outside a call."""
+    from gpt_core.classify import ClassifyConfig
+    from gpt_core.instruct import InstructConfig
+    from ui import classify_tab, instruct_tab
+
+    devices = []
+
+    def finetune(model, tokenizer, *args, **kwargs):
+        config = next(arg for arg in args if hasattr(arg, "device"))
+        devices.append(config.device)
+        return iter(())
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what spaces makes it say in the main process
+    monkeypatch.setattr(classify_tab, "finetune_classifier", finetune)
+    monkeypatch.setattr(instruct_tab, "finetune_instruct", finetune)
+    loaded = types.SimpleNamespace(model=fresh_model(), tokenizer=None, label="tiny")
+    splits = {"train": [], "val": [], "test": []}
+    list(classify_tab.classify_job(loaded, ClassifyConfig(), "owner")(threading.Event()))
+    list(instruct_tab.instruct_job(loaded, InstructConfig(), splits)(threading.Event()))
+    monkeypatch.setenv(zerogpu.ZERO_GPU_ENV, "false")
+    list(classify_tab.classify_job(loaded, ClassifyConfig(), "owner")(threading.Event()))
+    assert devices == ["cpu", "cpu", "auto"]

@@ -64,6 +64,7 @@ from ui.runs import (
     run_threads,
     sharing_cores,
 )
+from ui.zerogpu import on_cpu_on_zero_gpu
 from visualizations.finetune import accuracy_curves_figure, class_probability_figure, confusion_figure
 from visualizations.training import training_figure
 
@@ -222,6 +223,7 @@ def classify_config(preset: str, trainable: str, epochs: float, lr: float) -> tu
 
 def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
     """The job body: copy the model, measure, train (engine events), then the confusion matrix; keep the result."""
+    config = on_cpu_on_zero_gpu(config)  # ZeroGPU: fine-tuning does not train in GPU calls yet (ui.zerogpu)
 
     def run(stop: threading.Event) -> Iterator:
         pin_torch_threads()

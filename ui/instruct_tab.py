@@ -61,6 +61,7 @@ from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
 from ui.run_tab import RunHistory, RunTab, with_note
 from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads, sharing_cores
 from ui.uploads import read_upload
+from ui.zerogpu import on_cpu_on_zero_gpu
 from visualizations.finetune import MASK_CSS, loss_mask_html, mask_roles
 from visualizations.training import training_figure
 
@@ -414,6 +415,7 @@ def answer_tokens(config: InstructConfig) -> int:
 
 def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, list[dict]]):
     """The job body: score the held-out records, tune a copy of the model, score them again."""
+    config = on_cpu_on_zero_gpu(config)  # ZeroGPU: fine-tuning does not train in GPU calls yet (ui.zerogpu)
     eval_records = splits["test"][:EVAL_RECORDS]
 
     def run(stop: threading.Event) -> Iterator:

@@ -30,6 +30,7 @@ import contextvars
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 
@@ -79,6 +80,16 @@ def gpu_call(duration_s: int | Callable[..., int]) -> Callable[[Callable], Calla
 def stated_seconds(job: ChunkJob, state: ChunkState, plan: ChunkPlan) -> int:
     """The duration a chunk's GPU call states: its plan's (``gpt_core.fast.chunks.next_plan``)."""
     return plan.seconds
+
+
+def on_cpu_on_zero_gpu(config):
+    """``config`` (any settings dataclass with a ``device``) set to train on the CPU on ZeroGPU, else unchanged.
+
+    For the runs that do not train in GPU calls yet (Classify, Instruct): outside a ``spaces.GPU`` call the
+    main process's CUDA is ZeroGPU's emulation (``torch.cuda.is_available()`` is True there, so "auto" would
+    pick it), and such a run would fail at its first step.
+    """
+    return replace(config, device="cpu") if on_zero_gpu() else config
 
 
 def seeded_model(model_cfg, seed: int) -> GPTModel:
