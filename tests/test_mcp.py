@@ -24,7 +24,7 @@ def tools():
 
 def test_at_least_ten_tools_with_readable_names_and_descriptions(tools):
     assert len(tools) >= 30
-    for name, endpoint, description in tools:
+    for name, _, description in tools:
         assert re.fullmatch(r"[a-z][a-z_]+", name) and not re.search(r"_\d+$", name), name
         assert len(description) >= 40, (name, description)
     lab_tools = {name: endpoint for name, endpoint, _ in tools if not endpoint.startswith("/class_")}
