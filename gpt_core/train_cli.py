@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import math
 import re
@@ -309,16 +308,21 @@ def load_text(args: argparse.Namespace) -> str:
     return text
 
 
-def build_run(args: argparse.Namespace, text: str, ddp_device: str | None) -> tuple[object, GPTConfig, TrainConfig,
-                                                                                        list, list]:
-    """(tokenizer, model config, training config, training ids, validation ids) from the options."""
-    tokenizer = make_tokenizer(args.tokenizer, text)
-    overrides = {"vocab_size": tokenizer.vocab_size}
+def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
+    """The preset's shape with the tokenizer's vocabulary and the model options that were given."""
+    overrides = {"vocab_size": vocab_size}
     for name in ("context_length", "emb_dim", "n_layers", "n_heads", "drop_rate", "qkv_bias", "tie_weights",
                  "init"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    model_cfg = GPTConfig.preset(args.preset, **overrides)
+    return GPTConfig.preset(args.preset, **overrides)
+
+
+def build_run(args: argparse.Namespace, text: str, ddp_device: str | None) -> tuple[object, GPTConfig, TrainConfig,
+                                                                                        list, list]:
+    """(tokenizer, model config, training config, training ids, validation ids) from the options."""
+    tokenizer = make_tokenizer(args.tokenizer, text)
+    model_cfg = model_config(args, tokenizer.vocab_size)
     split = int(0.9 * len(text))  # as the book: the first 90% of the characters train, the rest validate
     train_ids, val_ids = encode_corpus(tokenizer, text[:split]), encode_corpus(tokenizer, text[split:])
     config = TrainConfig(
@@ -382,18 +386,14 @@ def choose_resume(args: argparse.Namespace, settings: dict) -> Path:
 
 
 def new_run_folder(preset: str, corpus: str, root: Path = RUNS_DIR) -> Path:
-    """A new folder ``root/PRESET-CORPUS-YYYYmmdd-HHMMSS`` (``-2``, ``-3``, ... if that one exists), created now."""
-    corpus_tag = corpus if corpus in CORPORA else re.sub(r"[^A-Za-z0-9_]+", "-", Path(corpus).stem)[:40] or "text"
-    base = f"{preset}-{corpus_tag}-{time.strftime('%Y%m%d-%H%M%S')}"
-    root.mkdir(parents=True, exist_ok=True)
-    for number in itertools.count(1):
-        folder = root / (base if number == 1 else f"{base}-{number}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
+    """A folder ``root/PRESET-CORPUS-YYYYmmdd-HHMMSS`` that does not exist yet (else ``-2``, ``-3``, ...)."""
+    corpus_tag = corpus if corpus in CORPORA else re.sub(r"[^A-Za-z0-9_]+", "-", Path(corpus).stem)[:40].strip("-") or "text"
+    base = root / f"{preset}-{corpus_tag}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, number = base, 1
+    while folder.exists():
+        number += 1
+        folder = base.with_name(f"{base.name}-{number}")
+    return folder
 
 
 def choose_out_dir(args: argparse.Namespace, resume_from: Path | None) -> Path | None:
@@ -429,37 +429,38 @@ def main(argv=None) -> int:
         except ValueError as err:
             parser.error(str(err))
         out_dir = choose_out_dir(args, resume_from) if rank == 0 else None
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
+        if out_dir is not None and out_dir.is_dir():
             remove_stale_temp_files(out_dir)  # what a run killed mid-write left behind
             if resume_from is not None:  # so that the damaged ones are not kept instead of the run's new ones
                 for folder in set_aside_damaged(out_dir):
                     print(f"warning: set aside the damaged {folder.name.removesuffix('.damaged')} as "
                           f"{folder.name}", file=sys.stderr)
-            write_text_atomically(out_dir / RUN_SETTINGS_FILE, json.dumps(settings, indent=1))
-            print(f"saving to {out_dir}")
         config.out_dir = str(out_dir) if out_dir is not None else None
         config.resume_from = str(resume_from) if resume_from is not None else None
         speed_up_for_training(model, pick_device(config.device))
-        return print_run(train(model, train_ids, val_ids, config), config, rank, parser, out_dir)
+        try:
+            events = train(model, train_ids, val_ids, config)  # checks the data against the model first
+        except ValueError as err:
+            parser.error(str(err))
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomically(out_dir / RUN_SETTINGS_FILE, json.dumps(settings, indent=1))
+            print(f"saving to {out_dir}")
+        return print_run(events, config, rank, out_dir)
     finally:
         if out_dir is not None:
             remove_stale_temp_files(out_dir)
         leave_process_group(world_size)
 
 
-def print_run(events, config: TrainConfig, rank: int, parser: argparse.ArgumentParser, out_dir: Path | None) -> int:
+def print_run(events, config: TrainConfig, rank: int, out_dir: Path | None) -> int:
     """Print the run's events under a progress bar; the exit status (0 done, 1 NaN loss, 130 interrupted)."""
     from tqdm import tqdm
 
-    try:
-        first = next(events)  # the run checks its data and model before its first event
-    except ValueError as err:
-        parser.error(str(err))
     bar = tqdm(total=config.max_steps, disable=rank != 0, unit="step")
     last_checkpoint = None
     try:
-        for event in itertools.chain([first], events):
+        for event in events:
             if rank != 0:
                 continue
             if isinstance(event, StartEvent):
