@@ -84,6 +84,7 @@ RECIPES: dict[str, dict] = {
         weight_decay=0.1, betas=(0.9, 0.999), optimizer="book", grad_clip=0.0, batch_size=2, max_steps=90,
         eval_every=5, eval_batches=5, eval_from_first_step=True, no_reseed=True, plain=True, autocast="off",
         drop_rate=0.1, init="pytorch", tie_weights=False, qkv_bias=False, sample_every=0, checkpoint_every=0,
+        split="characters",
     ),
 }
 
@@ -103,7 +104,8 @@ def whole_number(minimum: int, maximum: int) -> Callable[[str], int]:
     return parse
 
 
-def real_number(low: float, high: float, *, above_low: bool = False, below_high: bool = False) -> Callable[[str], float]:
+def real_number(low: float, high: float, *, above_low: bool = False,
+                below_high: bool = False) -> Callable[[str], float]:
     """An option type: a finite number between ``low`` and ``high`` (NaN and infinity are refused)."""
     def parse(text: str) -> float:
         try:
@@ -184,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tokenizer", type=tokenizer_spec, default=DEFAULTS["tokenizer"], metavar="{gpt2,bytes,bpe:N,FILE}",
         help="gpt2: GPT-2's 50,257 tokens; bytes: 256; bpe:N: a BPE of N tokens trained on the text; "
              "or a tokenizer .json saved by the lab")
+    add("--split", choices=("tokens", "characters"), default="tokens",
+        help="the last 10%% of the text validates: of its tokens (the Pretrain tab's) or of its characters (the "
+             "book's)")
     add("--plain", action="store_true", help="the book layer alone: no speed-up is applied")
     model = parser.add_argument_group("model (the preset's shape, built as the book's chapter 4 model)")
     model.add_argument("--context-length", type=whole(1, 65_536), default=DEFAULTS["context_length"],
@@ -318,13 +323,17 @@ def model_config(args: argparse.Namespace, vocab_size: int) -> GPTConfig:
     return GPTConfig.preset(args.preset, **overrides)
 
 
-def build_run(args: argparse.Namespace, text: str, ddp_device: str | None) -> tuple[object, GPTConfig, TrainConfig,
-                                                                                        list, list]:
-    """(tokenizer, model config, training config, training ids, validation ids) from the options."""
+def build_run(args: argparse.Namespace, text: str, ddp_device: str | None) -> tuple[GPTConfig, TrainConfig, list, list]:
+    """(model config, training config with the tokenizer, training ids, validation ids) from the options."""
     tokenizer = make_tokenizer(args.tokenizer, text)
     model_cfg = model_config(args, tokenizer.vocab_size)
-    split = int(0.9 * len(text))  # as the book: the first 90% of the characters train, the rest validate
-    train_ids, val_ids = encode_corpus(tokenizer, text[:split]), encode_corpus(tokenizer, text[split:])
+    if args.split == "characters":  # as the book: the first 90% of the characters train, the rest validate
+        split = int(0.9 * len(text))
+        train_ids, val_ids = encode_corpus(tokenizer, text[:split]), encode_corpus(tokenizer, text[split:])
+    else:  # as the Pretrain tab: the first 90% of the tokens train, the rest validate
+        ids = encode_corpus(tokenizer, text)
+        split = int(0.9 * len(ids))
+        train_ids, val_ids = ids[:split], ids[split:]
     config = TrainConfig(
         lr=args.lr, min_lr=args.min_lr, warmup_steps=args.warmup, schedule=args.schedule, max_steps=args.max_steps,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
@@ -336,7 +345,7 @@ def build_run(args: argparse.Namespace, text: str, ddp_device: str | None) -> tu
         eval_batches=args.eval_batches, device=ddp_device or args.device, autocast=args.autocast,
         compile=args.compile, tokenizer=tokenizer,
     )
-    return tokenizer, model_cfg, config, train_ids, val_ids
+    return model_cfg, config, train_ids, val_ids
 
 
 def run_settings(args: argparse.Namespace, text: str, model_cfg: GPTConfig, config: TrainConfig) -> dict:
@@ -387,8 +396,8 @@ def choose_resume(args: argparse.Namespace, settings: dict) -> Path:
 
 def new_run_folder(preset: str, corpus: str, root: Path = RUNS_DIR) -> Path:
     """A folder ``root/PRESET-CORPUS-YYYYmmdd-HHMMSS`` that does not exist yet (else ``-2``, ``-3``, ...)."""
-    corpus_tag = corpus if corpus in CORPORA else re.sub(r"[^A-Za-z0-9_]+", "-", Path(corpus).stem)[:40].strip("-") or "text"
-    base = root / f"{preset}-{corpus_tag}-{time.strftime('%Y%m%d-%H%M%S')}"
+    corpus_tag = corpus if corpus in CORPORA else re.sub(r"[^A-Za-z0-9_]+", "-", Path(corpus).stem)[:40].strip("-")
+    base = root / f"{preset}-{corpus_tag or 'text'}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder, number = base, 1
     while folder.exists():
         number += 1
@@ -417,7 +426,7 @@ def main(argv=None) -> int:
     try:
         try:  # everything a bad option can break is checked here, before the first step: a usage error, exit 2
             text = load_text(args)
-            tokenizer, model_cfg, config, train_ids, val_ids = build_run(args, text, ddp_device)
+            model_cfg, config, train_ids, val_ids = build_run(args, text, ddp_device)
             if args.ablate:
                 if rank == 0:
                     print(describe_ablations(args.ablate, model_cfg, config))

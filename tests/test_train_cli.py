@@ -57,7 +57,7 @@ def test_help_shows_the_default_of_every_option(capsys):
     assert stopped.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())  # one line: the help wraps at the terminal width
     options = [a for a in parser._actions if a.option_strings and a.option_strings[0] != "-h"]
-    assert len(options) == 45
+    assert len(options) == 46
     for option, following in zip(options, options[1:] + [None]):
         start = help_text.index(f" {option.option_strings[0]} ", help_text.index("options:"))
         end = help_text.index(f" {following.option_strings[0]} ", start) if following else len(help_text)
@@ -124,6 +124,7 @@ def test_the_defaults_are_the_pretrain_tabs_run():
     assert (args.max_steps, args.batch_size, args.context_length, args.lr, args.warmup) == (
         tab.CLASSROOM_STEPS, tab.CLASSROOM_BATCH, tab.CLASSROOM_CONTEXT, tab.CLASSROOM_LR, tab.CLASSROOM_WARMUP)
     assert (args.betas, args.seed, args.eval_batches) == (tab.BETAS, tab.SEED, tab.EVAL_BATCHES)
+    assert (args.split, train_cli._parse_args(["--recipe", "book-ch5"]).split) == ("tokens", "characters")
     assert (args.eval_every, args.sample_every, args.checkpoint_every) == (100, 125, 250)  # as the tab's config
     cfg = train_cli.model_config(args, 4096)
     assert cfg == tab.model_config("nano", 4096, tab.CLASSROOM_CONTEXT)
