@@ -13,16 +13,20 @@ BPE trained on the text, 1,000 steps of 32 sequences of 32 tokens) and saves it 
 A bad option ends with the usage line and exit status 2, never a traceback. ``--resume`` takes the newest intact
 checkpoint of a run folder (a damaged newer one is named in a warning), and refuses a run whose batch size,
 context length, text or seed differ from the checkpoint's (it would not continue the same run) unless ``--force``.
+Ctrl-C stops after the current step and saves it (exit status 130); a second Ctrl-C quits at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -447,23 +451,45 @@ def main(argv=None) -> int:
         config.out_dir = str(out_dir) if out_dir is not None else None
         config.resume_from = str(resume_from) if resume_from is not None else None
         speed_up_for_training(model, pick_device(config.device))
+        stop = threading.Event()
         try:
-            events = train(model, train_ids, val_ids, config)  # checks the data against the model first
+            events = train(model, train_ids, val_ids, config, stop)  # checks the data against the model first
         except ValueError as err:
             parser.error(str(err))
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomically(out_dir / RUN_SETTINGS_FILE, json.dumps(settings, indent=1))
             print(f"saving to {out_dir}")
-        return print_run(events, config, rank, out_dir)
+        with first_ctrl_c_stops(stop):
+            return print_run(events, config, rank, out_dir)
     finally:
         if out_dir is not None:
             remove_stale_temp_files(out_dir)
         leave_process_group(world_size)
 
 
+@contextlib.contextmanager
+def first_ctrl_c_stops(stop: threading.Event):
+    """While training: a first Ctrl-C asks the run to stop after the current step (it evaluates and saves), a
+    second one quits at once. Only the main thread can handle signals; elsewhere Ctrl-C simply quits."""
+    def ask_to_stop(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step, then saving (Ctrl-C again to quit now)", file=sys.stderr)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, ask_to_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def print_run(events, config: TrainConfig, rank: int, out_dir: Path | None) -> int:
-    """Print the run's events under a progress bar; the exit status (0 done, 1 NaN loss, 130 interrupted)."""
+    """Print the run's events under a progress bar; the exit status (0 done, 1 NaN loss, 130 Ctrl-C)."""
     from tqdm import tqdm
 
     bar = tqdm(total=config.max_steps, disable=rank != 0, unit="step")
@@ -493,10 +519,10 @@ def print_run(events, config: TrainConfig, rank: int, out_dir: Path | None) -> i
                 bar.close()
                 print(f"done ({event.reason}): {event.message}")
                 print_saved(event.checkpoint_path, out_dir)
-                return 1 if event.reason == "nan" else 0
+                return {"nan": 1, "stopped": 130}.get(event.reason, 0)  # stopped: by Ctrl-C
     except KeyboardInterrupt:
         bar.close()
-        print("interrupted (Ctrl-C)", file=sys.stderr)
+        print(f"interrupted (Ctrl-C) at step {bar.n:,}", file=sys.stderr)
         print_saved(last_checkpoint, out_dir)
         return 130
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gpt_core import train_cli
+from gpt_core.events import StepEvent
 from gpt_core.files import write_text_atomically
 from gpt_core.model import GPTModel
 
@@ -237,3 +239,29 @@ def test_a_resume_with_other_settings_is_refused_unless_forced(tmp_path, capsys,
     state = json.loads((out / "step-000004" / "train_state.json").read_text())
     assert (state["step"], state["config"]["batch_size"]) == (4, 3)
     assert json.loads((out / "run_settings.json").read_text())["batch_size"] == 3  # the next resume compares to 3
+
+
+# ---------------------------------------------------------------- Ctrl-C
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_stops_after_the_step_and_saves_twice_quits_at_once(tmp_path, capsys, corpus, monkeypatch, presses):
+    train = train_cli.train
+
+    def train_pressing_ctrl_c(*args):
+        for event in train(*args):
+            yield event
+            if isinstance(event, StepEvent) and event.step == 3:
+                for _ in range(presses):
+                    signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_cli, "train", train_pressing_ctrl_c)
+    out = tmp_path / "run"
+    assert run(corpus, "--max-steps", "1000", "--out", str(out)) == 130
+    printed = capsys.readouterr()
+    assert "stopping after this step, then saving (Ctrl-C again to quit now)" in printed.err
+    if presses == 1:
+        assert "done (stopped): Stopped at step 3, as asked.\nmodel saved in" in printed.out
+        assert folder_names(out) == ["latest.txt", "run_settings.json", "step-000003"]
+    else:
+        assert "interrupted (Ctrl-C) at step 3" in printed.err and printed.out.endswith("nothing was saved\n")
+        assert folder_names(out) == ["run_settings.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's own Ctrl-C is back
