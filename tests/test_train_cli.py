@@ -119,19 +119,19 @@ def test_a_bad_preset_from_the_shell_exits_2_with_the_usage_line():
 # ---------------------------------------------------------------- defaults: the Pretrain tab's run
 def test_the_defaults_are_the_pretrain_tabs_run():
     pretrain_tab = pytest.importorskip("ui.pretrain_tab")
-    args = train_cli._parse_args([])
+    args = train_cli.parse_args([])
     tab = pretrain_tab
     assert (args.preset, args.corpus, args.tokenizer) == (tab.CLASSROOM_PRESET, "shakespeare",
                                                           tab.TOKENIZER_SPECS[tab.BPE_4096])
     assert (args.max_steps, args.batch_size, args.context_length, args.lr, args.warmup) == (
         tab.CLASSROOM_STEPS, tab.CLASSROOM_BATCH, tab.CLASSROOM_CONTEXT, tab.CLASSROOM_LR, tab.CLASSROOM_WARMUP)
     assert (args.betas, args.seed, args.eval_batches) == (tab.BETAS, tab.SEED, tab.EVAL_BATCHES)
-    assert (args.split, train_cli._parse_args(["--recipe", "book-ch5"]).split) == ("tokens", "characters")
+    assert (args.split, train_cli.parse_args(["--recipe", "book-ch5"]).split) == ("tokens", "characters")
     assert (args.eval_every, args.sample_every, args.checkpoint_every) == (100, 125, 250)  # as the tab's config
     cfg = train_cli.model_config(args, 4096)
     assert cfg == tab.model_config("nano", 4096, tab.CLASSROOM_CONTEXT)
     assert GPTModel(cfg).num_parameters() == 1_448_704  # was 6,846,080 with GPT-2's vocabulary
-    assert args.warmup == 300 and train_cli._parse_args(["--max-steps", "50"]).warmup == 50  # never past the end
+    assert args.warmup == 300 and train_cli.parse_args(["--max-steps", "50"]).warmup == 50  # never past the end
 
 
 # ---------------------------------------------------------------- saving
