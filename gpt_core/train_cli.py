@@ -5,7 +5,7 @@ BPE trained on the text, 1,000 steps of 32 sequences of 32 tokens) and saves it 
 
     python -m gpt_core.train                                     # -> runs/nano-shakespeare-20250101-120000/
     python -m gpt_core.train --preset micro --max-steps 3000 --out runs/micro
-    python -m gpt_core.train --resume runs/micro --max-steps 6000   # continue it (in the same folder)
+    python -m gpt_core.train --resume runs/micro --max-steps 6000   # continue it: its options, its folder
     python -m gpt_core.train --recipe book-ch5 --no-save         # the book's chapter 5 run, with the book's losses
     python -m gpt_core.train --ablate no-causal-mask --ablate relu   # switch parts off
     torchrun --nproc_per_node=2 -m gpt_core.train --max-steps 100
@@ -52,7 +52,7 @@ from gpt_core.model import GPTConfig, GPTModel
 from gpt_core.tokenizer_choice import encode_corpus, make_tokenizer
 from gpt_core.train import train
 from gpt_core.train_config import TrainConfig
-from gpt_core.train_options import RECIPES, build_parser, parse_args
+from gpt_core.train_options import RECIPES, RUN_SETTINGS_FILE, build_parser, parse_args
 from gpt_core.train_state import (
     read_training_state,
     remove_stale_temp_files,
@@ -61,7 +61,6 @@ from gpt_core.train_state import (
 )
 
 RUNS_DIR = Path("runs")  # where a run without --out is saved, in a new folder of its own
-RUN_SETTINGS_FILE = "run_settings.json"  # the options and the text's fingerprint, next to a run's checkpoints
 _parse_args = parse_args  # its earlier name
 __all__ = ["RECIPES", "build_parser", "main", "parse_args"]  # the options themselves: gpt_core.train_options
 

@@ -15,6 +15,7 @@ checks, so that a bad value is a usage error (exit status 2 and the usage line),
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from collections.abc import Callable
@@ -36,6 +37,7 @@ DEFAULTS = dict(
     seed=123, eval_batches=4, sample_prompt="ROMEO:", sample_tokens=32,
 )
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
+RUN_SETTINGS_FILE = "run_settings.json"  # a run's options and its text's fingerprint, next to its checkpoints
 
 # Named command-line settings. `--recipe book-ch5` is the book's chapter-5 run, `train_model_simple`:
 # GPT_CONFIG_124M at context 256 (the book's model, seed 123: 162M parameters) trained on "The Verdict"
@@ -241,13 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resumed_options(path: str, parser: argparse.ArgumentParser) -> dict:
+    """The options the run in ``path`` (its folder or one of its checkpoints) was started with, from its
+    run_settings.json, except where to save and what to resume; {} for a run started elsewhere."""
+    own = {action.dest for action in parser._actions} - {"help", "resume", "out", "no_save", "force"}
+    for folder in (Path(path), Path(path).parent):
+        try:
+            options = json.loads((folder / RUN_SETTINGS_FILE).read_text(encoding="utf-8"))["options"]
+            return {name: value for name, value in options.items() if name in own}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {}
+
+
 def parse_args(argv=None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """The options of ``argv`` (a recipe's values as the defaults), with the defaults that follow from
-    --max-steps filled in; contradicting options are a usage error."""
+    """The options of ``argv`` (a recipe's or the resumed run's values as the defaults), with the defaults that
+    follow from --max-steps filled in; contradicting options are a usage error."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.recipe:  # the recipe's values become the defaults; options given on the command line still win
         parser.set_defaults(**RECIPES[args.recipe])
+        args = parser.parse_args(argv)
+    if args.resume:  # the resumed run's own options become the defaults; options given here still win
+        parser.set_defaults(**resumed_options(args.resume, parser))
         args = parser.parse_args(argv)
     if args.no_save and args.out:
         parser.error("--no-save and --out contradict each other: give one of them")

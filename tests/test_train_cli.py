@@ -181,7 +181,7 @@ def test_a_truncated_newest_checkpoint_resumes_from_the_previous_one(tmp_path, c
     (out / "step-000002" / ".model.safetensors.beef.tmp").write_bytes(b"\0")
     capsys.readouterr()
 
-    assert run(corpus, "--max-steps", "6", "--checkpoint-every", "2", "--resume", str(out)) == 0
+    assert train_cli.main(["--resume", str(out), "--max-steps", "6"]) == 0  # with the run's own options
     printed = capsys.readouterr()
     assert printed.err.startswith(
         "warning: step-000004 is damaged (model.safetensors is unreadable: Error while deserializing header: "
