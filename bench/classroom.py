@@ -453,8 +453,8 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
 async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float) -> None:
     """Student ``number``'s class page: join, then wait for the class's next version (GET
     /class_version/CODE?after=V, as the page's script does); when it moved, pause up to CLASS_SPREAD_S s, fetch the
-    update (/class_poll) and, when the teacher's Tokenizer text is new to this page, redraw the Tokenizer view once
-    (/tokenize with that text), as the page's tab event does. The text a page gets is the one of the teacher's last
+    update (/class_poll_tokenizer: the tab the teacher shows) and, when the teacher's Tokenizer text is new to this
+    page, redraw the Tokenizer view once (/tokenize with that text), as the text's change event does. The text a page gets is the one of the teacher's last
     push the server had answered (the tab's values reach a browser through a gr.State, which the API does not
     return).
 
@@ -480,10 +480,13 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         return
     lesson.joined.add(number)
     seen = lesson.seen.setdefault(number, {})
-    poll = defaults(info, "/class_poll")
-    poll[param_index(info, "/class_poll", name="student_state")] = state
-    poll[param_index(info, "/class_poll", name="browser")] = None
-    poll[param_index(info, "/class_poll", name="following")] = True
+    # the Tokenizer tab's own update (the teacher's tab in this lesson): its inputs and the class's status in one
+    # event; /class_poll on a server without it
+    update = "/class_poll_tokenizer" if "/class_poll_tokenizer" in info["named_endpoints"] else "/class_poll"
+    poll = defaults(info, update)
+    poll[param_index(info, update, name="student_state")] = state
+    poll[param_index(info, update, name="browser")] = None
+    poll[param_index(info, update, name="following")] = True
     tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
     version = None
     while time.perf_counter() < deadline:
@@ -499,7 +502,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
                 await asyncio.sleep(random.uniform(0.0, CLASS_SPREAD_S))
             version = latest
             text = lesson.pushed
-            lesson.results["/class_poll"].append(await call(client, "/class_poll", poll, session))
+            lesson.results["/class_poll"].append(await call(client, update, poll, session))
             if isinstance(text, str) and text not in seen:
                 seen[text] = time.perf_counter()
                 if tokenize is not None:
@@ -840,7 +843,7 @@ async def wait_for_info(client: httpx.AsyncClient, proc: subprocess.Popen | None
         if proc is not None and proc.poll() is not None:
             return None
         try:
-            answer = await client.get("/gradio_api/info")
+            answer = await client.get("/gradio_api/info", params={"all_endpoints": "true"})  # class mode's too
             if answer.status_code == 200:
                 return answer.json()
         except httpx.HTTPError:

@@ -3,6 +3,7 @@ student's session cannot change the class; in Chromium a student's page follows 
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -104,7 +105,8 @@ def test_the_next_token_question_has_the_models_top_token_among_five():
 # ---------------------------------------------------------------- through the API
 def push_args(client, teacher_state, browser, **changes):
     """/class_push's arguments: the teacher page's state and every followed input at its default."""
-    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/class_push"]["parameters"]
+    info = json.loads(urlopen(f"{client.src.rstrip('/')}/gradio_api/info?all_endpoints=true").read())
+    parameters = info["named_endpoints"]["/class_push"]["parameters"]  # class mode's endpoints are undocumented
     values = [parameter.get("parameter_default") for parameter in parameters]
     labels = [parameter["label"] for parameter in parameters]
     values[0], values[1] = teacher_state, browser
@@ -121,13 +123,25 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     assert f"/?class={code}</div>" in join_page and "<svg" in join_page
     student_state, status, *_ = client.predict(code, "Ada", student, api_name="/class_join")
     assert status == f"You are in **class {code}** as **Ada**."
-    version = int(urlopen(f"{app_url}class_version/{code}").read())
+    version = int(urlopen(f"{app_url}class_version/{code}").read().split()[0])
     client.predict(*push_args(client, teacher_state, teacher, Text="Teacher's sentence"), api_name="/class_push")
-    assert int(urlopen(f"{app_url}class_version/{code}").read()) == version + 1  # the page's cheap question
+    # the page's cheap question: the class's version and the teacher's tab
+    assert urlopen(f"{app_url}class_version/{code}").read() == f"{version + 1} tokenizer".encode()
     assert urlopen(f"{app_url}class_version/ZZZZZ").read() == b"-1"  # no such class (any more)
     assert classroom.find_class(code).values["tokenizer"]["text"] == "Teacher's sentence"
     first = client.predict(student_state, student, True, api_name="/class_poll")
     assert "following the teacher." in first[STATUS]
+    # each tab's own update brings that tab's inputs (the Tokenizer's text redraws its views through its change
+    # event), and the views of a tab whose inputs have no change event, drawn in the same event (Attention)
+    update = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
+    assert update[1] == {"__type__": "update", "value": "Teacher's sentence", "interactive": True}
+    again = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
+    assert again[1] == {"__type__": "update"} and "following the teacher." in again[STATUS]  # nothing new: skipped
+    client.predict(*push_args(client, teacher_state, teacher, **{"Sentence (press Enter to draw it)": "one two three"}),
+                   api_name="/class_push")
+    ladder = client.predict(student_state, student, True, api_name="/class_poll_attention")
+    print("class_poll_attention:", [str(value)[:70] for value in ladder[:8]])
+    assert ladder[1]["value"] == "one two three" and "3 tokens" in ladder[7] and ladder[10]["type"] == "plotly"
     # a student's session, with the teacher's state copied or guessed, cannot change the class
     for api_name, args in [("/class_push", push_args(client, teacher_state, student, Text="hijack")),
                            ("/class_ask_own", [teacher_state, student, "Q?", "a | b"]),
@@ -154,12 +168,12 @@ def test_a_following_page_waits_for_the_next_version(client, app_url, monkeypatc
     teacher = runs.new_browser_id()
     teacher_state, *_ = client.predict("", teacher, api_name="/class_start")
     code = teacher_state["code"]
-    version = int(urlopen(f"{app_url}class_version/{code}").read())
+    version = int(urlopen(f"{app_url}class_version/{code}").read().split()[0])
 
     def ask(after: str) -> tuple[bytes, float]:
         start = time.perf_counter()
         answer = urlopen(f"{app_url}class_version/{code}?after={after}", timeout=10).read()
-        return answer, time.perf_counter() - start
+        return answer.split()[0], time.perf_counter() - start
 
     assert ask(str(version - 1))[0] == str(version).encode()  # already moved on: answered at once
     assert ask("x" * 40)[0] == str(version).encode()  # not a version: answered at once

@@ -295,9 +295,10 @@ def test_each_explore_endpoint_has_its_own_queue_sized_by_its_cost():
     assert queues["replay_merge"] == queues["embeddings"] == ("token_views", 4)
     assert queues["attention"] == ("attention", 4)
     assert queues["inside"] == ("inside", 4)
-    attention_triggers = [fn for fn in demo.fns.values() if fn.name == "attention_ladder"]
-    # the button, Enter, an example, one per slider (3), the two switches together, and class mode's follow signal
-    assert len(attention_triggers) == 8 and {fn.concurrency_id for fn in attention_triggers} == {"attention"}
+    attention_triggers = [fn for fn in demo.fns.values() if fn.name == "attention"]  # named as its endpoint
+    # the button, Enter, an example, one per slider (3) and the two switches together (class mode draws the ladder
+    # in its own update: ui/classroom.py wire_tab_update)
+    assert len(attention_triggers) == 7 and {fn.concurrency_id for fn in attention_triggers} == {"attention"}
 
 
 # ---------------------------------------------------------------- the figures are still valid plotly

@@ -323,7 +323,7 @@ def build_tab() -> None:
     run.click(**event, api_name="attention")
     text.submit(**event, api_name=False)  # Enter in the sentence box
     followed("attention", {"text": text, "dim": dim, "d_out": d_out, "causal": causal, "dropout": use_dropout,
-                          "rate": dropout_rate}).change(**event, api_name=False)  # class mode: the teacher's ladder
+                          "rate": dropout_rate}, views=[event])  # class mode: the teacher's ladder
     examples.load_input_event.then(**event, api_name=False)  # a clicked example is drawn at once
     for slider in (dim, d_out, dropout_rate):  # the mouse sends `release`; the arrow keys and typing send `input`
         gr.on([slider.input, slider.release], **event, api_name=False, trigger_mode="always_last")

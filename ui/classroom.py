@@ -313,8 +313,8 @@ VERSION_ROUTE = "/class_version/{code}"
 
 
 def add_routes(app) -> None:
-    """Add the plain route a following page waits on (``GET /class_version/CODE?after=17`` -> "18" when the class
-    changes): no Gradio event, and while nothing changes one open request per page and no work at all (30
+    """Add the plain route a following page waits on (``GET /class_version/CODE?after=17`` -> "18 attention" when
+    the class changes: its version and the teacher's tab; "-1" for no such class): no Gradio event, and while nothing changes one open request per page and no work at all (30
     Gradio events a second slowed every explore view of a 2-core server several times over: bench/classroom.py).
     Call it on the launched app."""
     from fastapi.responses import PlainTextResponse
@@ -322,7 +322,9 @@ def add_routes(app) -> None:
     async def version(code: str, after: str | None = None) -> PlainTextResponse:
         known = int(after) if after is not None and after.lstrip("-").isdigit() and len(after) <= 12 else None
         latest = await BELL.next_version(code, known, WAIT_S)
-        return PlainTextResponse(str(latest), headers={"Cache-Control": "no-store"})
+        room = _classes.get(code) if latest >= 0 else None
+        answer = f"{latest} {room.tab}" if room is not None else str(latest)  # "18 attention": the teacher's tab
+        return PlainTextResponse(answer, headers={"Cache-Control": "no-store"})
 
     app.add_api_route(VERSION_ROUTE, version, methods=["GET"], include_in_schema=False)
 
@@ -602,25 +604,25 @@ def build_panel() -> ClassPanel:
                                          visible=bool(os.environ.get(TEACHER_KEY_ENV)), max_length=200, scale=2)
                 start = gr.Button("Start a class", variant="primary", elem_id="class-start", scale=1)
         with gr.Column(visible=False) as teacher_box:
-            join_view = gr.HTML(elem_id="class-join")
+            join_view = gr.HTML(label="join code, link and QR code", elem_id="class-join")
             with gr.Row():
                 follow_me = gr.Checkbox(True, label="Follow me: students see my tab, model and inputs",
                                         elem_id="class-follow-me")
                 lock = gr.Checkbox(False, label="Lock students' settings to mine", elem_id="class-lock")
                 end = gr.Button("End the class", size="sm", elem_id="class-end")
-            roster = gr.HTML(elem_id="class-roster")
+            roster = gr.HTML(label="students", elem_id="class-roster")
         with gr.Column(visible=True) as student_box:
             with gr.Row():
                 code = gr.Textbox(label="class code", max_length=12, scale=1, elem_id="class-code-input")
                 nickname = gr.Textbox(label="your nickname (no account, just a name)", max_length=MAX_NICKNAME,
                                       scale=2, elem_id="class-nickname")
                 join = gr.Button("Join", variant="primary", scale=1, elem_id="class-join-button")
-            status = gr.Markdown(elem_id="class-status")
+            status = gr.Markdown(label="class status", elem_id="class-status")
             following = gr.Checkbox(True, label="Follow the teacher (untick to explore on my own)",
                                     elem_id="class-following")
-            # the page script (ui.common PAGE_JS) reads the class code here, asks GET /class_version/CODE every
-            # second and presses the hidden button when the version moved
-            live = gr.Textbox("", elem_id="class-live", elem_classes=["lab-hidden"], interactive=False,
+            # the page script (ui.common PAGE_JS) reads the class code here, waits on GET /class_version/CODE
+            # for the next version and presses the hidden button when it moved
+            live = gr.Textbox("", label="joined class code", elem_id="class-live", elem_classes=["lab-hidden"], interactive=False,
                               show_label=False, container=False)
             update = gr.Button("update", elem_id="class-update", elem_classes=["lab-hidden"])
         with gr.Accordion("Predict, then reveal", open=True, visible=False, elem_id="class-question") as question_box:
@@ -635,11 +637,12 @@ def build_panel() -> ClassPanel:
                                              placeholder="lower | *higher | about the same", max_length=400, scale=2)
                     ask_own = gr.Button("Ask it", scale=1)
                 reveal_button = gr.Button("Reveal the answer", elem_id="class-reveal")
-            question = gr.Markdown(elem_id="class-question-text")
+            question = gr.Markdown(label="question", elem_id="class-question-text")
             with gr.Row() as answer_row:
                 answer = gr.Radio([], label="your answer", scale=3, elem_id="class-answer")
                 send_answer = gr.Button("Answer", scale=1, elem_id="class-send-answer")
-            answers = gr.Plot(answers_figure(None, False), show_label=False, elem_id="class-answers")
+            answers = gr.Plot(answers_figure(None, False), label="the class's answers", show_label=False,
+                              elem_id="class-answers")
         with gr.Accordion("Class board: everyone's Pretrain runs", open=False, visible=False,
                           elem_id="class-board") as board_box:
             board_refresh = gr.Button("↻ Refresh", size="sm")
@@ -718,7 +721,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         room, token = start_class(owner_of(browser, request), teacher_key)
         return {"code": room.code, "token": token}, *as_teacher(room, request)
 
-    p.start.click(friendly(start), [p.teacher_key, browser_id], [p.teacher, *teacher_views], api_name="class_start",
+    p.start.click(friendly(start), [p.teacher_key, browser_id], [p.teacher, *teacher_views], api_name="class_start", api_visibility="undocumented",
                   concurrency_limit=4, concurrency_id="class")
 
     def end(teacher_state, browser, request: gr.Request = None):
@@ -729,7 +732,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         BELL.ring(room.code)  # following pages hear at once that the class ended
         return None, *not_teacher()
 
-    p.end.click(friendly(end), [p.teacher, browser_id], [p.teacher, *teacher_views], api_name="class_end",
+    p.end.click(friendly(end), [p.teacher, browser_id], [p.teacher, *teacher_views], api_name="class_end", api_visibility="undocumented",
                 concurrency_limit=4, concurrency_id="class")
 
     def select_tab(event: gr.SelectData):
@@ -750,7 +753,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         return roster_html(room), answers_figure(question, True) if question else gr.skip()
 
     push_inputs = [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock, *components]
-    p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push",
+    p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push", api_visibility="undocumented",
                          show_progress="hidden", queue=False)
 
     def push_now(request: gr.Request, teacher_state, browser, *args):
@@ -774,89 +777,73 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
                 gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False))
 
     joined_views = [p.student, p.status, p.live, p.question_box, p.board_box, p.known, p.start_box]
-    p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join",
+    p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join", api_visibility="undocumented",
                  concurrency_limit=4, concurrency_id="class")
     p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
                       concurrency_limit=4, concurrency_id="class")
 
-    # A following page's script asks GET /class_version/CODE every second (add_routes: no Gradio event) and presses
-    # the hidden update button when the version moved; the update then puts the teacher's tab and model in, and
-    # each changed tab's inputs through an event of its own (every output of an event costs the server, even a
-    # skipped one).
-    tab_states = {tab.tab_id: gr.State(None) for tab in tabs_followed}
-    n_tabs = len(tab_states)
+    # A following page's script waits on GET /class_version/CODE (add_routes: no Gradio event) and, when the class
+    # moved, presses the hidden update button of the teacher's tab (#class-update-TAB; #class-update for a tab
+    # nobody follows). That one event brings everything: the teacher's tab and model, that tab's inputs when they
+    # changed, and the tab's views drawn with them (the tab's own handlers, called here), so a following page costs
+    # the server one event per change, not one for the inputs and one more for each view they redraw.
+    status_parts = [p.status, p.following, p.question, p.answer, p.answers, p.known, p.live]
 
-    def poll(student_state, browser, known, following, request: gr.Request = None):
-        """A student page's update after the class changed (api: class_poll): the teacher's tab and model, the
-        changed tabs' inputs (to their own events), the status and the question."""
+    def class_update(student_state, browser, known, following, request) -> tuple[ClassRoom | None, dict, tuple]:
+        """What every update shares: (the class or None, the page's new ``known``, the status parts' values)."""
         owner = owner_of(browser, request)
         code = student_state.get("code") if isinstance(student_state, dict) else None
         try:
             room = find_class(code)
         except ValueError:
-            return (*(gr.skip(),) * (2 + n_tabs), "The class has ended (or this server restarted).", gr.skip(),
-                    gr.skip(), gr.skip(), gr.skip(), None, "")
+            return None, {}, ("The class has ended (or this server restarted).", gr.skip(), gr.skip(), gr.skip(),
+                              gr.skip(), None, "")
         if owner not in room.students:
-            return (*(gr.skip(),) * (2 + n_tabs), "Join the class again: type your nickname and press Join.",
-                    gr.skip(), gr.skip(), gr.skip(), gr.skip(), None, "")
+            return None, {}, ("Join the class again: type your nickname and press Join.", gr.skip(), gr.skip(),
+                              gr.skip(), gr.skip(), None, "")
         room.seen[owner] = time.monotonic()
-        known = known if isinstance(known, dict) else {}
+        known = dict(known) if isinstance(known, dict) else {}
         follows = room.following and (bool(following) or room.locked)
-        seen_tabs = known.get("tabs", {}) if known.get("follows") == follows else {}
-        tab_out = gr.Tabs(selected=room.tab) if follows else gr.skip()
-        model_out = (gr.update(value=room.model) if follows and room.model in models.choice_labels()
-                     and known.get("model") != room.model else gr.skip())
-        lock_changed = known.get("locked") != (room.locked and follows)
-        tabs_out = []
-        for tab_id in tab_states:
-            fresh = follows and seen_tabs.get(tab_id) != room.tab_versions.get(tab_id) and tab_id in room.values
-            tabs_out.append({"values": dict(room.values[tab_id]), "locked": room.locked,
-                             "n": time.monotonic_ns()} if fresh or (lock_changed and tab_id in room.values)
-                            else gr.skip())
         question = room.question
         q_key = [question.number, question.revealed] if question else []
         q_changed = known.get("q", []) != q_key
         status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}** · " + (
             "🔒 your teacher has locked the settings: your page shows theirs." if room.locked else
             "following the teacher." if follows else "exploring on your own (tick *Follow the teacher* to rejoin).")
-        new_known = {"v": room.version, "follows": follows, "locked": room.locked and follows,
-                     "model": room.model if follows else None, "tabs": dict(room.tab_versions) if follows else {},
-                     "q": q_key}
-        return (tab_out, model_out, *tabs_out, status, gr.Checkbox(interactive=not room.locked),
-                question_markdown(question) if q_changed else gr.skip(),
-                gr.Radio(choices=list(question.choices), value=None) if q_changed and question and not
-                question.revealed else gr.skip(),
-                answers_figure(question, True) if q_changed and question and question.revealed else (
-                    answers_figure(None, False) if q_changed else gr.skip()),
-                new_known, gr.skip())
+        known.update(v=room.version, follows=follows, q=q_key, tabs=known.get("tabs", {}) if follows else {},
+                     model=known.get("model") if follows else None)
+        parts = (status, gr.Checkbox(interactive=not room.locked),
+                 question_markdown(question) if q_changed else gr.skip(),
+                 gr.Radio(choices=list(question.choices), value=None) if q_changed and question and not
+                 question.revealed else gr.skip(),
+                 answers_figure(question, True) if q_changed and question and question.revealed else (
+                     answers_figure(None, False) if q_changed else gr.skip()),
+                 known, gr.skip())
+        return room, known, parts
 
-    poll_outputs = [tabs, model_choice, *tab_states.values(), p.status, p.following, p.question, p.answer, p.answers,
-                    p.known, p.live]
-    p.update.click(friendly(poll), [p.student, browser_id, p.known, p.following], poll_outputs,
-                   api_name="class_poll", show_progress="hidden", concurrency_limit=None)
+    def tab_and_model(room: ClassRoom | None, known: dict) -> tuple:
+        if room is None or not known.get("follows"):
+            return gr.skip(), gr.skip()
+        model_out = gr.skip()
+        if room.model in models.choice_labels() and known.get("model") != room.model:
+            model_out, known["model"] = gr.update(value=room.model), room.model
+        return gr.Tabs(selected=room.tab), model_out
 
-    def rejoin(student_state, browser, following, request: gr.Request = None):
-        """Ticking "Follow the teacher" again takes over the teacher's page at once."""
-        return poll(student_state, browser, None, following, request)
+    def poll(student_state, browser, known, following, request: gr.Request = None):
+        """A student page's update after the class changed (api: class_poll): the teacher's tab and model, the
+        status and the question (a followed tab's inputs and views come with its own update)."""
+        room, known, parts = class_update(student_state, browser, known, following, request)
+        return (*tab_and_model(room, known), *parts)
 
-    p.following.change(friendly(rejoin), [p.student, browser_id, p.following], poll_outputs, api_name=False,
-                       show_progress="hidden", concurrency_limit=None)
+    p.update.click(friendly(poll), [p.student, browser_id, p.known, p.following], [tabs, model_choice, *status_parts],
+                   api_name="class_poll", api_visibility="undocumented", show_progress="hidden", concurrency_limit=None)
 
     for tab in tabs_followed:
-        keys = list(tab.inputs)
+        wire_tab_update(tab, p, tabs, model_choice, browser_id, status_parts, class_update, tab_and_model)
 
-        def apply(state, keys=keys, signal=tab.signal is not None):
-            """Put the teacher's values of one tab into this page (and redraw its view through its signal)."""
-            if not isinstance(state, dict):
-                return (gr.skip(),) * (len(keys) + signal)
-            values, interactive = state.get("values", {}), not state.get("locked")
-            updates = [gr.update(value=values[key], interactive=interactive) if key in values else
-                       gr.update(interactive=interactive) for key in keys]
-            return (*updates, state.get("n")) if signal else tuple(updates)
-
-        outputs = [*tab.inputs.values(), *([tab.signal] if tab.signal is not None else [])]
-        tab_states[tab.tab_id].change(apply, tab_states[tab.tab_id], outputs, api_name=False, queue=False,
-                                      show_progress="hidden")
+    # Ticking "Follow the teacher" again takes over the teacher's page at once: the script presses the update of
+    # the teacher's tab (the class's version has not moved, so it would not on its own).
+    p.following.change(None, None, None, js="() => window.labClassUpdate && window.labClassUpdate()")
 
     def send_answer(choice, student_state, browser, request: gr.Request = None):
         """A student's answer to the class's question (it can be changed until the reveal)."""
@@ -866,7 +853,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         return f"You are in **class {room.code}** as **{html.escape(room.students[owner])}** · answer sent: " \
                f"**{choice}** (you can change it until the reveal)."
 
-    p.send_answer.click(friendly(send_answer), [p.answer, p.student, browser_id], p.status, api_name="class_answer",
+    p.send_answer.click(friendly(send_answer), [p.answer, p.student, browser_id], p.status, api_name="class_answer", api_visibility="undocumented",
                         concurrency_limit=None)
 
     def ask_next(teacher_state, browser, prompt, model, request: gr.Request = None):
@@ -890,11 +877,11 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         return question_markdown(room.question), answers_figure(room.question, True)
 
     p.ask_next.click(friendly(ask_next), [p.teacher, browser_id, p.ask_prompt, model_choice],
-                     [p.question, p.answers], api_name="class_ask", concurrency_limit=4, concurrency_id="class")
+                     [p.question, p.answers], api_name="class_ask", api_visibility="undocumented", concurrency_limit=4, concurrency_id="class")
     p.ask_own.click(friendly(ask_own_question), [p.teacher, browser_id, p.ask_text, p.ask_choices],
-                    [p.question, p.answers], api_name="class_ask_own", concurrency_limit=4, concurrency_id="class")
+                    [p.question, p.answers], api_name="class_ask_own", api_visibility="undocumented", concurrency_limit=4, concurrency_id="class")
     p.reveal.click(friendly(reveal_answer), [p.teacher, browser_id], [p.question, p.answers],
-                   api_name="class_reveal", concurrency_limit=4, concurrency_id="class")
+                   api_name="class_reveal", api_visibility="undocumented", concurrency_limit=4, concurrency_id="class")
 
     def refresh_board(teacher_state, student_state, browser, request: gr.Request = None):
         """The class board: every member's Pretrain runs and the leaderboard."""
@@ -908,7 +895,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         return board_views(room)
 
     p.board_refresh.click(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
-                          api_name="class_board", concurrency_limit=4, concurrency_id="class")
+                          api_name="class_board", api_visibility="undocumented", concurrency_limit=4, concurrency_id="class")
     board_timer = gr.Timer(BOARD_S, active=False)
     p.board_box.expand(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
                        api_name=False, concurrency_limit=4, concurrency_id="class").then(
@@ -916,6 +903,64 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     p.board_box.collapse(lambda: gr.Timer(active=False), None, board_timer, api_name=False, queue=False)
     board_timer.tick(friendly(refresh_board), [p.teacher, p.student, browser_id], [p.board, p.board_table],
                      api_name=False, show_progress="hidden", concurrency_limit=4, concurrency_id="class")
+
+
+def _unique(components) -> list:
+    seen, unique = set(), []
+    for component in components:
+        if id(component) not in seen:
+            seen.add(id(component))
+            unique.append(component)
+    return unique
+
+
+def _value(update, old):
+    """The value a view's output gives the next view's input: an update's "value" if it has one."""
+    if isinstance(update, dict) and update.get("__type__") == "update":
+        return update.get("value", old)
+    return update
+
+
+def wire_tab_update(tab: FollowedTab, p: ClassPanel, tabs: gr.Tabs, model_choice: gr.Dropdown,
+                    browser_id: gr.BrowserState, status_parts: list, class_update, tab_and_model) -> None:
+    """The hidden update button of one followed tab (#class-update-TAB, api: class_poll_TAB): on a following page,
+    the teacher's values of the tab's inputs when they changed since this page last took them, and the tab's views
+    drawn with them by the tab's own handlers, one after the other (a later view reads what an earlier one made)."""
+    keys, inputs = list(tab.inputs), list(tab.inputs.values())
+    view_outputs = _unique([out for view in tab.views for out in view["outputs"] if out not in inputs])
+    extra_inputs = _unique([component for view in tab.views for component in view["inputs"]
+                            if component not in inputs and component not in view_outputs])
+    skip_all = (gr.skip(),) * (len(inputs) + len(view_outputs))
+
+    def update(student_state, browser, known, following, *extras, request: gr.Request = None):
+        room, known, parts = class_update(student_state, browser, known, following, request)
+        tab_out, model_out = tab_and_model(room, known)
+        seen = [room.tab_versions.get(tab.tab_id), room.locked] if room is not None else None
+        if room is None or not known.get("follows") or tab.tab_id not in room.values or \
+                known["tabs"].get(tab.tab_id) == seen:
+            return (tab_out, model_out, *skip_all, *parts)
+        known["tabs"][tab.tab_id] = seen
+        values, interactive = room.values[tab.tab_id], not room.locked
+        input_updates = [gr.update(value=values[key], interactive=interactive) if key in values else
+                         gr.update(interactive=interactive) for key in keys]
+        current = {id(component): values.get(key) for key, component in zip(keys, inputs)}
+        current.update({id(component): value for component, value in zip(extra_inputs, extras)})
+        if room.model in models.choice_labels():
+            current[id(model_choice)] = room.model  # the views draw with the teacher's model, as the menu now shows
+        drawn: dict[int, object] = {}
+        for view in tab.views:
+            results = view["fn"](*(current.get(id(component)) for component in view["inputs"]))
+            results = results if isinstance(results, tuple | list) and len(view["outputs"]) > 1 else (results,)
+            for component, result in zip(view["outputs"], results):
+                drawn[id(component)] = result
+                current[id(component)] = _value(result, current.get(id(component)))
+        view_updates = [drawn.get(id(component), gr.skip()) for component in view_outputs]
+        return (tab_out, model_out, *input_updates, *view_updates, *parts)
+
+    button = gr.Button("update", elem_id=f"class-update-{tab.tab_id}", elem_classes=["lab-hidden"])
+    button.click(friendly(update), [p.student, browser_id, p.known, p.following, *extra_inputs],
+                 [tabs, model_choice, *inputs, *view_outputs, *status_parts], api_name=f"class_poll_{tab.tab_id}",
+                 api_visibility="undocumented", show_progress="hidden", concurrency_limit=None)
 
 
 def _owner_or_none(browser, request) -> str | None:

@@ -1,10 +1,14 @@
 """What a class follows: each tab names the inputs of its view that students take over from the teacher.
 
-A tab calls ``followed(tab_id, {"text": text_box, ...})`` while it is built and gets back a signal (a ``gr.State``
-counter). Class mode (``ui.classroom``) reads the teacher's values of those inputs, puts them into each following
-student's page and bumps the signal; a tab that wants its view redrawn then (an explore view, cached for the
-whole class) listens to ``signal.change`` with the same handler as its own button. Settings that only take effect
-on Start (Pretrain's) are followed without a signal: a student's run stays a student's run.
+A tab calls ``followed(tab_id, {"text": text_box, ...}, views=[event, ...])`` while it is built. Class mode
+(``ui.classroom``) reads the teacher's values of those inputs and, in one update per change, puts them into each
+following student's page together with the tab's views drawn with them: each ``event`` is the dict the tab wires
+its own button with (``fn``, ``inputs``, ``outputs``), called in order, so the explore views a class shares are
+drawn by the same code as a student's own click (and come from the view caches). Settings that only take effect
+on Start (Pretrain's) are followed without views: a student's run stays a student's run.
+
+A followed input's own ``.change`` listeners fire when class mode sets it; a tab whose views come with the
+update listens to ``.input`` (what a student types) instead, so the view is not drawn a second time.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ from gradio.context import Context
 class FollowedTab:
     tab_id: str
     inputs: dict[str, gr.components.Component]  # key -> the input component, in a stable order
-    signal: gr.State | None  # bumped after the teacher's values arrive; None: nothing is redrawn
+    views: list[dict]  # the tab's events ({"fn", "inputs", "outputs", ...}) that draw its views, in order
 
 
-def followed(tab_id: str, inputs: dict, redraw: bool = True) -> gr.State | None:
-    """Register a tab's followed inputs on the Blocks being built; returns the redraw signal (None without one)."""
+def followed(tab_id: str, inputs: dict, views: list[dict] | tuple = ()) -> None:
+    """Register a tab's followed inputs, and the events that draw its views, on the Blocks being built."""
     root = Context.root_block
     if root is None:
         raise RuntimeError("followed() must be called while building a gr.Blocks.")
@@ -32,9 +36,7 @@ def followed(tab_id: str, inputs: dict, redraw: bool = True) -> gr.State | None:
         registry = root._llm_lab_followed = []
     if any(tab.tab_id == tab_id for tab in registry):
         raise ValueError(f"The tab {tab_id!r} registered its followed inputs twice.")
-    signal = gr.State(0) if redraw else None
-    registry.append(FollowedTab(tab_id, dict(inputs), signal))
-    return signal
+    registry.append(FollowedTab(tab_id, dict(inputs), [dict(view) for view in views]))
 
 
 def followed_tabs(root: gr.Blocks) -> list[FollowedTab]:

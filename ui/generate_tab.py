@@ -654,7 +654,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                 top_p = gr.Number(DEFAULT_TOP_P, label="top-p (1 = off)", step=0.05, minimum=0, maximum=1)
                 seed = gr.Number(DEFAULT_SEED, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
     followed("generate", {"prompt": prompt, "max_new": max_new, "temperature": temperature, "top_k": top_k,
-                         "top_p": top_p, "seed": seed}, redraw=False)  # class mode: the teacher's settings
+                         "top_p": top_p, "seed": seed})  # class mode: the teacher's settings
     status = gr.Markdown(first_status, label="status", elem_classes=["lab-note"], elem_id="generate-status")
     speed_note = gr.Markdown(label="KV-cache speed", elem_classes=["lab-note"], elem_id="generate-speed")
     speed_chart = gr.Plot(show_label=False, visible=False, elem_id="generate-speed-plot")

@@ -528,7 +528,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                "concurrency_limit": 4, "concurrency_id": "inside"}
     run.click(**inside_event, api_name="inside").success(**refresh)
     text.submit(**inside_event, api_name=False).success(**refresh)
-    followed("inside", {"text": text}).change(**inside_event, api_name=False).success(**refresh)  # class mode
+    followed("inside", {"text": text}, views=[inside_event, refresh])  # class mode: the teacher's text, drawn
     model_choice.change(**inside_event, api_name=False).success(**refresh)  # another model: the same text
     for slider in (layer, head):
         # The mouse sends `input` while dragging and `release` at the end; the arrow keys send `input` only.

@@ -1020,7 +1020,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         ablation_notes = gr.Markdown(explain_ablations([]), elem_id="pretrain-ablation-notes")
     followed("pretrain", {"preset": preset, "corpus": corpus, "tokenizer": tokenizer, "steps": steps,
                          "batch_size": batch_size, "context_length": context_length, "lr": lr, "warmup": warmup,
-                         "sample_prompt": sample_prompt, "ablations": ablations}, redraw=False)  # class mode
+                         "sample_prompt": sample_prompt, "ablations": ablations})  # class mode
     with gr.Row():
         start = gr.Button("Start pretraining", variant="primary", elem_id="pretrain-start")
         stop = gr.Button("Stop", elem_id="pretrain-stop")

@@ -360,6 +360,11 @@ def windows_problem(n_tokens: int, context_length: int, stride: int) -> str | No
     return None
 
 
+def redraw_text(text: str, choice: str, trained: BPETokenizer | None, context_length, stride) -> tuple:
+    """A new text: its tokens (section 1) and its training windows (section 3), drawn in one request."""
+    return (*tokenize_text(text, choice, trained), *training_pairs(text, context_length, stride))
+
+
 def training_pairs(text: str = DEFAULT_TEXT, context_length=8, stride=4) -> tuple[str, str]:
     """Cut a text's GPT-2 tokens into the (input, target) windows a model trains on: the target is the input shifted by one.
 
@@ -584,8 +589,6 @@ def build_tab() -> None:
         "concurrency_id": "tokenize",
     }
     tokenize_button.click(**tokenize_event, api_name="tokenize")
-    followed("tokenizer", {"text": text, "choice": choice}, redraw=False)  # class mode: their .change redraws
-    text.change(**tokenize_event, trigger_mode="always_last", api_visibility="undocumented")
     choice.change(**tokenize_event, api_visibility="undocumented")
 
     pairs_event = {
@@ -600,7 +603,11 @@ def build_tab() -> None:
     stride.release(**pairs_event, api_visibility="undocumented")
     for slider in (context_length, stride):  # the arrow keys send `input` (no `release`)
         slider.input(**pairs_event, trigger_mode="always_last", api_name=False)
-    text.change(**pairs_event, trigger_mode="always_last", api_visibility="undocumented")
+    # A new text (typed, pasted, an example, or the teacher's in class mode) redraws sections 1 and 3 in one event.
+    text.change(friendly(explore_view(redraw_text)), [text, choice, trained_state, context_length, stride],
+                [token_view, stats, parity, pairs_view, pairs_summary], trigger_mode="always_last", preprocess=False,
+                api_visibility="undocumented", concurrency_limit=4, concurrency_id="tokenize")
+    followed("tokenizer", {"text": text, "choice": choice})  # class mode: the text's change event draws the views
 
     replay_outputs = [replay_view, replay_step]
     train_button.click(
