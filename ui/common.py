@@ -207,10 +207,16 @@ PAGE_JS = r"""
   }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ["class"]});
 
   // Class mode (ui/classroom.py): a page that joined a class waits for the class's next version (a plain GET the
-  // server answers when the class changes, or after %(wait_s)s s with the same version) and presses the hidden update
-  // button when it moved: after a random pause, so thirty pages that hear of a change together ask one by one.
-  let classVersion = null, classCode = "";
+  // server answers with "18 attention", the version and the teacher's tab, when the class changes, or after
+  // %(wait_s)s s with the same version) and presses the hidden update button of that tab when it moved: after a random
+  // pause, so thirty pages that hear of a change together ask one by one.
+  let classVersion = null, classCode = "", classTab = "";
   const pause = ms => new Promise(done => setTimeout(done, ms));
+  const pressUpdate = () => {
+    const button = document.querySelector(`#class-update-${classTab}`) || document.querySelector("#class-update");
+    if (button) button.click();
+  };
+  window.labClassUpdate = () => { if (classVersion !== null) setTimeout(pressUpdate, 300); };  // "Follow" ticked
   (async () => {
     for (;;) {
       const live = document.querySelector("#class-live textarea, #class-live input");
@@ -221,13 +227,13 @@ PAGE_JS = r"""
         const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
         const after = classVersion === null ? "" : `?after=${encodeURIComponent(classVersion)}`;
         const answer = await fetch(`${base}class_version/${encodeURIComponent(code)}${after}`, {cache: "no-store"});
-        const version = (await answer.text()).trim();
+        const [version, tab] = (await answer.text()).trim().split(" ");
         if (!answer.ok) { await pause(2000); continue; }
         if (version !== classVersion) {
           const first = classVersion === null;
           classVersion = version;
-          const button = document.querySelector("#class-update");
-          if (button) setTimeout(() => button.click(), first ? 0 : Math.random() * %(spread_ms)s);
+          classTab = /^[a-z]+$/.test(tab || "") ? tab : "";
+          setTimeout(pressUpdate, first ? 0 : Math.random() * %(spread_ms)s);
         }
         if (version === "-1") await pause(2000);  // no such class (it ended): ask again now and then
       } catch (error) { await pause(2000); }  // offline or the server restarted: try again soon
