@@ -71,9 +71,19 @@ def _model_from_state_dict(cfg: GPTConfig, state_dict: dict[str, torch.Tensor],
     """
     with torch.device("meta"):
         model = GPTModel(cfg)
-    expected = model.state_dict()
     if cfg.tie_weights:
         state_dict = {**state_dict, "out_head.weight": state_dict.get("tok_emb.weight")}
+    fill_from_state_dict(model, state_dict, dtype)
+    if cfg.tie_weights:
+        model.out_head.weight = model.tok_emb.weight
+    return model.eval()  # the book's model: gpt_core.fast.speed_up(model) for the fast layer
+
+
+def fill_from_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor],
+                         dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Give ``model`` (built on the 'meta' device) the tensors of ``state_dict``; every key and shape is checked
+    first, so a wrong file is refused with the name of the first weight that does not fit. Returns the model."""
+    expected = model.state_dict()
     missing = [key for key in expected if state_dict.get(key) is None]
     if missing:
         raise ValueError(f"Checkpoint is missing {len(missing)} weight(s), first: {missing[0]!r}.")
@@ -86,9 +96,7 @@ def _model_from_state_dict(cfg: GPTConfig, state_dict: dict[str, torch.Tensor],
                              f"the model needs {tuple(param.shape)}.")
     tensors = {key: tensor.to(dtype).contiguous() for key, tensor in state_dict.items()}
     model.load_state_dict(tensors, assign=True)
-    if cfg.tie_weights:
-        model.out_head.weight = model.tok_emb.weight
-    return model.eval()  # the book's model: gpt_core.fast.speed_up(model) for the fast layer
+    return model
 
 
 # ---------------------------------------------------------------- our own checkpoints
@@ -97,8 +105,8 @@ def save_checkpoint(model: GPTModel, out_dir, *, tokenizer_path=None, extra: dic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state_dict = {key: tensor.detach().cpu().contiguous() for key, tensor in model.state_dict().items()}
-    if model.cfg.tie_weights:
-        state_dict.pop("out_head.weight")  # the same matrix as tok_emb.weight
+    if model.cfg.tie_weights and model.out_head.weight.shape == model.tok_emb.weight.shape:
+        state_dict.pop("out_head.weight")  # the same matrix as tok_emb.weight (a classifier's head is its own)
     meta = {"format": "llm-lab-gpt", "gpt_config": model.cfg.to_dict(), "extra": extra or {}}
     if tokenizer_path is not None:
         tokenizer_path = Path(tokenizer_path)

@@ -5,6 +5,7 @@
     for event in finetune_classifier(model, BPETokenizer.gpt2(), config):
         print(event.to_dict())                            # start, step, eval, accuracy, ..., done
     classify(model, tokenizer, "You won a free cruise! Text WIN to 80082")   # {'ham': 0.02, 'spam': 0.98}
+    save_classifier(model, "spam-classifier/", max_length=64)                 # load_classifier reads it back
 
 The vocabulary-sized output head becomes a 2-way head (ham, spam). The class is read from the logits at the
 LAST REAL token of each message: with causal attention only that position has seen the whole message.
@@ -16,15 +17,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
+from gpt_core.checkpoints import WEIGHTS_FILE, fill_from_state_dict, read_checkpoint_info, save_checkpoint
 from gpt_core.data import make_loader
 from gpt_core.events import AccuracyEvent, ConfusionEvent, Event, WarningEvent
 from gpt_core.finetune_loop import FinetuneConfig, FinetuneRun, model_device, set_trainable
-from gpt_core.model import GPTModel, eval_mode
+from gpt_core.model import GPTConfig, GPTModel, eval_mode
 from gpt_core.spam_data import CLASS_NAMES, SpamDataset, classification_collate, classification_datasets
 
 
@@ -120,6 +124,44 @@ def prepare_classifier(model: GPTModel, trainable: str = "last_block", num_class
         torch.manual_seed(seed)
         add_classification_head(model, num_classes)
     return set_trainable(model, trainable)
+
+
+def save_classifier(model: GPTModel, out_dir, *, class_names: Sequence[str] = CLASS_NAMES,
+                    max_length: int | None = None, tokenizer_path=None, extra: dict | None = None) -> Path:
+    """``save_checkpoint`` for a classifier: config.json also names its classes and the length messages are cut
+    to (``"extra": {"classifier": {...}}``), so that ``load_classifier`` can rebuild the head. Returns out_dir."""
+    if len(class_names) != model.out_head.out_features:
+        raise ValueError(f"The classifier has {model.out_head.out_features} outputs but {len(class_names)} class "
+                         f"names were given ({', '.join(class_names)}).")
+    head = {"class_names": list(class_names), "max_length": max_length or model.cfg.context_length}
+    return save_checkpoint(model, out_dir, tokenizer_path=tokenizer_path, extra={**(extra or {}), "classifier": head})
+
+
+def load_classifier(ckpt_dir, device=None) -> tuple[GPTModel, dict]:
+    """A classifier saved by ``save_classifier``, and its head: ``{"class_names": [...], "max_length": 64}``.
+
+    >>> import tempfile
+    >>> _ = torch.manual_seed(0)
+    >>> cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1)
+    >>> model = add_classification_head(GPTModel(cfg)).eval()
+    >>> folder = save_classifier(model, tempfile.mkdtemp(), max_length=6)
+    >>> loaded, head = load_classifier(folder)
+    >>> head
+    {'class_names': ['ham', 'spam'], 'max_length': 6}
+    >>> ids = torch.tensor([[1, 2, 3]])                                  # (B, T)
+    >>> torch.equal(last_token_logits(loaded, ids), last_token_logits(model, ids))   # (B, num_classes)
+    True
+    """
+    info = read_checkpoint_info(ckpt_dir)
+    head = info.get("extra", {}).get("classifier")
+    weights = Path(ckpt_dir) / WEIGHTS_FILE
+    if not head or "gpt_config" not in info or not weights.exists():
+        raise ValueError(f"{ckpt_dir} holds no classifier: save_classifier writes {WEIGHTS_FILE} and a config.json "
+                         f"with a 'classifier' entry.")
+    with torch.device("meta"):  # no memory, no random init: the saved tensors are used as they are
+        model = add_classification_head(GPTModel(GPTConfig.from_dict(info["gpt_config"])), len(head["class_names"]))
+    fill_from_state_dict(model, load_file(weights))
+    return model.eval().to(device or "cpu"), head
 
 
 def finetune_classifier(model: GPTModel, tokenizer, config: ClassifyConfig, stop: threading.Event | None = None,

@@ -11,6 +11,13 @@
   then wait here until it ends, at most ``wait_limit_s()``; ``run_summary(history, ...)`` is the summary dict
   they return.
 
+- ``model_zip(model, tokenizer, stem)``: the file a fine-tuning run hands out (``/classify_run``, ``/instruct_run``
+  and the tabs' download buttons): model.safetensors + config.json (``save_checkpoint``, or ``save_classifier``)
+  + lab_tokenizer.json, zipped in a fresh folder under ``MODEL_ZIPS_DIR`` in the system's temp folder. Gradio
+  serves its own copy from its cache (app.py's ``CACHE_CLEANING`` removes those after an hour); our folders go
+  after ``ui.downloads.MAX_AGE_S`` or beyond ``MAX_MODEL_ZIPS_BYTES`` together, and a model over
+  ``MAX_MODEL_ZIP_BYTES`` is refused (the summary's notes say so).
+
 A run started by a script belongs to the script's Gradio session (``ui.runs.owner_of`` with no browser id):
 no browser state is needed, and nobody else can poll, stop or use it.
 """
@@ -18,19 +25,35 @@ no browser state is needed, and nobody else can poll, stop or use it.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
+import threading
 import time
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
+from gpt_core.checkpoints import save_checkpoint
+from gpt_core.files import human_size
+from ui.budgets import env_number
 from ui.common import friendly
+from ui.downloads import new_download_folder
 from ui.run_tab import RunHistory
 from ui.runs import job_manager
+from visualizations.compare import safe_file_stem
 
 # The synchronous run endpoints wait in threads of their own queue: as many at once as the server runs jobs
 # (LLM_LAB_MAX_RUNS), so a script's run never takes a thread from the explore views.
 SYNC_RUN_QUEUE = "sync-runs"
 STOP_GRACE_S = 60.0  # after the wait limit, a run is asked to stop and given this long to write its checkpoint
+# Fine-tuned models handed out as zips: one at most MAX_MODEL_ZIP_BYTES (GPT-2 small's 124M weights in float32,
+# about 500 MB, fit; GPT-2 medium's 1.4 GB do not), all of them together at most MAX_MODEL_ZIPS_BYTES.
+MODEL_ZIPS_DIR = Path(os.environ.get("LLM_LAB_MODEL_ZIPS_DIR") or Path(tempfile.gettempdir()) / "llm_lab_model_zips")
+MAX_MODEL_ZIP_BYTES = int(env_number("LLM_LAB_MAX_MODEL_ZIP_MB", 600) * 1e6)
+MAX_MODEL_ZIPS_BYTES = int(env_number("LLM_LAB_MODEL_ZIPS_MB", 2000) * 1e6)
 
 
 def tool(handler: Callable, name: str) -> Callable:
@@ -133,3 +156,44 @@ class Stopwatch:
     @property
     def seconds(self) -> float:
         return time.perf_counter() - self.started
+
+
+def current_job_id() -> str:
+    """The id of the job this code runs in (ui.jobs names each job's thread after its job id)."""
+    return threading.current_thread().name
+
+
+def model_zip(model, tokenizer, stem: str, save: Callable = save_checkpoint, **save_options) -> str:
+    """Save ``model`` with ``save(model, folder, tokenizer_path=..., **save_options)`` (``save_checkpoint`` or
+    ``gpt_core.classify.save_classifier``) and zip the folder as ``<stem>.zip`` in a fresh download folder;
+    returns the zip's path. A model over ``MAX_MODEL_ZIP_BYTES`` is refused with a ValueError saying so."""
+    unique = {tensor.data_ptr(): tensor for tensor in model.state_dict().values()}  # a tied head counts once
+    n_bytes = sum(tensor.numel() * tensor.element_size() for tensor in unique.values())
+    if n_bytes > MAX_MODEL_ZIP_BYTES:
+        raise ValueError(f"The fine-tuned model is {human_size(n_bytes)}, more than this server's limit of "
+                         f"{human_size(MAX_MODEL_ZIP_BYTES)} for a download (LLM_LAB_MAX_MODEL_ZIP_MB).")
+    folder = new_download_folder(MODEL_ZIPS_DIR, MAX_MODEL_ZIPS_BYTES)
+    saved, tokenizer_path = folder / "model", None
+    if hasattr(tokenizer, "save"):  # an LLM Lab BPETokenizer: the zip then holds everything to run the model
+        tokenizer_path = folder / "lab_tokenizer.json"
+        tokenizer.save(tokenizer_path)
+    save(model, saved, tokenizer_path=tokenizer_path, **save_options)
+    target = folder / f"{safe_file_stem(stem)}.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(saved.iterdir()):
+            # float32 weights barely shrink (deflating 500 MB would take a CPU core ~20 s): stored as they are
+            kind = zipfile.ZIP_STORED if path.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
+            archive.write(path, arcname=path.name, compress_type=kind)
+    shutil.rmtree(saved)
+    if tokenizer_path is not None:
+        tokenizer_path.unlink()
+    return str(target)
+
+
+def zip_or_note(make_zip: Callable[[], str], notes: list[str]) -> str | None:
+    """``make_zip()``, or None with the reason added to ``notes`` (a model over the size limit, one gone)."""
+    try:
+        return make_zip()
+    except ValueError as error:
+        notes.append(f"No model file: {error}")
+        return None

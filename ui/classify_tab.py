@@ -25,6 +25,7 @@ from gpt_core.classify import (
     finetune_classifier,
     last_token_logits,
     prepare_classifier,
+    save_classifier,
 )
 from gpt_core.device import device_in_words, pick_device
 from gpt_core.fast import speed_up_for_training
@@ -35,11 +36,14 @@ from ui.api import (
     SYNC_RUN_QUEUE,
     RunTimer,
     Stopwatch,
+    current_job_id,
     finite,
+    model_zip,
     run_summary,
     sync_run_limit,
     tool,
     wait_for_run,
+    zip_or_note,
 )
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import (
@@ -190,12 +194,14 @@ class TrainedClassifier:
     tokenizer: object
     max_length: int  # messages are cut to this many tokens, as in training
     label: str  # the model it started from
+    job_id: str = ""  # the run that trained it
 
 
 # Each browser's latest classifier, under a count and memory budget (least recently used go first).
 CLASSIFIERS = register_store(BudgetStore(
     "classifier", int(env_number("LLM_LAB_KEPT_CLASSIFIERS", 30)),
     env_number("LLM_LAB_CLASSIFIERS_MEMORY_GB", 3) * 1e9))
+CLASSIFIER_ZIP_LABEL = "fine-tuned classifier (zip: model.safetensors + config.json + lab_tokenizer.json)"
 NO_CLASSIFIER = ("There is no classifier yet: press Start fine-tuning above, wait until the run finishes, "
                  "then classify your message.")
 
@@ -208,6 +214,14 @@ def keep_classifier(owner: str, trained: TrainedClassifier) -> None:
 def classifier_of(owner: str) -> TrainedClassifier:
     """This browser's classifier; a message when there is none or it was cleared to make room."""
     return CLASSIFIERS.get(owner, "latest", missing=NO_CLASSIFIER)
+
+
+def classifier_zip(trained: TrainedClassifier) -> str:
+    """The classifier as a zip: model.safetensors, config.json (its GPTConfig, classes and message length, read
+    back by gpt_core.classify.load_classifier) and lab_tokenizer.json."""
+    return model_zip(trained.model, trained.tokenizer, f"llm-lab-spam-classifier-{trained.label}", save=save_classifier,
+                     class_names=CLASS_NAMES, max_length=trained.max_length,
+                     extra={"fine_tuned_from": trained.label, "job_id": trained.job_id})
 
 
 def classify_config(preset: str, trainable: str, epochs: float, lr: float) -> tuple[ClassifyConfig, str | None]:
@@ -234,7 +248,8 @@ def classify_job(loaded: LoadedModel, config: ClassifyConfig, owner: str):
         for event in sharing_cores(finetune_classifier(model, loaded.tokenizer, config, stop)):
             if event.kind == "done" and event.reason != "nan":  # diverged weights would answer nonsense
                 model.eval()
-                keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label))
+                keep_classifier(owner, TrainedClassifier(model, loaded.tokenizer, max_length, loaded.label,
+                                                         current_job_id()))
             yield event
 
     return run
@@ -277,7 +292,7 @@ def start_run(choice: str | None, preset: str, trainable: str, epochs: float, lr
 
 
 def classify_run(choice: str | None, preset: str, trainable: str, epochs: float, lr: float,
-                 request: gr.Request = None) -> dict:
+                 request: gr.Request = None) -> tuple[dict, str | None]:
     """Fine-tune a copy of a model into an SMS spam classifier and wait until the run ends (for scripts and agents).
 
     The run goes through the server's job queue and caps (steps, minutes per run). It belongs to the caller's
@@ -292,11 +307,14 @@ def classify_run(choice: str | None, preset: str, trainable: str, epochs: float,
 
     Returns:
         A summary dict: job id, status, steps, final train and validation loss, accuracy on the train, validation
-        and test messages before and after training, the test confusion matrix, seconds and settings.
+        and test messages before and after training, the test confusion matrix, seconds and settings; and the
+        fine-tuned classifier as a zip file (model.safetensors, config.json with its classes, lab_tokenizer.json;
+        gpt_core.classify.load_classifier reads it), or None when the run kept no classifier (notes say why).
     """
     clock = Stopwatch()
     _, history, _ = start_run(choice, preset, trainable, epochs, lr, None, None, request)
-    history = wait_for_run(owner_of(None, request), history)
+    owner = owner_of(None, request)
+    history = wait_for_run(owner, history)
     if history.status == "failed":
         raise ValueError(f"The run failed: {history.error}")
 
@@ -306,8 +324,31 @@ def classify_run(choice: str | None, preset: str, trainable: str, epochs: float,
     config, _ = classify_config(preset, trainable, epochs, lr)
     settings = {"model": choice, "preset": preset, "trainable": config.trainable, "epochs": config.epochs,
                 "lr": config.lr, "batch_size": config.batch_size}
-    return run_summary(history, clock.seconds, settings, accuracy_before=accuracy(history.baseline),
-                       accuracy_after=accuracy(history.final), confusion=history.confusion, classes=list(CLASS_NAMES))
+    summary = run_summary(history, clock.seconds, settings, accuracy_before=accuracy(history.baseline),
+                          accuracy_after=accuracy(history.final), confusion=history.confusion,
+                          classes=list(CLASS_NAMES))
+    return summary, zip_or_note(lambda: classifier_zip(run_classifier(owner, history.job_id)), summary["notes"])
+
+
+def run_classifier(owner: str, job_id: str) -> TrainedClassifier:
+    """The classifier this run trained, while it is this session's latest; else a ValueError saying why."""
+    trained = CLASSIFIERS.find(owner, "latest")
+    if trained is None or trained.job_id != job_id:
+        raise ValueError("this run kept no classifier (it diverged, or a newer run or the server's memory limit "
+                         "replaced it).")
+    return trained
+
+
+def download_classifier_file(browser_id: str | None, request: gr.Request = None) -> str:
+    """This session's fine-tuned classifier as a zip file (model.safetensors, config.json, lab_tokenizer.json).
+
+    Args:
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The zip file; gpt_core.classify.load_classifier reads the unzipped folder back.
+    """
+    return classifier_zip(classifier_of(owner_of(browser_id, request)))
 
 
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
@@ -504,6 +545,9 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             classify_button = gr.Button("Classify", variant="primary", elem_id="classify-button")
             verdict = gr.Markdown(label="verdict", elem_classes=["lab-note"], elem_id="classify-verdict")
         probs_plot = gr.Plot(label="spam or not: probabilities", show_label=False, scale=2, elem_id="classify-probs")
+    with gr.Row():
+        download = gr.Button("Download the fine-tuned model", size="sm", elem_id="classify-download")
+        download_file = gr.File(label=CLASSIFIER_ZIP_LABEL, interactive=False, elem_id="classify-download-file")
     history = gr.State(None)
     timer = RunTimer(1.0, active=False)
     show_source(FinetuneRun.train_step, classification_loss, last_token_logits, finetune_classifier, prepare_classifier,
@@ -525,9 +569,13 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                           api_name="classify_text", concurrency_limit=4)
     message.submit(friendly(classify_message), [message, browser_id], [probs_plot, verdict], api_name=False,
                    concurrency_limit=4)
-    # One call for scripts and agents: start, wait until the run ends (within the server's caps), the summary.
+    download.click(tool(download_classifier_file, "classify_download"), browser_id, download_file,
+                   api_name="classify_download", concurrency_limit=2)
+    # One call for scripts and agents: start, wait until the run ends (within the server's caps), the summary
+    # and the fine-tuned classifier's zip.
     run_summary_json = gr.JSON(label="run summary", visible=False)
+    run_zip = gr.File(label=CLASSIFIER_ZIP_LABEL, visible=False)
     gr.Button(visible=False).click(tool(classify_run, "classify_run"), [model_choice, preset, trainable, epochs, lr],
-                                   run_summary_json, api_name="classify_run", concurrency_limit=sync_run_limit(),
-                                   concurrency_id=SYNC_RUN_QUEUE)
+                                   [run_summary_json, run_zip], api_name="classify_run",
+                                   concurrency_limit=sync_run_limit(), concurrency_id=SYNC_RUN_QUEUE)
     gr.context.Context.root_block.load(friendly(reattach), browser_id, [history, timer], api_name=False)

@@ -72,17 +72,22 @@ def clean_downloads(root: Path | None = None, max_age_s: float = MAX_AGE_S, max_
     return deleted
 
 
+def new_download_folder(root: Path | None = None, max_total_bytes: int = MAX_TOTAL_BYTES) -> Path:
+    """A new empty folder under ``root`` (default ``DOWNLOADS_DIR``), made after cleaning the old ones."""
+    root = Path(root or DOWNLOADS_DIR)
+    with _lock:
+        clean_downloads(root, max_total_bytes=max_total_bytes)
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=root))
+
+
 def _write(data: str, stem: str, suffix: str) -> str:
     """Write ``data`` (UTF-8) as ``<stem><suffix>`` in a new folder of its own; returns the file's path."""
     encoded = data.encode("utf-8")
     if len(encoded) > MAX_FILE_BYTES:
         raise ValueError(f"This download would be {len(encoded) / 1e6:.0f} MB, more than the server's limit of "
                          f"{MAX_FILE_BYTES / 1e6:.0f} MB: compare fewer or shorter runs.")
-    with _lock:
-        clean_downloads()
-        DOWNLOADS_DIR.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(dir=DOWNLOADS_DIR))
-    path = folder / f"{safe_file_stem(stem)}{suffix}"
+    path = new_download_folder() / f"{safe_file_stem(stem)}{suffix}"
     path.write_bytes(encoded)
     return str(path)
 

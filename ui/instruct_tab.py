@@ -48,16 +48,19 @@ from ui.api import (
     SYNC_RUN_QUEUE,
     RunTimer,
     Stopwatch,
+    current_job_id,
     finite,
+    model_zip,
     run_summary,
     sync_run_limit,
     tool,
     wait_for_run,
+    zip_or_note,
 )
 from ui.budgets import BudgetStore, env_number, register_store
 from ui.common import NumberBox, SliderBox, explain, friendly, learning_rate, number_input, show_source
 from ui.jobs import JobView
-from ui.models import LoadedModel, gpt2_tokenizer, load_choice, token_strings
+from ui.models import LoadedModel, gpt2_tokenizer, load_choice, model_bytes, token_strings
 from ui.run_tab import RunHistory, RunTab, with_note
 from ui.runs import browser_id_state, job_manager, owner_of, pin_torch_threads, sharing_cores
 from ui.uploads import read_upload
@@ -413,8 +416,33 @@ def answer_tokens(config: InstructConfig) -> int:
     return min(ANSWER_TOKENS, config.answer_tokens)
 
 
-def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, list[dict]]):
-    """The job body: score the held-out records, tune a copy of the model, score them again."""
+@dataclass
+class TunedModel:
+    model: object  # the instruction-tuned GPTModel, eval mode
+    tokenizer: object
+    label: str  # the model it started from
+    job_id: str  # the run that tuned it
+
+
+# Each browser's latest tuned model (for its download), under a count and memory budget (least recently used
+# go first).
+TUNED_MODELS = register_store(BudgetStore(
+    "instruction-tuned model", int(env_number("LLM_LAB_KEPT_TUNED_MODELS", 30)),
+    env_number("LLM_LAB_TUNED_MODELS_MEMORY_GB", 3) * 1e9))
+NO_TUNED_MODEL = "There is no fine-tuned model yet: press Start fine-tuning above and wait until the run finishes."
+TUNED_ZIP_LABEL = "fine-tuned model (zip: model.safetensors + config.json + lab_tokenizer.json)"
+
+
+def tuned_zip(tuned: TunedModel) -> str:
+    """The tuned model as a zip: model.safetensors, config.json (gpt_core.checkpoints.load_checkpoint reads the
+    unzipped folder) and lab_tokenizer.json."""
+    return model_zip(tuned.model, tuned.tokenizer, f"llm-lab-instruct-{tuned.label}",
+                     extra={"fine_tuned_from": tuned.label, "job_id": tuned.job_id})
+
+
+def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, list[dict]], owner: str | None = None):
+    """The job body: score the held-out records, tune a copy of the model, score them again; the tuned model is
+    kept as ``owner``'s latest (for its download)."""
     config = on_cpu_on_zero_gpu(config)  # ZeroGPU: fine-tuning does not train in GPU calls yet (ui.zerogpu)
     eval_records = splits["test"][:EVAL_RECORDS]
 
@@ -422,9 +450,14 @@ def instruct_job(loaded: LoadedModel, config: InstructConfig, splits: dict[str, 
         pin_torch_threads()
         model = copy.deepcopy(loaded.model)  # the shared, cached model is never modified
         speed_up_for_training(model, pick_device(config.device))
-        yield from sharing_cores(finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
-                                                   val_records=splits["val"] or None, score_records=eval_records,
-                                                   score_tokens=answer_tokens(config)))
+        for event in sharing_cores(finetune_instruct(model, loaded.tokenizer, splits["train"], config, stop,
+                                                     val_records=splits["val"] or None, score_records=eval_records,
+                                                     score_tokens=answer_tokens(config))):
+            if owner is not None and event.kind == "done" and event.reason != "nan":
+                model.eval()
+                TUNED_MODELS.put(owner, "latest", TunedModel(model, loaded.tokenizer, loaded.label, current_job_id()),
+                                 size_bytes=model_bytes(model))
+            yield event
 
     return run
 
@@ -461,7 +494,7 @@ def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_in
         gr.Warning("The data is too small to hold out test records: no exact-match score this time.")
     loaded = load_choice(choice)
     config, note = instruct_config(preset, epochs, lr, mask_instruction, len(splits["train"]))
-    history = RUN.start(owner, instruct_job(loaded, config, splits), loaded.label, start_note=note)
+    history = RUN.start(owner, instruct_job(loaded, config, splits, owner), loaded.label, start_note=note)
     started = (f"Started instruction tuning a copy of **{loaded.label}** on {len(splits['train']):,} records, "
                f"{run_steps(config, len(splits['train'])):,} steps ({history.job_id}); first it answers the "
                f"{min(len(splits['test']), EVAL_RECORDS)} held-out prompts.")
@@ -470,7 +503,7 @@ def start_run(choice: str | None, preset: str, epochs: float, lr: float, mask_in
 
 def instruct_run(choice: str | None, preset: str, epochs: float, lr: float, mask_instruction: bool,
                  source: str = GENERATED, n_records: float = DEFAULT_RECORDS, file_path: str | None = None,
-                 request: gr.Request = None) -> dict:
+                 request: gr.Request = None) -> tuple[dict, str | None]:
     """Instruction-tune a copy of a model and wait until the run ends (for scripts and agents).
 
     The run goes through the server's job queue and caps (steps, minutes per run) and belongs to the caller's
@@ -488,12 +521,15 @@ def instruct_run(choice: str | None, preset: str, epochs: float, lr: float, mask
 
     Returns:
         A summary dict: job id, status, steps, final train and validation loss, the exact-match score on the
-        held-out records before and after tuning (with each answer), seconds and settings.
+        held-out records before and after tuning (with each answer), seconds and settings; and the tuned model as
+        a zip file (model.safetensors, config.json, lab_tokenizer.json; gpt_core.checkpoints.load_checkpoint reads
+        it), or None when the run kept no model (notes say why).
     """
     clock = Stopwatch()
     records = load_records(source, n_records, file_path)
     _, history, _ = start_run(choice, preset, epochs, lr, mask_instruction, records, None, None, request)
-    history = wait_for_run(owner_of(None, request), history)
+    owner = owner_of(None, request)
+    history = wait_for_run(owner, history)
     if history.status == "failed":
         raise ValueError(f"The run failed: {history.error}")
 
@@ -505,8 +541,31 @@ def instruct_run(choice: str | None, preset: str, epochs: float, lr: float, mask
 
     settings = {"model": choice, "preset": preset, "epochs": epochs, "lr": lr,
                 "mask_instruction": bool(mask_instruction), "source": source, "records": len(records)}
-    return run_summary(history, clock.seconds, settings, exact_match_before=score(history.before),
-                       exact_match_after=score(history.after))
+    summary = run_summary(history, clock.seconds, settings, exact_match_before=score(history.before),
+                          exact_match_after=score(history.after))
+    return summary, zip_or_note(lambda: tuned_zip(run_model(owner, history.job_id)), summary["notes"])
+
+
+def run_model(owner: str, job_id: str) -> TunedModel:
+    """The model this run tuned, while it is this session's latest; else a ValueError saying why."""
+    tuned = TUNED_MODELS.find(owner, "latest")
+    if tuned is None or tuned.job_id != job_id:
+        raise ValueError("this run kept no model (it diverged, or a newer run or the server's memory limit "
+                         "replaced it).")
+    return tuned
+
+
+def download_tuned_file(browser_id: str | None, request: gr.Request = None) -> str:
+    """This session's instruction-tuned model as a zip file (model.safetensors, config.json, lab_tokenizer.json).
+
+    Args:
+        browser_id: the page's signed browser id; leave it empty in a script (the caller's session owns its runs).
+
+    Returns:
+        The zip file; gpt_core.checkpoints.load_checkpoint reads the unzipped folder back.
+    """
+    tuned = TUNED_MODELS.get(owner_of(browser_id, request), "latest", missing=NO_TUNED_MODEL)
+    return tuned_zip(tuned)
 
 
 def stop_run(history: RunHistory | None, browser_id: str | None, request: gr.Request = None) -> str:
@@ -721,6 +780,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         with gr.Column(scale=1):
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="instruct-start")
             stop = gr.Button("Stop")
+            download = gr.Button("Download the fine-tuned model", size="sm", elem_id="instruct-download")
     plan = gr.Markdown(first_plan, label="plan", elem_id="instruct-plan")
     status = gr.Markdown(START_NOTE, label="status", elem_classes=["lab-note"], elem_id="instruct-status")
     with gr.Row():
@@ -730,6 +790,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             compare = gr.Dataframe(headers=COMPARE_HEADERS, datatype="str", elem_id="instruct-compare",
                                    label="the same held-out prompts, before and after", interactive=False, wrap=True,
                                    column_widths=["24%", "22%", "14%", "20%", "20%"])
+    download_file = gr.File(label=TUNED_ZIP_LABEL, interactive=False, elem_id="instruct-download-file")
     records = gr.State(None)
     history = gr.State(None)
     timer = RunTimer(1.0, active=False)
@@ -773,9 +834,13 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     api_only.click(tool(instruct_loss_mask, "instruct_loss_mask"),
                    [source, n_records, upload, record_index, mask_toggle, model_choice], [mask_html, mask_note, mask_data],
                    api_name="instruct_loss_mask", concurrency_limit=4, concurrency_id="instruct_mask")
+    download.click(tool(download_tuned_file, "instruct_download"), browser_id, download_file,
+                   api_name="instruct_download", concurrency_limit=2)
     run_summary_json = gr.JSON(label="run summary", visible=False)
+    run_zip = gr.File(label=TUNED_ZIP_LABEL, visible=False)
     api_only.click(tool(instruct_run, "instruct_run"),
-                   [model_choice, preset, epochs, lr, mask_toggle, source, n_records, upload], run_summary_json,
+                   [model_choice, preset, epochs, lr, mask_toggle, source, n_records, upload],
+                   [run_summary_json, run_zip],
                    api_name="instruct_run", concurrency_limit=sync_run_limit(), concurrency_id=SYNC_RUN_QUEUE)
     root = gr.context.Context.root_block
     root.load(friendly(reattach), browser_id, [history, timer], api_name=False)
