@@ -185,6 +185,18 @@ def launch_options() -> dict:
             "state_session_capacity": sessions, "mcp_server": mcp_server()}
 
 
+def queue_options() -> dict:
+    """Arguments for `demo.queue()`: events served at once (LLM_LAB_CONCURRENCY) and events waiting at most
+    (LLM_LAB_QUEUE_SIZE; more are refused with "the queue is full"). A stated size also keeps a ZeroGPU Space's
+    Gradio from setting it to 1 (one waiting event for the whole app).
+
+    >>> queue_options()
+    {'default_concurrency_limit': 4, 'max_size': 256}
+    """
+    return {"default_concurrency_limit": int(os.environ.get("LLM_LAB_CONCURRENCY", "4")),
+            "max_size": int(os.environ.get("LLM_LAB_QUEUE_SIZE", "256"))}
+
+
 def mcp_server() -> bool | None:
     """The MCP server's setting: LLM_LAB_MCP=1 turns it on (tools at /gradio_api/mcp, needs `gradio[mcp]`);
     without it, None leaves Gradio's own GRADIO_MCP_SERVER=True (or off) to decide."""
@@ -201,9 +213,9 @@ def main() -> None:
     runs.serve_settings()
     decode_worker.start(models.built_in_labels())  # generation for the built-in models in a second process
     demo = build_demo()
-    demo.queue(default_concurrency_limit=int(os.environ.get("LLM_LAB_CONCURRENCY", "4")))
+    demo.queue(**queue_options())
     demo.launch(prevent_thread_lock=True, **launch_options())
-    classroom.add_routes(demo.app)  # GET /class_version/CODE: what a following page asks every second
+    classroom.add_routes(demo.app)  # GET /class_version/CODE?after=V: what a following page waits on
     demo.block_thread()
 
 

@@ -16,12 +16,13 @@ Phases: "alone" (only the students), then "beside_runs" (2 Pretrain runs started
 
 Phase "class" (only with --phases class): the same students explore as in "alone", and beside them a class
 runs (ui/classroom.py). A teacher session starts a class (/class_start, browser id null: the server then names
-the owner by the Gradio session, ui/runs.py owner_of), pushes its page once a second (/class_push: the teacher
+the owner by the Gradio session, ui/runs.py owner_of), pushes its page every 5 s (/class_push: the teacher
 state it got, every followed input at its API default) and types a new sentence into the Tokenizer tab's text
-every 10 s, at a random moment between two pushes. The first --class-size students (default: all) join
-(/class_join, nickname student-i) and, like the page's script beside its explore tab, wait for the class's next
+every --text-every seconds (30: a teacher talks through a view before changing it; 10 is a stress test), pushed
+within 0.3 s, as the page script does when it sees a change. The first --class-size students (default: all) join (/class_join, nickname
+student-i) at random moments over the first --join-over seconds (10) and, like the page's script beside its explore tab, wait for the class's next
 version (GET /class_version/CODE?after=V, a plain route the server answers when the class changes or after 25 s);
-when it moved they pause at random up to 1.2 s, as the page does, fetch the update (/class_poll, following), and a
+when it moved they pause at random up to 1 s, as the page does, fetch the update (/class_poll, following), and a
 new Tokenizer text is followed by one /tokenize with it, as the page's redraw does. Each student's class page has
 a Gradio session of its own beside its explore session (see class_member). Lines: the explore views (goal p95 <=
 2 s), "GET /class_version (wait)" (the waits: errors and count; each ends at a change or after 25 s), /class_push
@@ -67,6 +68,9 @@ Prints JSON lines, one per phase and endpoint, then one per phase:
      "server_peak_rss_mb": 702.5, "children_rss_mb": 0.0, "ok": true}
 The goal is p95 <= 2 s alone and <= 4 s beside the runs, with 0 errors. RSS is the server process's VmRSS at the
 end of the phase and its peak (VmHWM) since it started; children_rss_mb adds up its child processes (null with --url).
+server_cpu_s, worker_cpu_s and bench_cpu_s are the CPU seconds the server, its children (the generation worker)
+and this load generator used during the phase, and server_cpu_share the server's and children's share of all the
+machine's cores: near 1.0 the server is saturated, where any added work stretches the slowest requests most.
 The load generator is one asyncio loop speaking Gradio's HTTP API, so it stays light beside the server.
 
     python bench/classroom.py                                  # 30 students, 60 s per phase, 3-5 minutes
@@ -84,6 +88,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import socket
 import subprocess
 import sys
@@ -150,6 +155,34 @@ def memory_mb(pid: int | None) -> dict:
     kids = sum(status(c).get("VmRSS", 0.0) for c in children(pid))
     return {"server_rss_mb": round(own.get("VmRSS", 0.0), 1), "server_peak_rss_mb": round(own.get("VmHWM", 0.0), 1),
             "children_rss_mb": round(kids, 1)}
+
+
+def cpu_seconds(pid: int | None) -> dict[str, float] | None:
+    """CPU seconds (user + system) used so far by the server, by its children (the generation worker) and by
+    this load generator, which shares the machine: their difference over a phase is what the phase cost."""
+    def used(p: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    if pid is None or used(pid) is None:
+        return None
+    kids = [int(c) for task in Path(f"/proc/{pid}/task").glob("*/children")
+            for c in (task.read_text().split() if task.exists() else [])]
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {"server": used(pid), "children": sum(used(c) or 0.0 for c in kids),
+            "bench": own.ru_utime + own.ru_stime}
+
+
+def cpu_line(before: dict | None, after: dict | None, seconds: float) -> dict:
+    """The phase's CPU: seconds each used, and the server's share of the machine's cores over the phase."""
+    if before is None or after is None:
+        return {"server_cpu_s": None}
+    spent = {key: round(after[key] - before[key], 1) for key in before}
+    return {"server_cpu_s": spent["server"], "worker_cpu_s": spent["children"], "bench_cpu_s": spent["bench"],
+            "server_cpu_share": round((spent["server"] + spent["children"]) / (seconds * (os.cpu_count() or 1)), 3)}
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -300,11 +333,13 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
         + (f", {args.class_size} of them in a class that follows a teacher" if phase == "class" else ""))
     explorers = [student(client, info, endpoints, sentences, n, tag, args, results) for n in range(args.students)]
     lesson = ClassLesson() if phase == "class" else None
+    cpu_before, started = cpu_seconds(pid), time.perf_counter()
     if lesson is not None:
         await asyncio.gather(*explorers, run_class(client, info, sentences, tag, args, lesson))
     else:
         await asyncio.gather(*explorers)
     memory = memory_mb(pid)  # before the runs stop, while they still hold their memory
+    cpu = cpu_line(cpu_before, cpu_seconds(pid), time.perf_counter() - started)
     for session in runs if "/pretrain_stop" in info["named_endpoints"] else []:
         _, error = await call(client, "/pretrain_stop", defaults(info, "/pretrain_stop"), session)
         if error:
@@ -342,8 +377,8 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
         extra = {"class_size": args.class_size, "joined": len(lesson.joined)}
         total_errors += len(lesson.errors)
         all_ok = all_ok and follow["ok"] and not lesson.errors
-    emit({**common, "endpoint": "all", "requests": total_requests, "errors": total_errors, **memory, **extra,
-          "ok": all_ok})
+    emit({**common, "endpoint": "all", "requests": total_requests, "errors": total_errors, **memory, **cpu,
+          **extra, "ok": all_ok})
     return explore
 
 
@@ -352,14 +387,14 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
 # ---------------------------------------------------------------------------------------------------------------
 
 CLASS_WAIT_S = 25.0  # ui.classroom.WAIT_S: a following page's ask for the next version is answered within this
-CLASS_SPREAD_S = 1.2  # ui.classroom.SPREAD_S: after a change the page fetches it after a random pause up to this
-TEACHER_PUSH_S = 1.0  # ui.classroom.TEACHER_PUSH_S: the teacher's page sends its state once a second
-TEXT_EVERY_S = 10.0  # the teacher types a new sentence into the Tokenizer tab this often
+CLASS_SPREAD_S = 1.0  # ui.classroom.SPREAD_S: after a change the page fetches it after a random pause up to this
+TEACHER_PUSH_S = 5.0  # ui.classroom.TEACHER_PUSH_S: the teacher's page sends its state on a timer this often,
+NOTICE_S = 0.3  # and a change once the page script notices it (it looks every 0.3 s; ui.common PAGE_JS)
 SETTLE_S = 3.0  # no new text in the phase's last seconds: every student has time to see the last one
 FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s (p95)
 RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
 # Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
-CLASS_GOALS = {"GET /class_version (wait)": CLASS_WAIT_S + 2.0, "/class_poll": 2.0, "/class_push": TEACHER_PUSH_S, "/class_join": 2.0,
+CLASS_GOALS = {"GET /class_version (wait)": CLASS_WAIT_S + 2.0, "/class_poll": 2.0, "/class_push": 1.0, "/class_join": 2.0,
                "/tokenize (follow)": 2.0}
 # A poll's outputs, as ui/classroom.py wire() lists them: the tab, the model menu, then every followed input in
 # the order /class_push takes them (the API info leaves the tab and the gr.State outputs out; the data keeps
@@ -408,8 +443,9 @@ def teacher_texts(sentences: list[str], rng: random.Random):
 
 
 async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadline: float) -> None:
-    """Start the class, then push the page once a second; a new Tokenizer text every TEXT_EVERY_S, typed at a
-    random moment between two pushes (so the wait for the next push is part of the follow delay)."""
+    """Start the class, then push the page every TEACHER_PUSH_S seconds and when it changed: a new Tokenizer text
+    every --text-every seconds, pushed once the page script notices it (up to NOTICE_S s, part of the follow
+    delay), as the teacher's page does."""
     session = session_name(args, f"{tag}-teacher", 0)
     rng = random.Random(f"{args.seed}-{tag}-teacher")
     data = defaults(info, "/class_start")
@@ -429,19 +465,20 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
     text_at, _ = tokenizer_text_at(info)
     texts = teacher_texts(sentences, rng)
     start = time.perf_counter()
-    next_change = start + TEXT_EVERY_S / 2 + rng.uniform(0.0, TEACHER_PUSH_S)
-    tick = start
+    next_change = start + args.text_every / 2 + rng.uniform(0.0, 1.0)
+    next_tick = start
     while time.perf_counter() < deadline:
-        now = time.perf_counter()
-        if text_at is not None and now >= next_change and next_change < deadline - SETTLE_S:
+        changing = text_at is not None and next_change < min(next_tick, deadline - SETTLE_S)
+        await asyncio.sleep(max(0.0, (next_change if changing else next_tick) - time.perf_counter()))
+        if changing:
             push[text_at] = next(texts)
-            lesson.changes.append((push[text_at], next_change))
-            next_change += TEXT_EVERY_S
+            lesson.changes.append((push[text_at], time.perf_counter()))
+            next_change += args.text_every
+            await asyncio.sleep(rng.uniform(0.0, NOTICE_S) + 0.1)  # the page script notices, then pushes
+        else:
+            next_tick += TEACHER_PUSH_S
         lesson.results["/class_push"].append(await call(client, "/class_push", push, session))
         lesson.pushed = push[text_at] if text_at is not None else None
-        tick += TEACHER_PUSH_S  # a timer: the next tick a second after the last one, or now if it fell behind
-        await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-        tick = max(tick, time.perf_counter() - TEACHER_PUSH_S)
     end = defaults(info, "/class_end")
     end[param_index(info, "/class_end", name="teacher_state")] = state
     end[param_index(info, "/class_end", name="browser")] = None
@@ -466,7 +503,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     await lesson.ready.wait()
     if lesson.code is None:
         return
-    await asyncio.sleep(random.Random(f"{args.seed}-{tag}-member-{number}").uniform(0.0, 1.0))
+    await asyncio.sleep(random.Random(f"{args.seed}-{tag}-member-{number}").uniform(0.0, args.join_over))
     data = defaults(info, "/class_join")
     data[param_index(info, "/class_join", name="code")] = lesson.code
     data[param_index(info, "/class_join", name="nickname")] = f"student-{number}"
@@ -497,6 +534,9 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         if error is not None:
             await asyncio.sleep(2.0)  # the page script's pause after a failed ask
             continue
+        latest = latest.split()[0]  # "18 tokenizer": the class's version and the teacher's tab
+        if latest == "-1":
+            await asyncio.sleep(2.0)  # no such class (it ended): the page script asks again now and then
         if latest != version:
             if version is not None:  # the page script's spread before it asks for the update
                 await asyncio.sleep(random.uniform(0.0, CLASS_SPREAD_S))
@@ -944,6 +984,12 @@ def main() -> int:
              "of its own (default: %(default)s)")
     add("--class-size", type=int, default=None,
         help="students of the class phase who join the class and follow (default: all of --students)")
+    add("--text-every", type=float, default=30.0,
+        help="seconds between the class phase teacher's new Tokenizer texts: a teacher talks through a view for "
+             "a while before changing it (10: a stress test) (default: %(default)s)")
+    add("--join-over", type=float, default=10.0,
+        help="the class phase's students join at random moments over this many seconds, as a class does when "
+             "the code goes up (default: %(default)s)")
     add("--repeat", type=int, default=1,
         help="run the phases this many times in turn, e.g. alone,class,alone,class with --repeat 2; the "
              "class_vs_alone line compares the medians over the rounds (default: %(default)s)")

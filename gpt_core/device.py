@@ -44,7 +44,8 @@ def autocast_dtype(device) -> torch.dtype | None:
     """The dtype for torch.autocast on this device (bfloat16 where it is supported and fast), else None."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # a T4 (compute capability 7.5) "supports" bfloat16 only by emulation, slower than float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if device.type == "cpu":
         return torch.bfloat16 if _cpu_bf16_works() else None
     return None  # MPS: autocast support is partial; stay in float32 so losses are right

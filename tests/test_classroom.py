@@ -136,6 +136,8 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     update = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
     assert update[1] == {"__type__": "update", "value": "Teacher's sentence", "interactive": True}
     again = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
+    script = client.predict(student_state, None, True, api_name="/class_poll_tokenizer")  # a script's session
+    assert "Join the class again" in script[STATUS]  # (it is not the browser that joined)
     assert again[1] == {"__type__": "update"} and "following the teacher." in again[STATUS]  # nothing new: skipped
     client.predict(*push_args(client, teacher_state, teacher, **{"Sentence (press Enter to draw it)": "one two three"}),
                    api_name="/class_push")
@@ -208,7 +210,7 @@ def test_predict_then_reveal_through_the_api(client):
     status = client.predict("higher", student_state, student, api_name="/class_answer")
     assert "answer sent: **higher**" in status
     text, figure = client.predict(teacher_state, teacher, api_name="/class_reveal")
-    assert text.endswith("**Answer: higher**") and '"1 ✓"' in figure["plot"]
+    assert text.endswith("**Answer: higher**") and '"1 ✓"' in figure.get("value", figure)["plot"]  # the plot, shown
     with pytest.raises(AppError, match="The answer has been revealed"):
         client.predict("lower", student_state, student, api_name="/class_answer")
 

@@ -116,3 +116,22 @@ def test_embedding_gradient_is_sparse_only_for_a_tied_head_in_training():
     assert not sparse_embedding_grad(model, ids)
     model(ids)[:, -1].sum().backward()
     assert model.tok_emb.weight.grad.layout == torch.strided
+
+
+def test_the_decoding_head_follows_a_fused_adamw_step():
+    """CPU's fused AdamW writes the weights without moving their version counters; generation after a step
+    must still read the new head (samples during a run), not the copy made before it."""
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=64, context_length=16, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0))
+    from gpt_core.fast.model import head_for_decoding
+
+    before = head_for_decoding(model).clone()
+    version = model.out_head.weight._version
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    ids = torch.randint(0, 64, (2, 8))
+    torch.nn.functional.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
+    optimizer.step()
+    after = head_for_decoding(model)
+    print("version before/after the fused step:", version, model.out_head.weight._version,
+          "largest change of the head:", (after - before).abs().max().item())
+    assert torch.equal(after, model.out_head.weight.t()) and not torch.equal(after, before)

@@ -53,7 +53,7 @@ TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
 WAIT_S = CLASS_WAIT_S  # a following page's ask for the next version is answered within this (ui.common PAGE_JS)
 SPREAD_S = CLASS_SPREAD_S  # ... and it fetches the change after a random pause of up to this (goal: within 2 s)
 MAX_WAITING = int(env_number("LLM_LAB_CLASS_WAITING", 400))  # asks held open at once; more are answered at once
-TEACHER_PUSH_S = 1.0
+TEACHER_PUSH_S = 5.0  # the teacher page's push on a timer (the roster, the answers); a change goes out at once
 BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
 MAX_QUESTION = 300
@@ -406,6 +406,11 @@ def reveal(room: ClassRoom) -> None:
         room.bump()
 
 
+def answers_plot(question: Question, show_answer: bool) -> gr.Plot:
+    """The answers' plot, shown (hidden on a page until there is a question to show the answers of)."""
+    return gr.Plot(answers_figure(question, show_answer), visible=True)
+
+
 def answers_figure(question: Question | None, show_answer: bool):
     """The class's answers as bars (the right one marked once revealed)."""
     if question is None:
@@ -584,11 +589,13 @@ class ClassPanel:
     teacher_timer: gr.Timer
     live: gr.Textbox  # the joined class's code, for the page script; empty: nothing to follow
     known: gr.State
-    current_tab: gr.State
+    current_tab: gr.Textbox  # hidden: the teacher page's selected tab (its index, or its id)
     update: gr.Button  # hidden: the page script presses it when the class's version moved
     accordion: gr.Accordion
     answer_row: gr.Row
     board_box: gr.Accordion
+    join_row: gr.Row
+    push_button: gr.Button  # hidden: the page script presses it when the teacher's page changed
 
 
 def build_panel() -> ClassPanel:
@@ -611,8 +618,13 @@ def build_panel() -> ClassPanel:
                 lock = gr.Checkbox(False, label="Lock students' settings to mine", elem_id="class-lock")
                 end = gr.Button("End the class", size="sm", elem_id="class-end")
             roster = gr.HTML(label="students", elem_id="class-roster")
+            # the page script (ui.common PAGE_JS) writes the selected tab's index here and presses the hidden
+            # button when the teacher's tab or an input changed: a page that changes nothing sends nothing
+            current_tab = gr.Textbox("0", label="the teacher's tab", elem_id="class-current-tab",
+                                     elem_classes=["lab-hidden"], show_label=False, container=False)
+            push_button = gr.Button("push", elem_id="class-push", elem_classes=["lab-hidden"])
         with gr.Column(visible=True) as student_box:
-            with gr.Row():
+            with gr.Row() as join_row:  # hidden once this page joined: the status line says which class
                 code = gr.Textbox(label="class code", max_length=12, scale=1, elem_id="class-code-input")
                 nickname = gr.Textbox(label="your nickname (no account, just a name)", max_length=MAX_NICKNAME,
                                       scale=2, elem_id="class-nickname")
@@ -641,7 +653,7 @@ def build_panel() -> ClassPanel:
             with gr.Row() as answer_row:
                 answer = gr.Radio([], label="your answer", scale=3, elem_id="class-answer")
                 send_answer = gr.Button("Answer", scale=1, elem_id="class-send-answer")
-            answers = gr.Plot(answers_figure(None, False), label="the class's answers", show_label=False,
+            answers = gr.Plot(answers_figure(None, False), label="the class's answers", show_label=False, visible=False,
                               elem_id="class-answers")
         with gr.Accordion("Class board: everyone's Pretrain runs", open=False, visible=False,
                           elem_id="class-board") as board_box:
@@ -652,8 +664,8 @@ def build_panel() -> ClassPanel:
                              end, roster, student_box, code, nickname, join, status, following, question_box,
                              ask_prompt, ask_next, ask_text, ask_choices, ask_own, reveal_button, teacher_question,
                              question, answer, send_answer, answers, board, board_table, board_refresh,
-                             gr.Timer(TEACHER_PUSH_S, active=False), live, gr.State(None), gr.State("tokenizer"),
-                             update, panel, answer_row, board_box)
+                             gr.Timer(TEACHER_PUSH_S, active=False), live, gr.State(None), current_tab,
+                             update, panel, answer_row, board_box, join_row, push_button)
     return panel_parts
 
 
@@ -674,7 +686,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     # both see (the question, the board), with the timer of each side
     teacher_views = [p.start_box, p.teacher_box, p.join_view, p.roster, p.question_box, p.teacher_question,
                      p.board_box, p.teacher_timer, p.student_box, p.answer_row]
-    student_views = [p.code, p.nickname, p.status, p.live]
+    student_views = [p.code, p.nickname, p.status, p.live, p.join_row]
 
     def as_teacher(room: ClassRoom, request) -> tuple:
         return (gr.Column(visible=False), gr.Column(visible=True), join_html(room.code, join_link(request, room.code)),
@@ -695,23 +707,23 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         if owner is not None and isinstance(teacher_state, dict):
             try:
                 room = teacher_class(teacher_state, owner)
-                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 4, current)
+                return (gr.Accordion(open=True), *as_teacher(room, request), *(gr.skip(),) * 5, current)
             except (PermissionError, ValueError):
                 pass
         code = linked or (student_state.get("code") if isinstance(student_state, dict) else "") or ""
         if not code:
-            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 4, current)
+            return (gr.skip(), *(gr.skip(),) * len(teacher_views), *(gr.skip(),) * 5, current)
         try:
             room = find_class(code)
         except ValueError as error:
             return (gr.Accordion(open=True), *not_teacher(False), str(code)[:12], gr.skip(), f"⚠ {error}", "",
-                    current)
+                    gr.Row(visible=True), current)
         joined = owner in room.students
         status = (f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
                   if joined else f"Class **{room.code}**: type a nickname and press **Join**.")
         nickname = room.students[owner] if joined else gr.skip()
         return (gr.Accordion(open=True), *not_teacher(False, joined), room.code, nickname, status,
-                room.code if joined else "", current)
+                room.code if joined else "", gr.Row(visible=not joined), current)
 
     root.load(friendly(on_load), [p.teacher, p.student, browser_id],
               [p.accordion, *teacher_views, *student_views, p.current_tab], api_name=False)
@@ -735,38 +747,29 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     p.end.click(friendly(end), [p.teacher, browser_id], [p.teacher, *teacher_views], api_name="class_end", api_visibility="undocumented",
                 concurrency_limit=4, concurrency_id="class")
 
-    def select_tab(event: gr.SelectData):
-        index = event.index if isinstance(event.index, int) else 0
-        return tab_ids[index] if 0 <= index < len(tab_ids) else gr.skip()
-
-    tab_selected = tabs.select(select_tab, None, p.current_tab, api_name=False, queue=False)
+    def teacher_tab(tab) -> str | None:
+        """The tab the teacher's page shows, from its index ("2", as the page script writes it) or its id."""
+        if isinstance(tab, str) and tab.isdigit() and int(tab) < len(tab_ids):
+            return tab_ids[int(tab)]
+        return tab if tab in tab_ids else None
 
     def push(request: gr.Request, teacher_state, browser, tab, model, follow_me, lock, *values):
-        """The teacher page's state, once a second: its tab, model and followed inputs (api: class_push)."""
+        """The teacher page's state when it changed (and every TEACHER_PUSH_S seconds): its tab, model and
+        followed inputs (api: class_push); returns the roster and the answers so far."""
         room = teacher_class(teacher_state, owner_of(browser, request))
         by_tab: dict[str, dict] = {}
         for (tab_id, key, _), value in zip(flat, values):
             by_tab.setdefault(tab_id, {})[key] = value
-        push_view(room, str(tab) if tab in tab_ids else room.tab, model if isinstance(model, str) else None,
+        push_view(room, teacher_tab(tab) or room.tab, model if isinstance(model, str) else None,
                   by_tab, bool(follow_me), bool(lock))
         question = room.question
-        return roster_html(room), answers_figure(question, True) if question else gr.skip()
+        return roster_html(room), answers_plot(question, True) if question else gr.skip()
 
     push_inputs = [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock, *components]
-    p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push", api_visibility="undocumented",
-                         show_progress="hidden", queue=False)
-
-    def push_now(request: gr.Request, teacher_state, browser, *args):
-        """A teacher's tab change goes out at once, not at the next tick; on any other page it does nothing."""
-        if not isinstance(teacher_state, dict):
-            return gr.skip(), gr.skip()
-        try:
-            return push(request, teacher_state, browser, *args)
-        except (PermissionError, ValueError):
-            return gr.skip(), gr.skip()
-
-    tab_selected.then(push_now, push_inputs, [p.roster, p.answers], api_name=False, show_progress="hidden",
-                      queue=False)
+    p.push_button.click(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push",
+                        api_visibility="undocumented", show_progress="hidden", queue=False)
+    p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name=False, show_progress="hidden",
+                         queue=False)
 
     def join(code, nickname, browser, request: gr.Request = None):
         """Join a class with a nickname; the page starts following the teacher."""
@@ -774,9 +777,10 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         room = join_class(code, nickname, owner)
         status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
         return ({"code": room.code, "nickname": room.students[owner]}, status, room.code,
-                gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False))
+                gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False),
+                gr.Row(visible=False))
 
-    joined_views = [p.student, p.status, p.live, p.question_box, p.board_box, p.known, p.start_box]
+    joined_views = [p.student, p.status, p.live, p.question_box, p.board_box, p.known, p.start_box, p.join_row]
     p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join", api_visibility="undocumented",
                  concurrency_limit=4, concurrency_id="class")
     p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
@@ -796,7 +800,8 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         try:
             room = find_class(code)
         except ValueError:
-            return None, {}, ("The class has ended (or this server restarted).", gr.skip(), gr.skip(), gr.skip(),
+            return None, {}, ("The class has ended (or this server restarted): reload the page to join another.",
+                              gr.skip(), gr.skip(), gr.skip(),
                               gr.skip(), None, "")
         if owner not in room.students:
             return None, {}, ("Join the class again: type your nickname and press Join.", gr.skip(), gr.skip(),
@@ -816,8 +821,8 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
                  question_markdown(question) if q_changed else gr.skip(),
                  gr.Radio(choices=list(question.choices), value=None) if q_changed and question and not
                  question.revealed else gr.skip(),
-                 answers_figure(question, True) if q_changed and question and question.revealed else (
-                     answers_figure(None, False) if q_changed else gr.skip()),
+                 answers_plot(question, True) if q_changed and question and question.revealed else (
+                     gr.Plot(visible=False) if q_changed else gr.skip()),
                  known, gr.skip())
         return room, known, parts
 
@@ -861,20 +866,20 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         room = teacher_class(teacher_state, owner_of(browser, request))
         question = next_token_question(model, prompt)
         ask(room, question)
-        return question_markdown(question), answers_figure(question, False)
+        return question_markdown(question), answers_plot(question, False)
 
     def ask_own_question(teacher_state, browser, text, choices, request: gr.Request = None):
         """Ask the class a question of your own (choices separated by |, the right one marked with *)."""
         room = teacher_class(teacher_state, owner_of(browser, request))
         question = own_question(text, choices)
         ask(room, question)
-        return question_markdown(question), answers_figure(question, False)
+        return question_markdown(question), answers_plot(question, False)
 
     def reveal_answer(teacher_state, browser, request: gr.Request = None):
         """Show everyone the class's answers and the right one."""
         room = teacher_class(teacher_state, owner_of(browser, request))
         reveal(room)
-        return question_markdown(room.question), answers_figure(room.question, True)
+        return question_markdown(room.question), answers_plot(room.question, True)
 
     p.ask_next.click(friendly(ask_next), [p.teacher, browser_id, p.ask_prompt, model_choice],
                      [p.question, p.answers], api_name="class_ask", api_visibility="undocumented", concurrency_limit=4, concurrency_id="class")
@@ -932,7 +937,7 @@ def wire_tab_update(tab: FollowedTab, p: ClassPanel, tabs: gr.Tabs, model_choice
                             if component not in inputs and component not in view_outputs])
     skip_all = (gr.skip(),) * (len(inputs) + len(view_outputs))
 
-    def update(student_state, browser, known, following, *extras, request: gr.Request = None):
+    def update(request: gr.Request, student_state, browser, known, following, *extras):
         room, known, parts = class_update(student_state, browser, known, following, request)
         tab_out, model_out = tab_and_model(room, known)
         seen = [room.tab_versions.get(tab.tab_id), room.locked] if room is not None else None

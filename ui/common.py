@@ -76,7 +76,7 @@ PROJECTOR_PARAM = "projector"  # ?projector=1 turns projector mode on (and ?proj
 #    theme) or lightens (dark theme) any colour under 6:1 (WCAG asks 4.5:1; a projector washes colours out),
 #    so docstrings and comments stay readable.
 CLASS_WAIT_S = 25.0  # class mode: a following page's ask for the next version waits this long at most (ui.classroom)
-CLASS_SPREAD_S = 1.2  # ... then, after a change, it fetches the update after a random pause of up to this
+CLASS_SPREAD_S = 1.0  # ... then, after a change, it fetches the update after a random pause of up to this
 PAGE_JS = r"""
 (() => {
   const KEY = "llm-lab-projector", CLASS = "lab-projector", MIN_FONT = 16, MIN_CONTRAST = 6;
@@ -205,6 +205,29 @@ PAGE_JS = r"""
       fixCodeColours();
     });
   }).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ["class"]});
+
+  // Class mode, the teacher's page (the one with #class-push): its tab and inputs go to the class when they change
+  // (looked at every 0.3 s, at most one push a second), so a page that changes nothing sends nothing.
+  let pushedSignature = null, pushedAt = 0;
+  setInterval(() => {
+    const push = document.querySelector("#class-push");
+    if (!push) { pushedSignature = null; return; }
+    const tabs = [...document.querySelectorAll("#lab-tabs [role=tab]")];
+    const selected = String(Math.max(0, tabs.findIndex(tab => tab.getAttribute("aria-selected") === "true")));
+    const field = document.querySelector("#class-current-tab textarea, #class-current-tab input");
+    if (field && field.value !== selected) {
+      field.value = selected;
+      field.dispatchEvent(new Event("input", {bubbles: true}));
+    }
+    const values = [...document.querySelectorAll("input, textarea, select")].map(
+      input => (input.type === "checkbox" || input.type === "radio") ? String(input.checked) : input.value);
+    const signature = selected + "\u0001" + values.join("\u0001");
+    if (signature !== pushedSignature && performance.now() - pushedAt >= 1000) {
+      pushedSignature = signature;
+      pushedAt = performance.now();
+      setTimeout(() => push.click(), 100);  // once the tab's index has reached Gradio
+    }
+  }, 300);
 
   // Class mode (ui/classroom.py): a page that joined a class waits for the class's next version (a plain GET the
   // server answers with "18 attention", the version and the teacher's tab, when the class changes, or after

@@ -13,6 +13,7 @@ from itertools import repeat
 
 import torch
 import torch.nn.functional as F
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from gpt_core.fast.attention import KVCache
 from gpt_core.fast.layers import one_token_linear, use_one_token_linear
@@ -98,14 +99,15 @@ def head_for_decoding(model: GPTModel) -> torch.Tensor:
     (tied to the token embedding, stored (vocab, emb_dim)) is the largest matrix of GPT-2 small (50257 x 768,
     154 MB in float32). On CPU in float32 a transposed copy, read in memory order, gives one token's logits
     ~40% faster (and `one_token_linear` can share it out between threads). One copy per model is kept
-    (while the model lives) and made again when the weight changes: another tensor, or the same one updated
-    in place (its version counter moves with every in-place update: an optimizer step). Elsewhere (GPU;
+    (while the model lives) and made again when the weight changes: another tensor, the same one updated in
+    place (its version counter moves), or any optimizer step since (a fused AdamW step writes the weights
+    without moving their version counter, so steps are counted apart: ``optimizer_steps``). Elsewhere (GPU;
     bfloat16, whose CPU kernels prefer the (vocab, emb_dim) order) it is a view, no copy.
     """
     weight = model.out_head.weight  # (vocab, emb_dim)
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return weight.t()
-    key = (weight.data_ptr(), weight._version)
+    key = (weight.data_ptr(), weight._version, optimizer_steps)
     cached = _decode_heads.get(model)  # (weak reference to the weight, key, head_t)
     if cached is None or cached[0]() is not weight or cached[1] != key:
         with torch.no_grad():
@@ -115,6 +117,15 @@ def head_for_decoding(model: GPTModel) -> torch.Tensor:
 
 
 _decode_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its head copy, while it lives
+optimizer_steps = 0  # optimizer steps taken in this process, by any optimizer (a decoding head made before is stale)
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global optimizer_steps
+    optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class FastDecoder:
