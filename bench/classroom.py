@@ -487,7 +487,8 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
         lesson.errors.append(f"/class_end: {error}")
 
 
-async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float) -> None:
+async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float,
+                       waits: httpx.AsyncClient) -> None:
     """Student ``number``'s class page: join, then wait for the class's next version (GET
     /class_version/CODE?after=V, as the page's script does); when it moved, pause up to CLASS_SPREAD_S s, fetch the
     update (/class_poll_tokenizer: the tab the teacher shows) and, when the teacher's Tokenizer text is new to this
@@ -527,7 +528,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
     version = None
     while time.perf_counter() < deadline:
-        seconds, error, latest = await ask_version(client, lesson.code, version, deadline - time.perf_counter())
+        seconds, error, latest = await ask_version(waits, lesson.code, version, deadline - time.perf_counter())
         if latest is None and error is None:
             break  # the phase ended while the page was waiting
         lesson.results["GET /class_version (wait)"].append((seconds, error))
@@ -578,9 +579,14 @@ async def run_class(client, info, sentences, tag, args, lesson: ClassLesson) -> 
     if tokenizer_text_at(info)[0] is None:
         lesson.errors.append("/class_push has no parameter with the Tokenizer tab's text")
     deadline = time.perf_counter() + args.seconds
-    await asyncio.gather(teacher(client, info, sentences, tag, args, lesson, deadline),
-                         *(class_member(client, info, n, tag, args, lesson, deadline)
-                           for n in range(args.class_size)))
+    # The pages' waiting requests get a connection pool of their own, as each browser has its own connections:
+    # thirty requests held open in the explore students' pool slowed every explore request in this process
+    # (httpx looks through its pool for each request), which is the load generator's cost, not the server's.
+    limits = httpx.Limits(max_connections=args.class_size + 5, max_keepalive_connections=args.class_size + 5)
+    async with httpx.AsyncClient(base_url=client.base_url, limits=limits, timeout=client.timeout) as waits:
+        await asyncio.gather(teacher(client, info, sentences, tag, args, lesson, deadline),
+                             *(class_member(client, info, n, tag, args, lesson, deadline, waits)
+                               for n in range(args.class_size)))
 
 
 def follow_line(lesson: ClassLesson) -> dict:
