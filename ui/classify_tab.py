@@ -546,8 +546,9 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             verdict = gr.Markdown(label="verdict", elem_classes=["lab-note"], elem_id="classify-verdict")
         probs_plot = gr.Plot(label="spam or not: probabilities", show_label=False, scale=2, elem_id="classify-probs")
     with gr.Row():
-        download = gr.Button("Download the fine-tuned model", size="sm", elem_id="classify-download")
-        download_file = gr.File(label=CLASSIFIER_ZIP_LABEL, interactive=False, elem_id="classify-download-file")
+        download = gr.Button("Download the fine-tuned model", elem_id="classify-download")
+        download_file = gr.File(label=CLASSIFIER_ZIP_LABEL, interactive=False, visible=False, height=90,
+                                elem_id="classify-download-file")  # shown once there is a file
     history = gr.State(None)
     timer = RunTimer(1.0, active=False)
     show_source(FinetuneRun.train_step, classification_loss, last_token_logits, finetune_classifier, prepare_classifier,
@@ -570,7 +571,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     message.submit(friendly(classify_message), [message, browser_id], [probs_plot, verdict], api_name=False,
                    concurrency_limit=4)
     download.click(tool(download_classifier_file, "classify_download"), browser_id, download_file,
-                   api_name="classify_download", concurrency_limit=2)
+                   api_name="classify_download", concurrency_limit=2).success(
+        lambda: gr.File(visible=True), None, download_file, api_name=False, queue=False)
     # One call for scripts and agents: start, wait until the run ends (within the server's caps), the summary
     # and the fine-tuned classifier's zip.
     run_summary_json = gr.JSON(label="run summary", visible=False)

@@ -780,7 +780,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         with gr.Column(scale=1):
             start = gr.Button("Start fine-tuning", variant="primary", elem_id="instruct-start")
             stop = gr.Button("Stop")
-            download = gr.Button("Download the fine-tuned model", size="sm", elem_id="instruct-download")
+            download = gr.Button("Download the fine-tuned model", elem_id="instruct-download")
     plan = gr.Markdown(first_plan, label="plan", elem_id="instruct-plan")
     status = gr.Markdown(START_NOTE, label="status", elem_classes=["lab-note"], elem_id="instruct-status")
     with gr.Row():
@@ -790,7 +790,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
             compare = gr.Dataframe(headers=COMPARE_HEADERS, datatype="str", elem_id="instruct-compare",
                                    label="the same held-out prompts, before and after", interactive=False, wrap=True,
                                    column_widths=["24%", "22%", "14%", "20%", "20%"])
-    download_file = gr.File(label=TUNED_ZIP_LABEL, interactive=False, elem_id="instruct-download-file")
+    download_file = gr.File(label=TUNED_ZIP_LABEL, interactive=False, visible=False, height=90,
+                            elem_id="instruct-download-file")  # shown once there is a file
     records = gr.State(None)
     history = gr.State(None)
     timer = RunTimer(1.0, active=False)
@@ -835,7 +836,8 @@ def build_tab(model_choice: gr.Dropdown) -> None:
                    [source, n_records, upload, record_index, mask_toggle, model_choice], [mask_html, mask_note, mask_data],
                    api_name="instruct_loss_mask", concurrency_limit=4, concurrency_id="instruct_mask")
     download.click(tool(download_tuned_file, "instruct_download"), browser_id, download_file,
-                   api_name="instruct_download", concurrency_limit=2)
+                   api_name="instruct_download", concurrency_limit=2).success(
+        lambda: gr.File(visible=True), None, download_file, api_name=False, queue=False)
     run_summary_json = gr.JSON(label="run summary", visible=False)
     run_zip = gr.File(label=TUNED_ZIP_LABEL, visible=False)
     api_only.click(tool(instruct_run, "instruct_run"),
