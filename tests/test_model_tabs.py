@@ -220,7 +220,7 @@ def test_attention_tab_is_drawn_when_it_opens_and_redraws_on_every_control():
     examples = next(block for block in blocks if isinstance(block, gr.Dataset))
     assert examples.samples[0] == [attention_tab.DEFAULT_TEXT] and len(examples.samples) >= 3
 
-    ladder = [fn for fn in demo.fns.values() if fn.name == "attention_ladder"]
+    ladder = [fn for fn in demo.fns.values() if fn.name == "attention"]  # the handler is named as its endpoint
     assert {fn.concurrency_id for fn in ladder} == {"attention"}
     assert [fn.api_name for fn in ladder if fn.api_visibility == "public"] == ["attention"]  # one endpoint
     events = {(target, event) for fn in ladder for target, event in fn.targets}

@@ -9,6 +9,7 @@ import re
 import time
 import zipfile
 from pathlib import Path
+from urllib.request import urlopen
 
 import gradio as gr
 import pytest
@@ -39,12 +40,21 @@ def traces_by_name(plot: dict) -> dict[str, dict]:
     return {trace["name"]: trace for trace in plot_data(plot)}
 
 
+def predict_with_defaults(client, api_name: str, *first):
+    """Call an endpoint with these first arguments and every other parameter at its default (undocumented ones
+    too, such as the page's /pretrain_poll_experiment, which gradio_client does not fill in)."""
+    info = json.loads(urlopen(f"{client.src.rstrip('/')}/gradio_api/info?all_endpoints=true").read())
+    values = [parameter.get("parameter_default") for parameter in info["named_endpoints"][api_name]["parameters"]]
+    values[:len(first)] = first
+    return client.predict(*values, api_name=api_name)
+
+
 def poll_until_done(client, browser: str, timeout: float = 90.0, api_name: str = "/pretrain_poll") -> tuple:
     """Call /pretrain_poll (or the page's own /pretrain_poll_experiment) as the timer does until the status says
     the run finished; return the last output in which every view was redrawn (the final poll always redraws)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = client.predict(False, browser, api_name=api_name)
+        result = predict_with_defaults(client, api_name, False, browser)
         if any(mark in result[0] for mark in FINISHED):
             return result
         time.sleep(0.3)
