@@ -190,6 +190,16 @@ def model_zip(model, tokenizer, stem: str, save: Callable = save_checkpoint, **s
     return str(target)
 
 
+def kept_by_run(store, owner: str, job_id: str, what: str):
+    """The ``what`` (a classifier, a model) run ``job_id`` kept in ``store``, while it is this owner's latest;
+    else a ValueError saying why."""
+    kept = store.find(owner, "latest")
+    if kept is None or kept.job_id != job_id:
+        raise ValueError(f"this run kept no {what} (it diverged, or a newer run or the server's memory limit "
+                         "replaced it).")
+    return kept
+
+
 def zip_or_note(make_zip: Callable[[], str], notes: list[str]) -> str | None:
     """``make_zip()``, or None with the reason added to ``notes`` (a model over the size limit, one gone)."""
     try:

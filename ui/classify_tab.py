@@ -38,6 +38,7 @@ from ui.api import (
     Stopwatch,
     current_job_id,
     finite,
+    kept_by_run,
     model_zip,
     run_summary,
     sync_run_limit,
@@ -327,16 +328,8 @@ def classify_run(choice: str | None, preset: str, trainable: str, epochs: float,
     summary = run_summary(history, clock.seconds, settings, accuracy_before=accuracy(history.baseline),
                           accuracy_after=accuracy(history.final), confusion=history.confusion,
                           classes=list(CLASS_NAMES))
-    return summary, zip_or_note(lambda: classifier_zip(run_classifier(owner, history.job_id)), summary["notes"])
-
-
-def run_classifier(owner: str, job_id: str) -> TrainedClassifier:
-    """The classifier this run trained, while it is this session's latest; else a ValueError saying why."""
-    trained = CLASSIFIERS.find(owner, "latest")
-    if trained is None or trained.job_id != job_id:
-        raise ValueError("this run kept no classifier (it diverged, or a newer run or the server's memory limit "
-                         "replaced it).")
-    return trained
+    return summary, zip_or_note(lambda: classifier_zip(kept_by_run(CLASSIFIERS, owner, history.job_id, "classifier")),
+                                summary["notes"])
 
 
 def download_classifier_file(browser_id: str | None, request: gr.Request = None) -> str:

@@ -50,6 +50,7 @@ from ui.api import (
     Stopwatch,
     current_job_id,
     finite,
+    kept_by_run,
     model_zip,
     run_summary,
     sync_run_limit,
@@ -543,16 +544,8 @@ def instruct_run(choice: str | None, preset: str, epochs: float, lr: float, mask
                 "mask_instruction": bool(mask_instruction), "source": source, "records": len(records)}
     summary = run_summary(history, clock.seconds, settings, exact_match_before=score(history.before),
                           exact_match_after=score(history.after))
-    return summary, zip_or_note(lambda: tuned_zip(run_model(owner, history.job_id)), summary["notes"])
-
-
-def run_model(owner: str, job_id: str) -> TunedModel:
-    """The model this run tuned, while it is this session's latest; else a ValueError saying why."""
-    tuned = TUNED_MODELS.find(owner, "latest")
-    if tuned is None or tuned.job_id != job_id:
-        raise ValueError("this run kept no model (it diverged, or a newer run or the server's memory limit "
-                         "replaced it).")
-    return tuned
+    return summary, zip_or_note(lambda: tuned_zip(kept_by_run(TUNED_MODELS, owner, history.job_id, "model")),
+                                summary["notes"])
 
 
 def download_tuned_file(browser_id: str | None, request: gr.Request = None) -> str:
