@@ -22,6 +22,7 @@ from ui import (
     models,
     pretrain_tab,
     runs,
+    sessions,
     tokenizer_tab,
 )
 
@@ -144,6 +145,7 @@ def tab_from_link(request: gr.Request):
 
 def build_demo() -> gr.Blocks:
     """Assemble the tabs into one Blocks app (without launching it)."""
+    sessions.light_sessions()  # a new browser session no longer builds all 420 blocks' configs (ui/sessions.py)
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(INTRO)
         runs.browser_id_state()  # top level, so a refreshed page finds its runs again (see ui/runs.py)

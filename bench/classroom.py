@@ -115,6 +115,7 @@ SENTENCES = [  # the tabs' own defaults are added from /gradio_api/info
     "Machine learning models learn patterns from data.",
     "ROMEO: But soft, what light through yonder window breaks?",
 ]
+TRACE: list[dict] | None = None  # --trace: every request's endpoint, session, start and seconds, written at the end
 WORDS = ["banana", "quantum", "teacher", "volcano", "pixel", "homework", "dragon", "lunch", "Tuesday", "guitar"]
 
 
@@ -250,7 +251,11 @@ async def request(client: httpx.AsyncClient, endpoint: str, data: list,
         outcome = f"no final event after {REQUEST_TIMEOUT_S:.0f} s"
     except httpx.HTTPError as exc:
         outcome = f"{type(exc).__name__}: {exc}"
-    return (elapsed if elapsed is not None else time.perf_counter() - start), outcome, outputs
+    seconds = elapsed if elapsed is not None else time.perf_counter() - start
+    if TRACE is not None:
+        TRACE.append({"endpoint": endpoint, "session": session, "start": round(start, 3), "seconds": round(seconds, 4),
+                      "error": outcome})
+    return seconds, outcome, outputs
 
 
 async def call(client: httpx.AsyncClient, endpoint: str, data: list, session: str) -> tuple[float, str | None]:
@@ -1011,16 +1016,24 @@ def main() -> int:
         help="LLM_LAB_IDLE_MINUTES of the mixed phase's server (default: %(default)s)")
     add("--idle-wait", type=float, default=150,
         help="seconds without requests after the mixed phase, for the idle sweep (default: %(default)s)")
+    add("--trace", help="write every request (endpoint, session, start, seconds, error) as JSON lines to this file")
     add("--plain", action="store_true",
         help="start the server with LLM_LAB_PLAIN=1 (the book layer alone), to see what the fast layer buys")
     add("--memory-budget-mb", type=float, default=4000,
         help="the mixed phase is ok when the server's peak RSS stays at or under this (default: %(default)s)")
     args = parser.parse_args()
+    if args.trace:
+        global TRACE
+        TRACE = []
     args.endpoints = [e if e.startswith("/") else "/" + e for e in args.endpoints]
     args.class_size = args.students if args.class_size is None else args.class_size
     if not 0 <= args.class_size <= args.students or args.repeat < 1:
         parser.error("--class-size is 0 to --students, --repeat at least 1")
-    return asyncio.run(main_async(args))
+    try:
+        return asyncio.run(main_async(args))
+    finally:
+        if args.trace:
+            Path(args.trace).write_text("".join(json.dumps(line) + "\n" for line in TRACE or []))
 
 
 if __name__ == "__main__":
