@@ -16,22 +16,28 @@ Phases: "alone" (only the students), then "beside_runs" (2 Pretrain runs started
 
 Phase "class" (only with --phases class): the same students explore as in "alone", and beside them a class
 runs (ui/classroom.py). A teacher session starts a class (/class_start, browser id null: the server then names
-the owner by the Gradio session, ui/runs.py owner_of), pushes its page every 5 s (/class_push: the teacher
-state it got, every followed input at its API default) and types a new sentence into the Tokenizer tab's text
+the owner by the Gradio session, ui/runs.py owner_of), pushes its page once (/class_push: the teacher
+state it got, every followed input at its API default), refreshes its list of students every 5 s (/class_roster, the page's timer) and types a new sentence into the Tokenizer tab's text
 every --text-every seconds (30: a teacher talks through a view before changing it; 10 is a stress test), pushed
-within 0.3 s, as the page script does when it sees a change. The first --class-size students (default: all) join (/class_join, nickname
-student-i) at random moments over the first --join-over seconds (10) and, like the page's script beside its explore tab, wait for the class's next
-version (GET /class_version/CODE?after=V, a plain route the server answers when the class changes or after 25 s);
-when it moved they pause at random up to 1 s, as the page does, fetch the update (/class_poll, following), and a
-new Tokenizer text is followed by one /tokenize with it, as the page's redraw does. Each student's class page has
-a Gradio session of its own beside its explore session (see class_member). Lines: the explore views (goal p95 <=
-2 s), "GET /class_version (wait)" (the waits: errors and count; each ends at a change or after 25 s), /class_push
-(goal p95 <= its 1 s interval), /class_poll, /class_join, "/tokenize (follow)" (the redraws), and "follow_delay": for each teacher change and each student, the seconds from the
-teacher typing it to that student's first update that brought it (goal p95 <= 2 s, none missed). With "class" in --phases, every sentence is sent once to each explore view
+within 0.3 s, as the page script does when it sees a change. The first --class-size students (default: all)
+join (/class_join, nickname student-i) at random moments over the first --join-over seconds (10) and, like the
+page's script beside its explore tab, wait for the class's next version (GET /class_version/CODE?after=V, a
+plain route the server answers when the class changes or after 25 s); when it moved they pause at random up to
+1 s, as the page does, update the status line when its version moved (/class_poll: once, after joining) and
+take the teacher's tab as the page does: GET /class_view/CODE/TAB, the tab's inputs and views drawn once for the
+class and set in the page without a Gradio event (or the tab's Gradio update /class_poll_TAB where the server
+has no view). Each student's class page has a Gradio session of its own beside its explore session (see
+class_member). Lines: the explore views (goal p95 <= 2 s), "GET /class_version (wait)" (the waits: errors and
+count; each ends at a change or after 25 s), "GET /class_view", /class_push (goal p95 <= its 1 s interval),
+/class_poll, /class_join, and "follow_delay": for each teacher change and each student, the seconds from the
+teacher typing it to that student's first view or update that brought it (goal p95 <= 2 s, none missed). With
+"class" in --phases, every sentence is sent once to each explore view
 without a seed before the phases (warm-up, not counted), so the view caches are as warm in every phase and round.
 
---repeat N runs the phases N times in turn (alone, class, alone, class, ... with --phases alone,class --repeat 2;
-later rounds have their own seeds and sessions, lines carry "round"). With alone and class both run, a last line
+--repeat N runs the phases N times, every other round in mirrored order (alone, class, class, alone, ... with
+--phases alone,class --repeat 2), so a server that slows down as a lesson goes on (this VM drifts, and explore
+p50 grew 0.1 -> 0.2 s from the first alone round to the second in one run) does not favour the phase that runs
+first; later rounds have their own seeds and sessions, lines carry "round". With alone and class both run, a last line
 compares them, on the same server in the same invocation: for each explore view, the median over the rounds of
 each phase's p95 (and p50), ratio = class / alone, goal ratio <= 1.10. This VM's p95 moves by 10-30% from one
 minute to the next, so one round of each can pass or fail by noise alone: take --repeat 2 or more, and read
@@ -399,8 +405,8 @@ SETTLE_S = 3.0  # no new text in the phase's last seconds: every student has tim
 FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s (p95)
 RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
 # Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
-CLASS_GOALS = {"GET /class_version (wait)": CLASS_WAIT_S + 2.0, "/class_poll": 2.0, "/class_push": 1.0, "/class_join": 2.0,
-               "/tokenize (follow)": 2.0}
+CLASS_GOALS = {"GET /class_version (wait)": CLASS_WAIT_S + 2.0, "GET /class_view": 2.0, "/class_poll": 2.0,
+               "/class_poll_TAB": 2.0, "/class_push": 1.0, "/class_roster": 1.0, "/class_join": 2.0}
 # A poll's outputs, as ui/classroom.py wire() lists them: the tab, the model menu, then every followed input in
 # the order /class_push takes them (the API info leaves the tab and the gr.State outputs out; the data keeps
 # them, the states as null).
@@ -448,9 +454,10 @@ def teacher_texts(sentences: list[str], rng: random.Random):
 
 
 async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadline: float) -> None:
-    """Start the class, then push the page every TEACHER_PUSH_S seconds and when it changed: a new Tokenizer text
-    every --text-every seconds, pushed once the page script notices it (up to NOTICE_S s, part of the follow
-    delay), as the teacher's page does."""
+    """Start the class and push the page once; then, as the teacher's page does, refresh the list of students
+    every TEACHER_PUSH_S seconds (/class_roster; a server without it gets a push) and push when the page changed:
+    a new Tokenizer text every --text-every seconds, pushed once the page script notices it (up to NOTICE_S s,
+    part of the follow delay)."""
     session = session_name(args, f"{tag}-teacher", 0)
     rng = random.Random(f"{args.seed}-{tag}-teacher")
     data = defaults(info, "/class_start")
@@ -472,6 +479,10 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
     start = time.perf_counter()
     next_change = start + args.text_every / 2 + rng.uniform(0.0, 1.0)
     next_tick = start
+    roster = defaults(info, "/class_roster") if "/class_roster" in info["named_endpoints"] else None
+    if roster is not None:
+        roster[param_index(info, "/class_roster", name="teacher_state")] = state
+        roster[param_index(info, "/class_roster", name="browser")] = None
     while time.perf_counter() < deadline:
         changing = text_at is not None and next_change < min(next_tick, deadline - SETTLE_S)
         await asyncio.sleep(max(0.0, (next_change if changing else next_tick) - time.perf_counter()))
@@ -482,8 +493,11 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
             await asyncio.sleep(rng.uniform(0.0, NOTICE_S) + 0.1)  # the page script notices, then pushes
         else:
             next_tick += TEACHER_PUSH_S
+            if roster is not None and lesson.pushed is not None:  # the timer: the roster, not the page
+                lesson.results["/class_roster"].append(await call(client, "/class_roster", roster, session))
+                continue
         lesson.results["/class_push"].append(await call(client, "/class_push", push, session))
-        lesson.pushed = push[text_at] if text_at is not None else None
+        lesson.pushed = push[text_at] if text_at is not None else ""
     end = defaults(info, "/class_end")
     end[param_index(info, "/class_end", name="teacher_state")] = state
     end[param_index(info, "/class_end", name="browser")] = None
@@ -495,11 +509,12 @@ async def teacher(client, info, sentences, tag, args, lesson: ClassLesson, deadl
 async def class_member(client, info, number, tag, args, lesson: ClassLesson, deadline: float,
                        waits: httpx.AsyncClient) -> None:
     """Student ``number``'s class page: join, then wait for the class's next version (GET
-    /class_version/CODE?after=V, as the page's script does); when it moved, pause up to CLASS_SPREAD_S s, fetch the
-    update (/class_poll_tokenizer: the tab the teacher shows) and, when the teacher's Tokenizer text is new to this
-    page, redraw the Tokenizer view once (/tokenize with that text), as the text's change event does. The text a page gets is the one of the teacher's last
-    push the server had answered (the tab's values reach a browser through a gr.State, which the API does not
-    return).
+    /class_version/CODE?after=V, as the page's script does). When it moved: after a random pause up to
+    CLASS_SPREAD_S s, the status line's update (/class_poll) when the status version moved (the first answer
+    after joining), and the teacher's tab as the page takes it: GET /class_view/CODE/TAB (its inputs and views,
+    drawn once for the class; the page sets them without a Gradio event), or that tab's Gradio update
+    (/class_poll_TAB) when the server has no view for it. A change is seen when the view (or the update) brought
+    the teacher's latest Tokenizer text.
 
     This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
     carries the whole session's messages (see ``asker``), so a script cannot send two requests at once in one
@@ -523,46 +538,62 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         return
     lesson.joined.add(number)
     seen = lesson.seen.setdefault(number, {})
-    # the Tokenizer tab's own update (the teacher's tab in this lesson): its inputs and the class's status in one
-    # event; /class_poll on a server without it
-    update = "/class_poll_tokenizer" if "/class_poll_tokenizer" in info["named_endpoints"] else "/class_poll"
-    poll = defaults(info, update)
-    poll[param_index(info, update, name="student_state")] = state
-    poll[param_index(info, update, name="browser")] = None
-    poll[param_index(info, update, name="following")] = True
-    tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
-    version = None
+    live = outputs[2] if len(outputs) > 2 and isinstance(outputs[2], str) else ""  # "K7QXM <seat>"
+    seat = live.split()[1] if len(live.split()) == 2 else None
+
+    def poll_data(endpoint: str) -> list:
+        poll = defaults(info, endpoint)
+        poll[param_index(info, endpoint, name="student_state")] = state
+        poll[param_index(info, endpoint, name="browser")] = None
+        poll[param_index(info, endpoint, name="following")] = True
+        return poll
+
+    version = status = None
     while time.perf_counter() < deadline:
-        seconds, error, latest = await ask_version(waits, lesson.code, version, deadline - time.perf_counter())
+        seconds, error, latest = await ask_version(waits, lesson.code, version, deadline - time.perf_counter(), seat)
         if latest is None and error is None:
             break  # the phase ended while the page was waiting
         lesson.results["GET /class_version (wait)"].append((seconds, error))
         if error is not None:
             await asyncio.sleep(2.0)  # the page script's pause after a failed ask
             continue
-        latest = latest.split()[0]  # "18 tokenizer": the class's version and the teacher's tab
-        if latest == "-1":
+        latest_version, tab, latest_status, *_ = (latest.split() + ["", "", ""])[:4]  # "18 tokenizer 3 follow"
+        if latest_version == "-1":
             await asyncio.sleep(2.0)  # no such class (it ended): the page script asks again now and then
-        if latest != version:
-            if version is not None:  # the page script's spread before it asks for the update
-                await asyncio.sleep(random.uniform(0.0, CLASS_SPREAD_S))
-            version = latest
-            text = lesson.pushed
-            lesson.results["/class_poll"].append(await call(client, update, poll, session))
-            if isinstance(text, str) and text not in seen:
-                seen[text] = time.perf_counter()
-                if tokenize is not None:
-                    tokenize[param_index(info, "/tokenize", component="Textbox")] = text
-                    lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
+        if latest_version == version:
+            continue
+        if version is not None:  # the page script's spread before it takes the change
+            await asyncio.sleep(random.uniform(0.0, CLASS_SPREAD_S))
+        version, status_moved, status = latest_version, latest_status != status, latest_status
+        text = lesson.pushed
+        if status_moved and "/class_poll" in info["named_endpoints"]:
+            lesson.results["/class_poll"].append(await call(client, "/class_poll", poll_data("/class_poll"), session))
+        start = time.perf_counter()
+        try:
+            answer = await waits.get(f"/class_view/{lesson.code}/{tab}", timeout=REQUEST_TIMEOUT_S)
+            view = answer.json() if answer.status_code == 200 else {"event": True}
+            lesson.results["GET /class_view"].append((time.perf_counter() - start, None))
+        except (httpx.HTTPError, ValueError) as failure:
+            lesson.results["GET /class_view"].append((time.perf_counter() - start, f"{type(failure).__name__}"))
+            view = {"event": True}
+        brought = not view.get("event") and any(isinstance(item, dict) and item.get("value") == text
+                                                 for item in view.get("data", []))
+        update = f"/class_poll_{tab}"
+        if view.get("event") and update in info["named_endpoints"]:
+            seconds, error, outputs = await request(client, update, poll_data(update), session)
+            lesson.results["/class_poll_TAB"].append((seconds, error))
+            brought = any(isinstance(item, dict) and item.get("value") == text for item in outputs or [])
+        if brought and isinstance(text, str) and text not in seen:
+            seen[text] = time.perf_counter()
 
 
-async def ask_version(client: httpx.AsyncClient, code: str, after: str | None,
-                      time_left: float) -> tuple[float, str | None, str | None]:
+async def ask_version(client: httpx.AsyncClient, code: str, after: str | None, time_left: float,
+                      seat: str | None = None) -> tuple[float, str | None, str | None]:
     """What a following page's script asks: GET /class_version/CODE?after=V, answered when the class moves on
     past V (or after the server's wait). Returns (seconds, error, version); (.., None, None) when the phase ended
     first."""
     start = time.perf_counter()
-    query = {"after": after} if after is not None else None
+    query = {key: value for key, value in (("after", after), ("seat", seat)) if value is not None} or None
     try:
         answer = await asyncio.wait_for(client.get(f"/class_version/{code}", params=query,
                                                    timeout=CLASS_WAIT_S + 10), max(0.1, time_left))
@@ -941,7 +972,7 @@ async def serve(args, phases: list[str], env: dict[str, str], log_path: Path) ->
             pid = proc.pid if proc else None
             measured: dict[str, list[dict]] = defaultdict(list)
             for round_number in range(1 if "mixed" in phases else args.repeat):
-                for phase in phases:
+                for phase in phases if round_number % 2 == 0 else phases[::-1]:  # ABBA: drift hits both alike
                     if phase == "mixed":
                         await run_mixed(client, info, endpoints, sentences, args, pid, log_path if proc else None)
                     else:
@@ -1002,8 +1033,8 @@ def main() -> int:
         help="the class phase's students join at random moments over this many seconds, as a class does when "
              "the code goes up (default: %(default)s)")
     add("--repeat", type=int, default=1,
-        help="run the phases this many times in turn, e.g. alone,class,alone,class with --repeat 2; the "
-             "class_vs_alone line compares the medians over the rounds (default: %(default)s)")
+        help="run the phases this many times, every other round in mirrored order, e.g. alone,class,class,alone "
+             "with --repeat 2; the class_vs_alone line compares the medians over the rounds (default: %(default)s)")
     add("--endpoints", type=comma_list(), default=",".join(EXPLORE),
         help="endpoints each student cycles through, in this order (default: %(default)s)")
     add("--url", help="use this running server (e.g. http://127.0.0.1:7860) instead of starting app.py; "

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+from urllib.error import HTTPError
 from urllib.request import urlopen
 
 import pytest
@@ -121,20 +122,36 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     teacher_state, join_page, *_ = client.predict("", teacher, api_name="/class_start")
     code = teacher_state["code"]
     assert f"/?class={code}</div>" in join_page and "<svg" in join_page
-    student_state, status, *_ = client.predict(code, "Ada", student, api_name="/class_join")
+    student_state, status, live, *_ = client.predict(code, "Ada", student, api_name="/class_join")
     assert status == f"You are in **class {code}** as **Ada**."
+    # the page's script reads "CODE seat": its asks name the seat, which keeps Ada present in the teacher's list
+    room, (live_code, seat) = classroom.find_class(code), live.split()
+    assert live_code == code and list(room.seats) == [seat]
+    room.seen.clear()
+    urlopen(f"{app_url}class_version/{code}?seat=not-a-seat").read()
+    assert room.seen == {}
+    urlopen(f"{app_url}class_version/{code}?seat={seat}").read()
+    assert list(room.seen) == [room.seats[seat]] and "class=away" not in classroom.roster_html(room)
+    room.seen[room.seats[seat]] -= classroom.AWAY_S + 1
+    assert "<li class=away>Ada</li>" in classroom.roster_html(room)
     version = int(urlopen(f"{app_url}class_version/{code}").read().split()[0])
     client.predict(*push_args(client, teacher_state, teacher, Text="Teacher's sentence"), api_name="/class_push")
-    # the page's cheap question: the class's version and the teacher's tab
-    assert urlopen(f"{app_url}class_version/{code}").read() == f"{version + 1} tokenizer".encode()
+    # the page's cheap question: the class's version, the teacher's tab, the status line's version, Follow me
+    assert urlopen(f"{app_url}class_version/{code}").read() == f"{version + 1} tokenizer 1 follow".encode()
     assert urlopen(f"{app_url}class_version/ZZZZZ").read() == b"-1"  # no such class (any more)
     assert classroom.find_class(code).values["tokenizer"]["text"] == "Teacher's sentence"
     first = client.predict(student_state, student, True, api_name="/class_poll")
     assert "following the teacher." in first[STATUS]
-    # each tab's own update brings that tab's inputs (the Tokenizer's text redraws its views through its change
-    # event), and the views of a tab whose inputs have no change event, drawn in the same event (Attention)
+    # each tab's own update brings that tab's inputs and its views drawn with them in the same event
     update = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
     assert update[1] == {"__type__": "update", "value": "Teacher's sentence", "interactive": True}
+    assert "·sentence</span>" in update[5] and update[6].startswith("**")  # the tokens and their counts
+    # ... and the same without a Gradio event: the view the page applies, drawn once for the class
+    view = json.loads(urlopen(f"{app_url}class_view/{code}/tokenizer").read())
+    assert view["key"].startswith(f"{classroom.find_class(code).tab_versions['tokenizer']}:False:")
+    assert view["data"][0] == {"selected": "tokenizer", "__type__": "update"}
+    assert view["data"][2] == {"value": "Teacher's sentence", "interactive": True, "__type__": "update"}
+    assert view["data"][6:8] == list(update[5:7])  # the tokens and the counts, as the update drew them
     again = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
     script = client.predict(student_state, None, True, api_name="/class_poll_tokenizer")  # a script's session
     assert "Join the class again" in script[STATUS]  # (it is not the browser that joined)
@@ -144,14 +161,23 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     ladder = client.predict(student_state, student, True, api_name="/class_poll_attention")
     print("class_poll_attention:", [str(value)[:70] for value in ladder[:8]])
     assert ladder[1]["value"] == "one two three" and "3 tokens" in ladder[7] and ladder[10]["type"] == "plotly"
+    view = json.loads(urlopen(f"{app_url}class_view/{code}/attention").read())["data"]
+    assert view[2]["value"] == "one two three" and view[8] == ladder[7]
+    assert json.loads(view[11]["plot"]) == json.loads(ladder[10]["plot"])  # the first rung's matrices
+    for missing in (f"class_view/{code}/inside", f"class_view/{code}/bogus", "class_view/ZZZZZ/attention"):
+        with pytest.raises(HTTPError, match="404"):  # Inside GPT's views need the page's state: its update only
+            urlopen(f"{app_url}{missing}")
     # a student's session, with the teacher's state copied or guessed, cannot change the class
     for api_name, args in [("/class_push", push_args(client, teacher_state, student, Text="hijack")),
                            ("/class_ask_own", [teacher_state, student, "Q?", "a | b"]),
                            ("/class_reveal", [teacher_state, student]),
                            ("/class_end", [teacher_state, student]),
+                           ("/class_roster", [teacher_state, student]),
                            ("/class_push", push_args(client, {"code": code, "token": "guess"}, teacher))]:
         with pytest.raises(AppError, match=f"Only the teacher who started class {code} can change it"):
             client.predict(*args, api_name=api_name)
+    roster, _ = client.predict(teacher_state, teacher, api_name="/class_roster")  # the teacher page's timer
+    assert ">Ada<" in roster and "1 student" in roster
     with pytest.raises(AppError, match="Join class .* first to see its board"):
         client.predict(None, {"code": code}, other, api_name="/class_board")
     # a detached student is left alone; the lock brings everyone back and disables their controls
@@ -251,12 +277,21 @@ def test_a_student_page_follows_the_teachers_tab_until_it_detaches(browser, app_
         student.wait_for_selector(f"text=You are in class {code} as Ada", timeout=10_000)
         teacher.wait_for_selector("#class-roster >> text=Ada", timeout=10_000)  # the teacher sees the student
 
+        # the page took the class once after joining (its status line's update, a Gradio event, and the tab)
+        student.wait_for_function("() => window.labClassView && window.labClassView.tokenizer", timeout=10_000)
+        time.sleep(1.0)
+        events = []  # the Gradio events the student's page sends from now on
+        student.on("request", lambda request: events.append(request.url) if "/queue/join" in request.url else None)
         sentence = "The cat sat on the mat. The cat sat on the mat."
         teacher.locator("#tok-text textarea").fill(sentence)
         start = time.monotonic()
         student.wait_for_function(f"() => document.querySelector('#tok-text textarea').value === {sentence!r}",
                                   timeout=FOLLOW_S * 1000)
         print("the teacher's sentence reached the student in", round(time.monotonic() - start, 2), "s")
+        student.wait_for_function("() => document.querySelector('#tok-spans').innerText.includes('·mat')",
+                                  timeout=FOLLOW_S * 1000)  # and its tokens, drawn once for the class
+        time.sleep(1.0)
+        assert events == []  # applied from GET /class_view: no Gradio event, no redraw of its own
         delays = []
         for name in ("Attention", "Inside GPT", "Tokenizer"):
             teacher.get_by_role("tab", name=name, exact=True).click()

@@ -7,11 +7,14 @@ questions, and race their runs on one board.
   browser that joined with the code and a nickname (no accounts). A student's session can read the class, never
   change it.
 - **Follow me.** The teacher's page sends its tab, its model and the followed inputs of every tab (``ui.follow``)
-  once a second while the class runs; each change bumps the class's version. A following student's page asks
-  for the next version (``GET /class_version/CODE?after=V``, a plain route that waits up to ``WAIT_S`` seconds for a
-  change: one open request per page, not one a second) and, when it moved, takes over what changed (and redraws
-  those views) after a random pause of up to ``SPREAD_S`` seconds, so thirty pages do not ask in the same
-  instant; with nothing new nothing else is sent. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
+  when they change (and every ``TEACHER_PUSH_S`` seconds); each change bumps the class's version. A following
+  student's page asks for the next version (``GET /class_version/CODE?after=V``, a plain route that waits up to
+  ``WAIT_S`` seconds for a change: one open request per page, not one a second) and, when it moved, after a random
+  pause of up to ``SPREAD_S`` seconds (thirty pages do not ask in the same instant), takes the teacher's tab:
+  ``GET /class_view/CODE/TAB`` brings that tab's inputs and its views, drawn once for the whole class with the
+  tab's own handlers, and the page sets them itself (``ViewCache``), so following costs the server no Gradio
+  event; a tab whose views need the page's own state (Inside GPT's) comes with its Gradio update instead. A
+  student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
 - **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
   and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
   reveals the class's answers beside the model's.
@@ -53,6 +56,7 @@ TEACHER_KEY_ENV = "LLM_LAB_TEACHER_KEY"
 WAIT_S = CLASS_WAIT_S  # a following page's ask for the next version is answered within this (ui.common PAGE_JS)
 SPREAD_S = CLASS_SPREAD_S  # ... and it fetches the change after a random pause of up to this (goal: within 2 s)
 MAX_WAITING = int(env_number("LLM_LAB_CLASS_WAITING", 400))  # asks held open at once; more are answered at once
+AWAY_S = 2 * WAIT_S + 10  # a student's page not heard from for this long shows as away in the teacher's list
 TEACHER_PUSH_S = 5.0  # the teacher page's push on a timer (the roster, the answers); a change goes out at once
 BOARD_S = 5.0  # an open class board redraws every 5 s: the race is live
 MAX_NICKNAME = 24
@@ -99,12 +103,15 @@ class ClassRoom:
     following: bool = True  # the teacher's "Follow me"
     locked: bool = False
     version: int = 1
+    status_version: int = 1  # moves when a student's status line changes: follow/lock, a question, a reveal
     question: Question | None = None
     last_used: float = field(default_factory=time.monotonic)
-    seen: dict[str, float] = field(default_factory=dict)  # owner -> last poll
+    seen: dict[str, float] = field(default_factory=dict)  # owner -> when the student's page last asked
+    seats: dict[str, str] = field(default_factory=dict)  # seat -> owner: a page's ask names its seat (presence only)
 
-    def bump(self) -> None:
+    def bump(self, status: bool = False) -> None:
         self.version += 1
+        self.status_version += status
         BELL.ring(self.code)
 
 
@@ -223,6 +230,27 @@ def join_class(code, nickname, owner: str) -> ClassRoom:
     return room
 
 
+def seat_of(room: ClassRoom, owner: str) -> str:
+    """The student's seat: a random name the page sends with each ask for the next version, so the teacher's
+    list shows who is still there. It tells the server nothing else and lets a page change nothing.
+
+    >>> room = ClassRoom("K7QXM", "teacher", "hash")
+    >>> seat = seat_of(room, "browser-ada"); seat == seat_of(room, "browser-ada"), len(seat)
+    (True, 12)
+    """
+    with _lock:
+        seat = next((seat for seat, who in room.seats.items() if who == owner), None)
+        if seat is None:
+            seat = secrets.token_urlsafe(9)
+            room.seats[seat] = owner
+    return seat
+
+
+def live_value(room: ClassRoom, owner: str) -> str:
+    """What a joined page's hidden "live" box holds for its script: "K7QXM <seat>"."""
+    return f"{room.code} {seat_of(room, owner)}"
+
+
 def bounded_value(value):
     """A followed input's value as the class keeps it: numbers, short strings, lists of those."""
     if isinstance(value, str):
@@ -238,7 +266,7 @@ def push_view(room: ClassRoom, tab: str, model: str | None, values: dict[str, di
               locked: bool) -> None:
     """The teacher's page as it is now; the class's version moves only when something changed."""
     with _lock:
-        changed = False
+        changed = status = (bool(following), bool(locked)) != (room.following, room.locked)
         if (tab, model, bool(following), bool(locked)) != (room.tab, room.model, room.following, room.locked):
             if bool(locked) != room.locked:  # every tab's controls change: their next update re-applies them
                 room.tab_versions = {tab_id: version + 1 for tab_id, version in room.tab_versions.items()}
@@ -251,7 +279,7 @@ def push_view(room: ClassRoom, tab: str, model: str | None, values: dict[str, di
                 room.tab_versions[tab_id] = room.tab_versions.get(tab_id, 0) + 1
                 changed = True
         if changed:
-            room.bump()
+            room.bump(status)
 
 
 def class_version(code: str) -> int:
@@ -310,23 +338,127 @@ class VersionBell:
 
 BELL = VersionBell()
 VERSION_ROUTE = "/class_version/{code}"
+VIEW_ROUTE = "/class_view/{code}/{tab}"
+
+
+def version_answer(room: ClassRoom | None, version: int) -> str:
+    """What ``GET /class_version`` answers: "18 attention 3 follow" (the class's version, the teacher's tab, the
+    version of the students' status line, and "follow", "lock" or "free": the teacher's Follow me and lock), or
+    "-1" when there is no such class.
+
+    >>> version_answer(ClassRoom("K7QXM", "teacher", "hash", tab="attention", version=18), 18)
+    '18 attention 1 follow'
+    >>> version_answer(None, -1)
+    '-1'
+    """
+    if room is None:
+        return str(version)
+    mode = "lock" if room.following and room.locked else "follow" if room.following else "free"
+    return f"{version} {room.tab} {room.status_version} {mode}"
+
+
+@dataclass
+class TabView:
+    """A followed tab as a following page takes it without a Gradio event: the outputs of its apply button (the
+    tabs, the model menu, the tab's inputs and views) and how to draw them for a class (``draw(room)``)."""
+
+    blocks: gr.Blocks
+    block_fn: object  # the apply button's gradio BlockFunction: its outputs and how Gradio sends them
+    draw: object  # room -> the predictions for those outputs
+
+
+_tab_views: dict[str, TabView] = {}  # tab id -> how to draw it (set by wire)
+
+
+class ViewCache:
+    """The last drawn view of each (class, tab), as the JSON a page applies; drawn once per change for the class.
+
+    Thirty pages ask within a second of a change: the first draws (in a worker thread, with the tab's own handlers
+    and Gradio's own postprocessing), the others wait for it and get the same bytes.
+    """
+
+    def __init__(self):
+        self.views: dict[tuple[str, str], tuple[tuple, bytes]] = {}  # (code, tab) -> (key, JSON)
+        self.drawing: dict[tuple[str, str], object] = {}  # (code, tab) -> the asyncio.Lock of its drawing
+
+    @staticmethod
+    def key(room: ClassRoom, tab: str) -> tuple:
+        """What a tab's view depends on: its values' version, the lock, the model and the tab shown."""
+        return room.tab_versions.get(tab), room.locked, room.model, room.tab
+
+    async def get(self, room: ClassRoom, tab: str) -> bytes:
+        import asyncio
+
+        import anyio
+
+        where = (room.code, tab)
+        lock = self.drawing.setdefault(where, asyncio.Lock())
+        async with lock:
+            key = self.key(room, tab)
+            cached = self.views.get(where)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            body = await anyio.to_thread.run_sync(draw_view, room, tab, key)
+            for gone in [w for w in self.views if w[0] not in _classes]:  # ended classes' views go
+                self.views.pop(gone, None)
+                self.drawing.pop(gone, None)
+            self.views[where] = (key, body)
+            return body
+
+
+VIEWS = ViewCache()
+
+
+def draw_view(room: ClassRoom, tab: str, key: tuple) -> bytes:
+    """The JSON of a tab's view for a class: {"key": "12:False:<model>:attention" (what it was drawn for:
+    ``ViewCache.key``), "data": the apply button's outputs as Gradio sends an event's}, or {"event": true} when
+    it must be drawn by the tab's Gradio update on each page (a view that needs a page's own state, e.g. a
+    tokenizer the student trained)."""
+    import asyncio
+
+    import orjson
+    from gradio.state_holder import SessionState
+
+    view = _tab_views[tab]
+    try:
+        predictions = view.draw(room)
+        data = asyncio.run(view.blocks.postprocess_data(view.block_fn, list(predictions), SessionState(view.blocks)))
+        answer = {"key": ":".join(map(str, key)), "data": data}
+    except Exception:  # noqa: BLE001 - the page then asks for the tab's Gradio update, which shows the message
+        answer = {"event": True}
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
 
 
 def add_routes(app) -> None:
-    """Add the plain route a following page waits on (``GET /class_version/CODE?after=17`` -> "18 attention" when
-    the class changes: its version and the teacher's tab; "-1" for no such class): no Gradio event, and while nothing changes one open request per page and no work at all (30
-    Gradio events a second slowed every explore view of a 2-core server several times over: bench/classroom.py).
-    Call it on the launched app."""
-    from fastapi.responses import PlainTextResponse
+    """Add the plain routes of a following page: no Gradio event, and while nothing changes one open request per
+    page and no work at all (30 Gradio events a second slowed every explore view of a 2-core server several times
+    over: bench/classroom.py). Call it on the launched app.
 
-    async def version(code: str, after: str | None = None) -> PlainTextResponse:
+    - ``GET /class_version/CODE?after=17&seat=S`` waits for the class's next version: "18 attention 3 follow"
+      (``version_answer``), "-1" for no such class; the seat (``seat_of``) marks the student's page present.
+    - ``GET /class_view/CODE/TAB``: the teacher's inputs of that tab and its views drawn with them, as the JSON the
+      page's hidden apply button sets (``ViewCache``); 404 for no such class or a tab without one.
+    """
+    from fastapi.responses import PlainTextResponse, Response
+
+    async def version(code: str, after: str | None = None, seat: str | None = None) -> PlainTextResponse:
         known = int(after) if after is not None and after.lstrip("-").isdigit() and len(after) <= 12 else None
+        room = _classes.get(code) if len(code) <= 12 else None
+        if room is not None and seat is not None and (owner := room.seats.get(seat[:20])) is not None:
+            room.seen[owner] = time.monotonic()  # the student's page is still there
         latest = await BELL.next_version(code, known, WAIT_S)
         room = _classes.get(code) if latest >= 0 else None
-        answer = f"{latest} {room.tab}" if room is not None else str(latest)  # "18 attention": the teacher's tab
-        return PlainTextResponse(answer, headers={"Cache-Control": "no-store"})
+        return PlainTextResponse(version_answer(room, latest), headers={"Cache-Control": "no-store"})
+
+    async def view(code: str, tab: str) -> Response:
+        room = _classes.get(code) if len(code) <= 12 else None
+        if room is None or tab not in _tab_views or tab not in room.values:
+            return PlainTextResponse("no such class or view", status_code=404)
+        return Response(await VIEWS.get(room, tab), media_type="application/json",
+                        headers={"Cache-Control": "no-store"})
 
     app.add_api_route(VERSION_ROUTE, version, methods=["GET"], include_in_schema=False)
+    app.add_api_route(VIEW_ROUTE, view, methods=["GET"], include_in_schema=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,7 +512,7 @@ def ask(room: ClassRoom, question: Question) -> None:
     with _lock:
         question.number = (room.question.number + 1) if room.question else 1
         room.question = question
-        room.bump()
+        room.bump(status=True)
 
 
 def answer_question(room: ClassRoom, owner: str, choice) -> None:
@@ -403,7 +535,7 @@ def reveal(room: ClassRoom) -> None:
         raise ValueError("Ask a question first.")
     with _lock:
         room.question.revealed = True
-        room.bump()
+        room.bump(status=True)
 
 
 def answers_plot(question: Question, show_answer: bool) -> gr.Plot:
@@ -470,7 +602,7 @@ def roster_html(room: ClassRoom) -> str:
     names = sorted(room.students.items(), key=lambda item: item[1].lower())
     if not names:
         return "<p class='lab-note'>No student yet: they open the link, type a nickname and press Join.</p>"
-    items = "".join(f"<li{' class=away' if now - room.seen.get(owner, 0) > 10 else ''}>{html.escape(name)}</li>"
+    items = "".join(f"<li{' class=away' if now - room.seen.get(owner, 0) > AWAY_S else ''}>{html.escape(name)}</li>"
                     for owner, name in names)
     return f"<p><b>{len(names)} student{'s' if len(names) != 1 else ''}</b></p><ul class='lab-class-roster'>{items}</ul>"
 
@@ -723,7 +855,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
                   if joined else f"Class **{room.code}**: type a nickname and press **Join**.")
         nickname = room.students[owner] if joined else gr.skip()
         return (gr.Accordion(open=True), *not_teacher(False, joined), room.code, nickname, status,
-                room.code if joined else "", gr.Row(visible=not joined), current)
+                live_value(room, owner) if joined else "", gr.Row(visible=not joined), current)
 
     root.load(friendly(on_load), [p.teacher, p.student, browser_id],
               [p.accordion, *teacher_views, *student_views, p.current_tab], api_name=False)
@@ -768,15 +900,23 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     push_inputs = [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock, *components]
     p.push_button.click(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push",
                         api_visibility="undocumented", show_progress="hidden", queue=False)
-    p.teacher_timer.tick(friendly(push), push_inputs, [p.roster, p.answers], api_name=False, show_progress="hidden",
-                         queue=False)
+
+    def roster(request: gr.Request, teacher_state, browser):
+        """The teacher page's timer (every TEACHER_PUSH_S seconds): the list of students and the answers so far
+        (api: class_roster); what the page shows goes out with the pushes, when it changes."""
+        room = teacher_class(teacher_state, owner_of(browser, request))
+        question = room.question
+        return roster_html(room), answers_plot(question, True) if question else gr.skip()
+
+    p.teacher_timer.tick(friendly(roster), [p.teacher, browser_id], [p.roster, p.answers], api_name="class_roster",
+                         api_visibility="undocumented", show_progress="hidden", queue=False)
 
     def join(code, nickname, browser, request: gr.Request = None):
         """Join a class with a nickname; the page starts following the teacher."""
         owner = owner_of(browser, request)
         room = join_class(code, nickname, owner)
         status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
-        return ({"code": room.code, "nickname": room.students[owner]}, status, room.code,
+        return ({"code": room.code, "nickname": room.students[owner]}, status, live_value(room, owner),
                 gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False),
                 gr.Row(visible=False))
 
@@ -928,14 +1068,36 @@ def _value(update, old):
 
 def wire_tab_update(tab: FollowedTab, p: ClassPanel, tabs: gr.Tabs, model_choice: gr.Dropdown,
                     browser_id: gr.BrowserState, status_parts: list, class_update, tab_and_model) -> None:
-    """The hidden update button of one followed tab (#class-update-TAB, api: class_poll_TAB): on a following page,
-    the teacher's values of the tab's inputs when they changed since this page last took them, and the tab's views
-    drawn with them by the tab's own handlers, one after the other (a later view reads what an earlier one made)."""
+    """The hidden buttons of one followed tab: its update (#class-update-TAB, api: class_poll_TAB), a Gradio event
+    that brings a following page the teacher's values of the tab's inputs when they changed since the page last
+    took them, and the tab's views drawn with them by the tab's own handlers, one after the other (a later view
+    reads what an earlier one made); and, for a tab whose views need no page state, its apply button
+    (#class-apply-TAB), which sets the same from ``GET /class_view/CODE/TAB`` in the browser, without an event."""
     keys, inputs = list(tab.inputs), list(tab.inputs.values())
     view_outputs = _unique([out for view in tab.views for out in view["outputs"] if out not in inputs])
     extra_inputs = _unique([component for view in tab.views for component in view["inputs"]
                             if component not in inputs and component not in view_outputs])
     skip_all = (gr.skip(),) * (len(inputs) + len(view_outputs))
+
+    def draw(room: ClassRoom, extras) -> tuple:
+        """The tab's inputs set to the teacher's values (disabled when locked) and its views drawn with them."""
+        with _lock:
+            values, interactive, model = dict(room.values[tab.tab_id]), not room.locked, room.model
+        input_updates = [gr.update(value=values[key], interactive=interactive) if key in values else
+                         gr.update(interactive=interactive) for key in keys]
+        current = {id(component): values.get(key) for key, component in zip(keys, inputs)}
+        current.update({id(component): value for component, value in zip(extra_inputs, extras)})
+        if model in models.choice_labels():
+            current[id(model_choice)] = model  # the views draw with the teacher's model, as the menu now shows
+        drawn: dict[int, object] = {}
+        for view in tab.views:
+            results = view["fn"](*(current.get(id(component)) for component in view["inputs"]))
+            results = results if isinstance(results, tuple | list) and len(view["outputs"]) > 1 else (results,)
+            for component, result in zip(view["outputs"], results):
+                drawn[id(component)] = result
+                current[id(component)] = _value(result, current.get(id(component)))
+        view_updates = [drawn.get(id(component), gr.skip()) for component in view_outputs]
+        return (*input_updates, *view_updates)
 
     def update(request: gr.Request, student_state, browser, known, following, *extras):
         room, known, parts = class_update(student_state, browser, known, following, request)
@@ -945,27 +1107,27 @@ def wire_tab_update(tab: FollowedTab, p: ClassPanel, tabs: gr.Tabs, model_choice
                 known["tabs"].get(tab.tab_id) == seen:
             return (tab_out, model_out, *skip_all, *parts)
         known["tabs"][tab.tab_id] = seen
-        values, interactive = room.values[tab.tab_id], not room.locked
-        input_updates = [gr.update(value=values[key], interactive=interactive) if key in values else
-                         gr.update(interactive=interactive) for key in keys]
-        current = {id(component): values.get(key) for key, component in zip(keys, inputs)}
-        current.update({id(component): value for component, value in zip(extra_inputs, extras)})
-        if room.model in models.choice_labels():
-            current[id(model_choice)] = room.model  # the views draw with the teacher's model, as the menu now shows
-        drawn: dict[int, object] = {}
-        for view in tab.views:
-            results = view["fn"](*(current.get(id(component)) for component in view["inputs"]))
-            results = results if isinstance(results, tuple | list) and len(view["outputs"]) > 1 else (results,)
-            for component, result in zip(view["outputs"], results):
-                drawn[id(component)] = result
-                current[id(component)] = _value(result, current.get(id(component)))
-        view_updates = [drawn.get(id(component), gr.skip()) for component in view_outputs]
-        return (tab_out, model_out, *input_updates, *view_updates, *parts)
+        return (tab_out, model_out, *draw(room, extras), *parts)
 
     button = gr.Button("update", elem_id=f"class-update-{tab.tab_id}", elem_classes=["lab-hidden"])
     button.click(friendly(update), [p.student, browser_id, p.known, p.following, *extra_inputs],
                  [tabs, model_choice, *inputs, *view_outputs, *status_parts], api_name=f"class_poll_{tab.tab_id}",
                  api_visibility="undocumented", show_progress="hidden", concurrency_limit=None)
+    if any(isinstance(component, gr.State) for component in view_outputs):
+        return  # a browser cannot set a gr.State: this tab's views come with its Gradio update only
+
+    def class_view(room: ClassRoom) -> tuple:
+        """The apply button's outputs for every following page of ``room``: the extra inputs at their defaults."""
+        model = gr.update(value=room.model) if room.model in models.choice_labels() else gr.skip()
+        return (gr.Tabs(selected=room.tab), model, *draw(room, [component.value for component in extra_inputs]))
+
+    # The page script (ui.common PAGE_JS) fetches GET /class_view/CODE/TAB into window.labClassView and presses this
+    # button; its outputs are set in the browser from that JSON, as if an event had returned them.
+    apply = gr.Button("apply", elem_id=f"class-apply-{tab.tab_id}", elem_classes=["lab-hidden"])
+    applied = apply.click(None, None, [tabs, model_choice, *inputs, *view_outputs], api_name=False,
+                          js=f"() => window.labClassView['{tab.tab_id}']", show_progress="hidden")
+    root = gr.context.Context.root_block
+    _tab_views[tab.tab_id] = TabView(root, root.fns[applied["id"]], class_view)
 
 
 def _owner_or_none(browser, request) -> str | None:

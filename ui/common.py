@@ -230,33 +230,76 @@ PAGE_JS = r"""
   }, 300);
 
   // Class mode (ui/classroom.py): a page that joined a class waits for the class's next version (a plain GET the
-  // server answers with "18 attention", the version and the teacher's tab, when the class changes, or after
-  // %(wait_s)s s with the same version) and presses the hidden update button of that tab when it moved: after a random
-  // pause, so thirty pages that hear of a change together ask one by one.
-  let classVersion = null, classCode = "", classTab = "";
+  // server answers with "18 attention 3 follow" when the class changes, or after %(wait_s)s s with the same version:
+  // the version, the teacher's tab, the version of the status line and follow/lock/free) and, after a random pause
+  // (thirty pages that hear of a change together ask one by one), takes the teacher's tab: GET
+  // /class_view/CODE/TAB brings its inputs and views, drawn once for the whole class, and the hidden apply button
+  // sets them in this page without a Gradio event. A tab without one (or a view that needs this page's own state)
+  // comes with the tab's hidden update button, a Gradio event; the status line and the question with #class-update.
+  let classVersion = null, classCode = "", classTab = "", classStatus = null, classMode = "";
+  const appliedViews = {};  // tab -> what this page last applied ("version:locked:model:tab")
+  let takenTab = "";  // the tab the class last moved this page to
+  window.labClassView = {};
+  // The text values the page just took with a class view, whose views came drawn: a `.change` listener that would
+  // draw them again asks here first (ui.follow SKIP_IF_DRAWN_WITH_CLASS) and is not sent.
+  let drewValues = new Set(), drewUntil = 0;
+  window.labClassDrew = value => performance.now() < drewUntil && drewValues.delete(value);
   const pause = ms => new Promise(done => setTimeout(done, ms));
-  const pressUpdate = () => {
-    const button = document.querySelector(`#class-update-${classTab}`) || document.querySelector("#class-update");
-    if (button) button.click();
+  const base = () => location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
+  const press = selector => { const button = document.querySelector(selector); if (button) button.click(); return !!button; };
+  const followsTeacher = () => {
+    const box = document.querySelector("#class-following input");
+    return classMode === "lock" || (classMode === "follow" && (!box || box.checked));
   };
-  window.labClassUpdate = () => { if (classVersion !== null) setTimeout(pressUpdate, 300); };  // "Follow" ticked
+  async function takeTab(force) {
+    const tab = classTab, apply = document.querySelector(`#class-apply-${tab}`);
+    if (apply) {
+      try {
+        const answer = await fetch(`${base()}class_view/${encodeURIComponent(classCode)}/${tab}`, {cache: "no-store"});
+        const view = answer.ok ? await answer.json() : {event: true};
+        if (!view.event) {
+          if (force || appliedViews[tab] !== view.key || takenTab !== tab) {
+            appliedViews[tab] = view.key;
+            takenTab = tab;
+            window.labClassView[tab] = view.data;
+            drewValues = new Set(view.data.map(item => item && item.value).filter(value => typeof value === "string"));
+            drewUntil = performance.now() + 5000;
+            apply.click();
+          }
+          return;
+        }
+      } catch (error) {}  // the tab's Gradio update below
+    }
+    takenTab = tab;
+    press(`#class-update-${tab}`) || press("#class-update");
+  }
+  window.labClassUpdate = () => {  // "Follow the teacher" ticked or unticked: the status line, and the tab
+    if (classVersion === null) return;
+    setTimeout(() => { press("#class-update"); if (followsTeacher()) takeTab(true); }, 300);
+  };
   (async () => {
     for (;;) {
       const live = document.querySelector("#class-live textarea, #class-live input");
-      const code = live ? live.value.trim() : "";
-      if (code !== classCode) { classCode = code; classVersion = null; }  // joined (another) class: ask afresh
+      const [code, seat] = (live ? live.value.trim() : "").split(/\s+/);  // "K7QXM <seat>": the seat marks it present
+      if (code !== classCode) { classCode = code; classVersion = classStatus = null; }  // joined (another) class
       if (!code) { await pause(1000); continue; }
       try {
-        const base = location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
-        const after = classVersion === null ? "" : `?after=${encodeURIComponent(classVersion)}`;
-        const answer = await fetch(`${base}class_version/${encodeURIComponent(code)}${after}`, {cache: "no-store"});
-        const [version, tab] = (await answer.text()).trim().split(" ");
+        const query = new URLSearchParams(seat ? {seat} : {});
+        if (classVersion !== null) query.set("after", classVersion);
+        const answer = await fetch(`${base()}class_version/${encodeURIComponent(code)}?${query}`, {cache: "no-store"});
+        const [version, tab, status, mode] = (await answer.text()).trim().split(" ");
         if (!answer.ok) { await pause(2000); continue; }
         if (version !== classVersion) {
-          const first = classVersion === null;
+          const first = classVersion === null, unlocked = classMode === "lock" && mode !== "lock";
+          const statusMoved = status !== classStatus;
           classVersion = version;
+          classStatus = status;
+          classMode = mode || "";
           classTab = /^[a-z]+$/.test(tab || "") ? tab : "";
-          setTimeout(pressUpdate, first ? 0 : Math.random() * %(spread_ms)s);
+          setTimeout(() => {
+            if (statusMoved || version === "-1") press("#class-update");  // status line, question (or the end)
+            if (version !== "-1" && (followsTeacher() || unlocked)) takeTab(unlocked);  // unlocked: enable inputs
+          }, first ? 0 : Math.random() * %(spread_ms)s);
         }
         if (version === "-1") await pause(2000);  // no such class (it ended): ask again now and then
       } catch (error) { await pause(2000); }  // offline or the server restarted: try again soon

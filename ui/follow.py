@@ -7,8 +7,11 @@ its own button with (``fn``, ``inputs``, ``outputs``), called in order, so the e
 drawn by the same code as a student's own click (and come from the view caches). Settings that only take effect
 on Start (Pretrain's) are followed without views: a student's run stays a student's run.
 
-A followed input's own ``.change`` listeners fire when class mode sets it; a tab whose views come with the
-update listens to ``.input`` (what a student types) instead, so the view is not drawn a second time.
+Class mode draws a tab's views once per change for the whole class (``ui.classroom.ViewCache``) and each
+following page sets them, with the inputs, in the browser. A followed input's own ``.change`` listeners fire when
+class mode sets it; a listener that would draw the same views again takes ``js=SKIP_IF_DRAWN_WITH_CLASS``, so the
+page does not send it for a value that came with the class's views (Gradio's ``.input`` would not do: in Gradio
+6.31 it fires for keys typed, not for a paste).
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from dataclasses import dataclass
 
 import gradio as gr
 from gradio.context import Context
+
+# The browser-side check of a `.change` listener that draws views a class view already brought: the page script
+# (ui.common PAGE_JS) remembers the text values it just applied; for one of them the listener's request is not sent
+# (a throwing js function stops Gradio's event before its request; checked on 6.31 in tests/test_classroom.py).
+SKIP_IF_DRAWN_WITH_CLASS = """(...values) => {
+  if (window.labClassDrew && window.labClassDrew(values[0])) throw new Error("drawn with the class's view");
+  return values;
+}"""
 
 
 @dataclass
