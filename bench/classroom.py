@@ -23,7 +23,7 @@ within 0.3 s, as the page script does when it sees a change. The first --class-s
 join (/class_join, nickname student-i) at random moments over the first --join-over seconds (10) and, like the
 page's script beside its explore tab, wait for the class's next version (GET /class_version/CODE?after=V, a
 plain route the server answers when the class changes or after 25 s); when it moved they pause at random up to
-1 s, as the page does, update the status line when its version moved (/class_poll: once, after joining) and
+1 s, as the page does, update the status line when its version moved (/class_poll; the join brings it) and
 take the teacher's tab as the page does: GET /class_view/CODE/TAB, the tab's inputs and views drawn once for the
 class and set in the page without a Gradio event (or the tab's Gradio update /class_poll_TAB where the server
 has no view). Each student's class page has a Gradio session of its own beside its explore session (see
@@ -510,8 +510,8 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
                        waits: httpx.AsyncClient) -> None:
     """Student ``number``'s class page: join, then wait for the class's next version (GET
     /class_version/CODE?after=V, as the page's script does). When it moved: after a random pause up to
-    CLASS_SPREAD_S s, the status line's update (/class_poll) when the status version moved (the first answer
-    after joining), and the teacher's tab as the page takes it: GET /class_view/CODE/TAB (its inputs and views,
+    CLASS_SPREAD_S s, the status line's update (/class_poll) when the status version moved (the join brought the
+    first), and the teacher's tab as the page takes it: GET /class_view/CODE/TAB (its inputs and views,
     drawn once for the class; the page sets them without a Gradio event), or that tab's Gradio update
     (/class_poll_TAB) when the server has no view for it. A change is seen when the view (or the update) brought
     the teacher's latest Tokenizer text.
@@ -538,8 +538,10 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         return
     lesson.joined.add(number)
     seen = lesson.seen.setdefault(number, {})
-    live = outputs[2] if len(outputs) > 2 and isinstance(outputs[2], str) else ""  # "K7QXM <seat>"
-    seat = live.split()[1] if len(live.split()) == 2 else None
+    # the page's hidden "live" box: "K7QXM <seat> 3", the seat its asks name and the status line it shows already
+    live = next((item.split() for item in outputs if isinstance(item, str) and item.startswith(f"{lesson.code} ")),
+                [])
+    seat = live[1] if len(live) > 1 else None
 
     def poll_data(endpoint: str) -> list:
         poll = defaults(info, endpoint)
@@ -548,7 +550,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         poll[param_index(info, endpoint, name="following")] = True
         return poll
 
-    version = status = None
+    version, status = None, live[2] if len(live) > 2 else None
     while time.perf_counter() < deadline:
         seconds, error, latest = await ask_version(waits, lesson.code, version, deadline - time.perf_counter(), seat)
         if latest is None and error is None:

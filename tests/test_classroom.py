@@ -122,10 +122,14 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     teacher_state, join_page, *_ = client.predict("", teacher, api_name="/class_start")
     code = teacher_state["code"]
     assert f"/?class={code}</div>" in join_page and "<svg" in join_page
-    student_state, status, live, *_ = client.predict(code, "Ada", student, api_name="/class_join")
-    assert status == f"You are in **class {code}** as **Ada**."
+    joined = client.predict(code, "Ada", student, api_name="/class_join")
+    student_state, status = joined[0], joined[1]
+    assert status == f"You are in **class {code}** as **Ada** · following the teacher."  # the status line, at once
+    live = next(value for value in joined if isinstance(value, str) and value.startswith(f"{code} "))
+    print("class_join:", [str(value)[:50] for value in joined])
+    assert live.endswith(f" {classroom.find_class(code).status_version}")  # the page need not ask for its status
     # the page's script reads "CODE seat": its asks name the seat, which keeps Ada present in the teacher's list
-    room, (live_code, seat) = classroom.find_class(code), live.split()
+    room, (live_code, seat, _) = classroom.find_class(code), live.split()
     assert live_code == code and list(room.seats) == [seat]
     room.seen.clear()
     urlopen(f"{app_url}class_version/{code}?seat=not-a-seat").read()

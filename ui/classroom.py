@@ -246,9 +246,10 @@ def seat_of(room: ClassRoom, owner: str) -> str:
     return seat
 
 
-def live_value(room: ClassRoom, owner: str) -> str:
-    """What a joined page's hidden "live" box holds for its script: "K7QXM <seat>"."""
-    return f"{room.code} {seat_of(room, owner)}"
+def live_value(room: ClassRoom, owner: str, status: bool = False) -> str:
+    """What a joined page's hidden "live" box holds for its script: "K7QXM <seat>", and with ``status`` the
+    version of the status line the page shows already ("K7QXM <seat> 3", after a join), so it does not ask again."""
+    return f"{room.code} {seat_of(room, owner)}" + (f" {room.status_version}" if status else "")
 
 
 def bounded_value(value):
@@ -911,21 +912,6 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     p.teacher_timer.tick(friendly(roster), [p.teacher, browser_id], [p.roster, p.answers], api_name="class_roster",
                          api_visibility="undocumented", show_progress="hidden", queue=False)
 
-    def join(code, nickname, browser, request: gr.Request = None):
-        """Join a class with a nickname; the page starts following the teacher."""
-        owner = owner_of(browser, request)
-        room = join_class(code, nickname, owner)
-        status = f"You are in **class {room.code}** as **{html.escape(room.students[owner])}**."
-        return ({"code": room.code, "nickname": room.students[owner]}, status, live_value(room, owner),
-                gr.Accordion(visible=True), gr.Accordion(visible=True), None, gr.Column(visible=False),
-                gr.Row(visible=False))
-
-    joined_views = [p.student, p.status, p.live, p.question_box, p.board_box, p.known, p.start_box, p.join_row]
-    p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join", api_visibility="undocumented",
-                 concurrency_limit=4, concurrency_id="class")
-    p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
-                      concurrency_limit=4, concurrency_id="class")
-
     # A following page's script waits on GET /class_version/CODE (add_routes: no Gradio event) and, when the class
     # moved, presses the hidden update button of the teacher's tab (#class-update-TAB; #class-update for a tab
     # nobody follows). That one event brings everything: the teacher's tab and model, that tab's inputs when they
@@ -985,6 +971,22 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
 
     for tab in tabs_followed:
         wire_tab_update(tab, p, tabs, model_choice, browser_id, status_parts, class_update, tab_and_model)
+
+    def join(code, nickname, browser, request: gr.Request = None):
+        """Join a class with a nickname; the page starts following the teacher (its status line and the class's
+        question come with the join: the page's script asks for them again only when they move)."""
+        owner = owner_of(browser, request)
+        room = join_class(code, nickname, owner)
+        student_state = {"code": room.code, "nickname": room.students[owner]}
+        _, _, parts = class_update(student_state, browser, None, True, request)
+        return (student_state, *parts[:-1], live_value(room, owner, status=True), gr.Accordion(visible=True),
+                gr.Accordion(visible=True), gr.Column(visible=False), gr.Row(visible=False))
+
+    joined_views = [p.student, *status_parts, p.question_box, p.board_box, p.start_box, p.join_row]
+    p.join.click(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name="class_join",
+                 api_visibility="undocumented", concurrency_limit=4, concurrency_id="class")
+    p.nickname.submit(friendly(join), [p.code, p.nickname, browser_id], joined_views, api_name=False,
+                      concurrency_limit=4, concurrency_id="class")
 
     # Ticking "Follow the teacher" again takes over the teacher's page at once: the script presses the update of
     # the teacher's tab (the class's version has not moved, so it would not on its own).

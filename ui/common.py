@@ -280,8 +280,9 @@ PAGE_JS = r"""
   (async () => {
     for (;;) {
       const live = document.querySelector("#class-live textarea, #class-live input");
-      const [code, seat] = (live ? live.value.trim() : "").split(/\s+/);  // "K7QXM <seat>": the seat marks it present
-      if (code !== classCode) { classCode = code; classVersion = classStatus = null; }  // joined (another) class
+      // "K7QXM <seat> [3]": the seat marks the page present; 3, after a join, is the status line the page shows
+      const [code, seat, shown] = (live ? live.value.trim() : "").split(/\s+/);
+      if (code !== classCode) { classCode = code; classVersion = null; classStatus = shown || null; }  // (re)joined
       if (!code) { await pause(1000); continue; }
       try {
         const query = new URLSearchParams(seat ? {seat} : {});
