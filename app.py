@@ -146,6 +146,7 @@ def tab_from_link(request: gr.Request):
 def build_demo() -> gr.Blocks:
     """Assemble the tabs into one Blocks app (without launching it)."""
     sessions.light_sessions()  # a new browser session no longer builds all 420 blocks' configs (ui/sessions.py)
+    sessions.light_queue()  # nor does every event rebuild the queue's monitoring summary
     with gr.Blocks(title=TITLE, delete_cache=CACHE_CLEANING) as demo:
         gr.Markdown(INTRO)
         runs.browser_id_state()  # top level, so a refreshed page finds its runs again (see ui/runs.py)

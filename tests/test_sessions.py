@@ -87,3 +87,13 @@ def test_deleting_a_config_forgets_it(gradio_sessions):
     assert len(light.config_values) == len(demo.blocks) - 2
     with pytest.raises(KeyError):
         light.config_values[text._id]
+
+
+def test_the_queue_rebuilds_its_monitoring_summary_every_thousand_events(monkeypatch):
+    monkeypatch.delenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", raising=False)
+    monkeypatch.setenv("GRADIO_ANALYTICS_MAX_EVENTS", "300")  # a server's own setting stays
+    sessions.light_queue()
+    demo, _, _ = small_demo()
+    demo.queue()
+    assert demo._queue.ANAYLTICS_CACHE_FREQUENCY == sessions.ANALYTICS_EVERY == 1000  # (sic: Gradio's spelling)
+    assert demo._queue.ANALYTICS_MAX_EVENTS == 300
