@@ -41,7 +41,9 @@ first; later rounds have their own seeds and sessions, lines carry "round". With
 compares them, on the same server in the same invocation: for each explore view, the median over the rounds of
 each phase's p95 (and p50), ratio = class / alone, goal ratio <= 1.10. This VM's p95 moves by 10-30% from one
 minute to the next, so one round of each can pass or fail by noise alone: take --repeat 2 or more, and read
-ratio_p50 (steadier) beside ratio.
+ratio_p50 (steadier) beside ratio, pooled_ratio (the p95 of every request of the phase's rounds together) and
+alone_vs_alone (the same pooled p95 of the alone rounds' two ABBA halves against each other: how far the very same
+load lands apart here; with --repeat 4 it came out 0.77-1.77).
     {"bench": "classroom", "phase": "class", ..., "endpoint": "follow_delay", "class_size": 30, "changes": 6,
      "samples": 180, "missed": 0, "p50_s": 0.9, "p95_s": 1.5, "max_s": 1.9, "goal_p95_s": 2.0, "ok": true, ...}
     {"bench": "classroom", "phase": "class_vs_alone", ..., "rounds": 2, "method": "...", "endpoints":
@@ -377,7 +379,7 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
               "p50_s": percentile(latencies, 50), "p95_s": p95, "max_s": percentile(latencies, 100),
               "goal_p95_s": goal, "ok": ok, "first_error": errors[0] if errors else None})
         if endpoint in results:
-            explore[endpoint] = {"p50_s": percentile(latencies, 50), "p95_s": p95}
+            explore[endpoint] = {"p50_s": percentile(latencies, 50), "p95_s": p95, "latencies": latencies}
         total_requests += len(bucket)
         total_errors += len(errors)
         all_ok = all_ok and ok
@@ -664,10 +666,23 @@ def class_vs_alone(measured: dict[str, list[dict]], endpoints: list[str]) -> dic
             line |= {f"alone_{stat}": alone, f"class_{stat}": klass,
                      f"ratio_{stat[:3]}": round(c / a, 3) if a and c is not None else None}
         line["ratio"] = line.pop("ratio_p95")
+        # Every request of every round of a phase together (steadier than the median of a few p95s), and the same
+        # for the alone rounds against each other (rounds 1, 4, 5, 8, ... against 2, 3, 6, 7, ...: the ABBA
+        # halves): how far two runs of the very same load land apart on this machine, the floor under any ratio.
+        pooled = {phase: [s for r in measured[phase] for s in r.get(endpoint, {}).get("latencies", [])]
+                  for phase in ("alone", "class")}
+        if pooled["alone"] and pooled["class"]:
+            line["pooled_ratio"] = round(percentile(pooled["class"], 95) / percentile(pooled["alone"], 95), 3)
+        halves = [[s for i, r in enumerate(measured["alone"]) if (i % 4 in (0, 3)) == first
+                   for s in r.get(endpoint, {}).get("latencies", [])] for first in (True, False)]
+        if all(halves):
+            line["alone_vs_alone"] = round(percentile(halves[0], 95) / percentile(halves[1], 95), 3)
         line["ok"] = line["ratio"] is not None and line["ratio"] <= RATIO_GOAL
         all_ok = all_ok and line["ok"]
         per_endpoint[endpoint] = line
-    return {"rounds": len(measured["class"]), "method": "median over rounds of each phase's p95, class / alone",
+    return {"rounds": len(measured["class"]), "method": "median over rounds of each phase's p95, class / alone; "
+                                                        "pooled_ratio: the p95 of all rounds' requests together; "
+                                                        "alone_vs_alone: the alone rounds' ABBA halves",
             "endpoints": per_endpoint, "goal_ratio": RATIO_GOAL, "ok": all_ok}
 
 
