@@ -26,7 +26,8 @@ plain route the server answers when the class changes or after 25 s); when it mo
 1 s, as the page does, update the status line when its version moved (/class_poll; the join brings it) and
 take the teacher's tab as the page does: GET /class_view/CODE/TAB, the tab's inputs and views drawn once for the
 class and set in the page without a Gradio event (or the tab's Gradio update /class_poll_TAB where the server
-has no view). Each student's class page has a Gradio session of its own beside its explore session (see
+has no view); a new Tokenizer text is then redrawn by the text's change event on the page, one /tokenize
+("/tokenize (follow)") with it. Each student's class page has a Gradio session of its own beside its explore session (see
 class_member). Lines: the explore views (goal p95 <= 2 s), "GET /class_version (wait)" (the waits: errors and
 count; each ends at a change or after 25 s), "GET /class_view", /class_push (goal p95 <= its 1 s interval),
 /class_poll, /class_join, and "follow_delay": for each teacher change and each student, the seconds from the
@@ -408,7 +409,8 @@ FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s 
 RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
 # Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
 CLASS_GOALS = {"GET /class_version (wait)": CLASS_WAIT_S + 2.0, "GET /class_view": 2.0, "/class_poll": 2.0,
-               "/class_poll_TAB": 2.0, "/class_push": 1.0, "/class_roster": 1.0, "/class_join": 2.0}
+               "/class_poll_TAB": 2.0, "/class_push": 1.0, "/class_roster": 1.0, "/class_join": 2.0,
+               "/tokenize (follow)": 2.0}
 # A poll's outputs, as ui/classroom.py wire() lists them: the tab, the model menu, then every followed input in
 # the order /class_push takes them (the API info leaves the tab and the gr.State outputs out; the data keeps
 # them, the states as null).
@@ -516,7 +518,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     first), and the teacher's tab as the page takes it: GET /class_view/CODE/TAB (its inputs and views,
     drawn once for the class; the page sets them without a Gradio event), or that tab's Gradio update
     (/class_poll_TAB) when the server has no view for it. A change is seen when the view (or the update) brought
-    the teacher's latest Tokenizer text.
+    the teacher's latest Tokenizer text; the page's text change event then redraws it (one /tokenize).
 
     This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
     carries the whole session's messages (see ``asker``), so a script cannot send two requests at once in one
@@ -553,6 +555,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         return poll
 
     version, status = None, live[2] if len(live) > 2 else None
+    tokenize = defaults(info, "/tokenize") if "/tokenize" in info["named_endpoints"] else None
     while time.perf_counter() < deadline:
         seconds, error, latest = await ask_version(waits, lesson.code, version, deadline - time.perf_counter(), seat)
         if latest is None and error is None:
@@ -589,6 +592,9 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
             brought = any(isinstance(item, dict) and item.get("value") == text for item in outputs or [])
         if brought and isinstance(text, str) and text not in seen:
             seen[text] = time.perf_counter()
+            if tokenize is not None and tab == "tokenizer":  # the text's change event redraws it on the page
+                tokenize[param_index(info, "/tokenize", component="Textbox")] = text
+                lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
 
 
 async def ask_version(client: httpx.AsyncClient, code: str, after: str | None, time_left: float,

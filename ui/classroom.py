@@ -12,8 +12,9 @@ questions, and race their runs on one board.
   ``WAIT_S`` seconds for a change: one open request per page, not one a second) and, when it moved, after a random
   pause of up to ``SPREAD_S`` seconds (thirty pages do not ask in the same instant), takes the teacher's tab:
   ``GET /class_view/CODE/TAB`` brings that tab's inputs and its views, drawn once for the whole class with the
-  tab's own handlers, and the page sets them itself (``ViewCache``), so following costs the server no Gradio
-  event; a tab whose views need the page's own state (Inside GPT's) comes with its Gradio update instead. A
+  tab's own handlers, and the page sets them itself (``ViewCache``) without a Gradio event; the Tokenizer's text
+  redraws through its own change event, and a tab whose views need the page's own state (Inside GPT's) comes
+  with its Gradio update instead. A
   student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
 - **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
   and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
@@ -829,7 +830,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     def not_teacher(start_visible: bool = True, joined: bool = False) -> tuple:
         return (gr.Column(visible=start_visible), gr.Column(visible=False), "", "", gr.Accordion(visible=joined),
                 gr.Column(visible=False), gr.Accordion(visible=joined), gr.Timer(active=False),
-                gr.Column(visible=True), gr.Row(visible=True))
+                gr.Column(visible=True), gr.Row(visible=False))  # the answer row: shown with a question
 
     def on_load(teacher_state, student_state, browser, request: gr.Request):
         """Reattach after a refresh: the teacher's class, or the student's; ?class=CODE opens the join form."""
@@ -917,7 +918,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     # nobody follows). That one event brings everything: the teacher's tab and model, that tab's inputs when they
     # changed, and the tab's views drawn with them (the tab's own handlers, called here), so a following page costs
     # the server one event per change, not one for the inputs and one more for each view they redraw.
-    status_parts = [p.status, p.following, p.question, p.answer, p.answers, p.known, p.live]
+    status_parts = [p.status, p.following, p.question, p.answer, p.answers, p.known, p.live, p.answer_row]
 
     def class_update(student_state, browser, known, following, request) -> tuple[ClassRoom | None, dict, tuple]:
         """What every update shares: (the class or None, the page's new ``known``, the status parts' values)."""
@@ -928,10 +929,10 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         except ValueError:
             return None, {}, ("The class has ended (or this server restarted): reload the page to join another.",
                               gr.skip(), gr.skip(), gr.skip(),
-                              gr.skip(), None, "")
+                              gr.skip(), None, "", gr.Row(visible=False))
         if owner not in room.students:
             return None, {}, ("Join the class again: type your nickname and press Join.", gr.skip(), gr.skip(),
-                              gr.skip(), gr.skip(), None, "")
+                              gr.skip(), gr.skip(), None, "", gr.Row(visible=False))
         room.seen[owner] = time.monotonic()
         known = dict(known) if isinstance(known, dict) else {}
         follows = room.following and (bool(following) or room.locked)
@@ -949,7 +950,8 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
                  question.revealed else gr.skip(),
                  answers_plot(question, True) if q_changed and question and question.revealed else (
                      gr.Plot(visible=False) if q_changed else gr.skip()),
-                 known, gr.skip())
+                 known, gr.skip(),
+                 gr.Row(visible=bool(question and not question.revealed)) if q_changed else gr.skip())  # answer row
         return room, known, parts
 
     def tab_and_model(room: ClassRoom | None, known: dict) -> tuple:
@@ -979,7 +981,8 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
         room = join_class(code, nickname, owner)
         student_state = {"code": room.code, "nickname": room.students[owner]}
         _, _, parts = class_update(student_state, browser, None, True, request)
-        return (student_state, *parts[:-1], live_value(room, owner, status=True), gr.Accordion(visible=True),
+        *before_live, _, answer_row = parts
+        return (student_state, *before_live, live_value(room, owner, status=True), answer_row, gr.Accordion(visible=True),
                 gr.Accordion(visible=True), gr.Column(visible=False), gr.Row(visible=False))
 
     joined_views = [p.student, *status_parts, p.question_box, p.board_box, p.start_box, p.join_row]

@@ -9,9 +9,8 @@ on Start (Pretrain's) are followed without views: a student's run stays a studen
 
 Class mode draws a tab's views once per change for the whole class (``ui.classroom.ViewCache``) and each
 following page sets them, with the inputs, in the browser. A followed input's own ``.change`` listeners fire when
-class mode sets it; a listener that would draw the same views again takes ``js=SKIP_IF_DRAWN_WITH_CLASS``, so the
-page does not send it for a value that came with the class's views (Gradio's ``.input`` would not do: in Gradio
-6.31 it fires for keys typed, not for a paste).
+class mode sets it, so a tab whose inputs redraw on ``.change`` (the Tokenizer's text) registers no views: its
+page redraws once, from the view cache, as when a student types.
 """
 
 from __future__ import annotations
@@ -20,14 +19,6 @@ from dataclasses import dataclass
 
 import gradio as gr
 from gradio.context import Context
-
-# The browser-side check of a `.change` listener that draws views a class view already brought: the page script
-# (ui.common PAGE_JS) remembers the text values it just applied; for one of them the listener's request is not sent
-# (a throwing js function stops Gradio's event before its request; checked on 6.31 in tests/test_classroom.py).
-SKIP_IF_DRAWN_WITH_CLASS = """(...values) => {
-  if (window.labClassDrew && window.labClassDrew(values[0])) throw new Error("drawn with the class's view");
-  return values;
-}"""
 
 
 @dataclass
