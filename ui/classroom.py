@@ -609,6 +609,12 @@ def roster_html(room: ClassRoom) -> str:
     return f"<p><b>{len(names)} student{'s' if len(names) != 1 else ''}</b></p><ul class='lab-class-roster'>{items}</ul>"
 
 
+def roster_and_answers(room: ClassRoom) -> tuple:
+    """What the teacher's page refreshes after a push and on its timer: the list of students, the answers so far."""
+    question = room.question
+    return roster_html(room), answers_plot(question, True) if question else gr.skip()
+
+
 def question_markdown(question: Question | None) -> str:
     if question is None:
         return ""
@@ -896,8 +902,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
             by_tab.setdefault(tab_id, {})[key] = value
         push_view(room, teacher_tab(tab) or room.tab, model if isinstance(model, str) else None,
                   by_tab, bool(follow_me), bool(lock))
-        question = room.question
-        return roster_html(room), answers_plot(question, True) if question else gr.skip()
+        return roster_and_answers(room)
 
     push_inputs = [p.teacher, browser_id, p.current_tab, model_choice, p.follow_me, p.lock, *components]
     p.push_button.click(friendly(push), push_inputs, [p.roster, p.answers], api_name="class_push",
@@ -906,9 +911,7 @@ def wire(panel: ClassPanel, tabs: gr.Tabs, tab_ids: tuple[str, ...], model_choic
     def roster(request: gr.Request, teacher_state, browser):
         """The teacher page's timer (every TEACHER_PUSH_S seconds): the list of students and the answers so far
         (api: class_roster); what the page shows goes out with the pushes, when it changes."""
-        room = teacher_class(teacher_state, owner_of(browser, request))
-        question = room.question
-        return roster_html(room), answers_plot(question, True) if question else gr.skip()
+        return roster_and_answers(teacher_class(teacher_state, owner_of(browser, request)))
 
     p.teacher_timer.tick(friendly(roster), [p.teacher, browser_id], [p.roster, p.answers], api_name="class_roster",
                          api_visibility="undocumented", show_progress="hidden", queue=False)
