@@ -26,8 +26,8 @@ plain route the server answers when the class changes or after 25 s); when it mo
 1 s, as the page does, update the status line when its version moved (/class_poll; the join brings it) and
 take the teacher's tab as the page does: GET /class_view/CODE/TAB, the tab's inputs and views drawn once for the
 class and set in the page without a Gradio event (or the tab's Gradio update /class_poll_TAB where the server
-has no view); a new Tokenizer text is then redrawn by the text's change event on the page, one /tokenize
-("/tokenize (follow)") with it. Each student's class page has a Gradio session of its own beside its explore session (see
+has no view). A Tokenizer text that came with its views drawn is not drawn again; one that came with the
+Gradio update is, by the text's change event on the page: one /tokenize ("/tokenize (follow)"). Each student's class page has a Gradio session of its own beside its explore session (see
 class_member). Lines: the explore views (goal p95 <= 2 s), "GET /class_version (wait)" (the waits: errors and
 count; each ends at a change or after 25 s), "GET /class_view", /class_push (goal p95 <= its 1 s interval),
 /class_poll, /class_join, and "follow_delay": for each teacher change and each student, the seconds from the
@@ -518,7 +518,8 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     first), and the teacher's tab as the page takes it: GET /class_view/CODE/TAB (its inputs and views,
     drawn once for the class; the page sets them without a Gradio event), or that tab's Gradio update
     (/class_poll_TAB) when the server has no view for it. A change is seen when the view (or the update) brought
-    the teacher's latest Tokenizer text; the page's text change event then redraws it (one /tokenize).
+    the teacher's latest Tokenizer text; after an update (not a view) the page's text change event then redraws
+    it (one /tokenize).
 
     This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
     carries the whole session's messages (see ``asker``), so a script cannot send two requests at once in one
@@ -585,14 +586,14 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
             view = {"event": True}
         brought = not view.get("event") and any(isinstance(item, dict) and item.get("value") == text
                                                  for item in view.get("data", []))
-        update = f"/class_poll_{tab}"
+        update, redraws = f"/class_poll_{tab}", False
         if view.get("event") and update in info["named_endpoints"]:
             seconds, error, outputs = await request(client, update, poll_data(update), session)
             lesson.results["/class_poll_TAB"].append((seconds, error))
-            brought = any(isinstance(item, dict) and item.get("value") == text for item in outputs or [])
+            brought = redraws = any(isinstance(item, dict) and item.get("value") == text for item in outputs or [])
         if brought and isinstance(text, str) and text not in seen:
             seen[text] = time.perf_counter()
-            if tokenize is not None and tab == "tokenizer":  # the text's change event redraws it on the page
+            if tokenize is not None and tab == "tokenizer" and redraws:  # a text that came without its views
                 tokenize[param_index(info, "/tokenize", component="Textbox")] = text
                 lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
 

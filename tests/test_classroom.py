@@ -146,17 +146,18 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     assert classroom.find_class(code).values["tokenizer"]["text"] == "Teacher's sentence"
     first = client.predict(student_state, student, True, api_name="/class_poll")
     assert "following the teacher." in first[STATUS]
-    # each tab's own update brings that tab's inputs (the Tokenizer's text redraws its views through its change
-    # event), and the views of a tab whose inputs have no change event, drawn in the same event (Attention)
+    # each tab's own update brings that tab's inputs and its views drawn with them in the same event
     update = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
     assert update[1] == {"__type__": "update", "value": "Teacher's sentence", "interactive": True}
-    # ... and the same without a Gradio event: the view the page applies
+    assert "·sentence</span>" in update[5] and update[6].startswith("**")  # the tokens and their counts
+    # ... and the same without a Gradio event: the view the page applies, drawn once for the class
     view = json.loads(urlopen(f"{app_url}class_view/{code}/tokenizer").read())
     assert view["key"].startswith(f"{classroom.find_class(code).tab_versions['tokenizer']}:False:")
     assert view["data"][0] == {"selected": "tokenizer", "__type__": "update"}
     assert view["data"][2] == {"value": "Teacher's sentence", "interactive": True, "__type__": "update"}
-    assert view["data"][4:] == [{"value": 8, "interactive": True, "__type__": "update"},  # the windows' sliders
-                                {"value": 4, "interactive": True, "__type__": "update"}]
+    assert view["data"][4:6] == [{"value": 8, "interactive": True, "__type__": "update"},  # the windows' sliders
+                                 {"value": 4, "interactive": True, "__type__": "update"}]
+    assert view["data"][6:8] == list(update[5:7])  # the tokens and the counts, as the update drew them
     again = client.predict(student_state, student, True, api_name="/class_poll_tokenizer")
     script = client.predict(student_state, None, True, api_name="/class_poll_tokenizer")  # a script's session
     assert "Join the class again" in script[STATUS]  # (it is not the browser that joined)
@@ -294,9 +295,17 @@ def test_a_student_page_follows_the_teachers_tab_until_it_detaches(browser, app_
                                   timeout=FOLLOW_S * 1000)
         print("the teacher's sentence reached the student in", round(time.monotonic() - start, 2), "s")
         student.wait_for_function("() => document.querySelector('#tok-spans').innerText.includes('·mat')",
-                                  timeout=FOLLOW_S * 1000)  # and its tokens
+                                  timeout=FOLLOW_S * 1000)  # and its tokens, drawn once for the class
         time.sleep(1.0)
-        assert len(events) == 1  # the text's own change event redraws the tokens: the page sent nothing else
+        assert events == []  # applied from GET /class_view: no Gradio event, no redraw of its own
+        # the student's own text still redraws (the change event presses the hidden redraw button)
+        student.locator("#tok-text textarea").fill("A dog barked.")
+        student.wait_for_function("() => document.querySelector('#tok-spans').innerText.includes('·barked')",
+                                  timeout=10_000)
+        assert len(events) == 1
+        student.locator("#tok-text textarea").fill(sentence)  # back to the class's text, for what follows
+        student.wait_for_function("() => document.querySelector('#tok-spans').innerText.includes('·mat')",
+                                  timeout=10_000)
         delays = []
         for name in ("Attention", "Inside GPT", "Tokenizer"):
             teacher.get_by_role("tab", name=name, exact=True).click()

@@ -12,10 +12,9 @@ questions, and race their runs on one board.
   ``WAIT_S`` seconds for a change: one open request per page, not one a second) and, when it moved, after a random
   pause of up to ``SPREAD_S`` seconds (thirty pages do not ask in the same instant), takes the teacher's tab:
   ``GET /class_view/CODE/TAB`` brings that tab's inputs and its views, drawn once for the whole class with the
-  tab's own handlers, and the page sets them itself (``ViewCache``) without a Gradio event; the Tokenizer's text
-  redraws through its own change event, and a tab whose views need the page's own state (Inside GPT's) comes
-  with its Gradio update instead. A
-  student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
+  tab's own handlers, and the page sets them itself (``ViewCache``) without a Gradio event (the Tokenizer's text
+  does not redraw them again: ``ui.follow.redraw_unless_drawn``); a tab whose views need the page's own state
+  (Inside GPT's) comes with its Gradio update instead. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
 - **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
   and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
   reveals the class's answers beside the model's.

@@ -240,6 +240,10 @@ PAGE_JS = r"""
   const appliedViews = {};  // tab -> what this page last applied ("version:locked:model:tab")
   let takenTab = "";  // the tab the class last moved this page to
   window.labClassView = {};
+  // The text values the page just took with a class view whose views came drawn: a `.change` listener that would
+  // draw them again asks here first (ui.follow redraw_unless_drawn) and sends nothing for them.
+  let drewValues = new Set(), drewUntil = 0;
+  window.labClassDrew = value => performance.now() < drewUntil && drewValues.delete(value);
   const pause = ms => new Promise(done => setTimeout(done, ms));
   const base = () => location.pathname.endsWith("/") ? location.pathname : location.pathname + "/";
   const press = selector => { const button = document.querySelector(selector); if (button) button.click(); return !!button; };
@@ -258,6 +262,8 @@ PAGE_JS = r"""
             appliedViews[tab] = view.key;
             takenTab = tab;
             window.labClassView[tab] = view.data;
+            drewValues = new Set(view.data.map(item => item && item.value).filter(value => typeof value === "string"));
+            drewUntil = performance.now() + 5000;
             apply.click();
           }
           return;

@@ -9,8 +9,11 @@ on Start (Pretrain's) are followed without views: a student's run stays a studen
 
 Class mode draws a tab's views once per change for the whole class (``ui.classroom.ViewCache``) and each
 following page sets them, with the inputs, in the browser. A followed input's own ``.change`` listeners fire when
-class mode sets it, so a tab whose inputs redraw on ``.change`` (the Tokenizer's text) registers no views: its
-page redraws once, from the view cache, as when a student types.
+class mode sets it: a listener that would draw the very views a class view brought goes through
+``redraw_unless_drawn(button_id)``, a browser-only listener that presses the hidden button carrying the redraw,
+except for a value the page just took with a class's views (so the page sends no event for it). Gradio's ``.input``
+would not do: in Gradio 6.31 it fires for keys typed, not for a paste; and a throwing js pre-function stops the
+request but leaves an "Error" badge on the views.
 """
 
 from __future__ import annotations
@@ -19,6 +22,18 @@ from dataclasses import dataclass
 
 import gradio as gr
 from gradio.context import Context
+
+
+def redraw_unless_drawn(button_id: str) -> str:
+    """The js of a browser-only ``.change`` listener: press ``#button_id`` (the hidden button whose click draws the
+    views) unless the page script (ui.common PAGE_JS, ``window.labClassDrew``) says this value just came with the
+    class's views, already drawn.
+
+    >>> "#tok-redraw" in redraw_unless_drawn("tok-redraw")
+    True
+    """
+    return (f'(value) => {{ if (!(window.labClassDrew && window.labClassDrew(value))) '
+            f'document.querySelector("#{button_id}")?.click(); return []; }}')
 
 
 @dataclass

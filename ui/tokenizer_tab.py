@@ -25,7 +25,7 @@ from gpt_core.tokenizer import MAX_TRAIN_VOCAB, BPETokenizer, gpt2_encoding
 from ui import models
 from ui.api import tool
 from ui.common import SliderBox, cap_text, explain, friendly, number_input, plural, show_source
-from ui.follow import followed
+from ui.follow import followed, redraw_unless_drawn
 from ui.runs import explore_view
 from ui.uploads import read_upload
 from visualizations.tokens import (
@@ -589,7 +589,6 @@ def build_tab() -> None:
         "concurrency_id": "tokenize",
     }
     tokenize_button.click(**tokenize_event, api_name="tokenize")
-    choice.change(**tokenize_event, api_visibility="undocumented")
 
     pairs_event = {
         "fn": tool(training_pairs, "training_pairs"),
@@ -603,12 +602,19 @@ def build_tab() -> None:
     stride.release(**pairs_event, api_visibility="undocumented")
     for slider in (context_length, stride):  # the arrow keys send `input` (no `release`)
         slider.input(**pairs_event, trigger_mode="always_last", api_name=False)
-    # A new text (typed, pasted, an example, or the teacher's in class mode) redraws sections 1 and 3 in one event.
-    text.change(friendly(explore_view(redraw_text)), [text, choice, trained_state, context_length, stride],
-                [token_view, stats, parity, pairs_view, pairs_summary], trigger_mode="always_last", preprocess=False,
-                api_visibility="undocumented", concurrency_limit=4, concurrency_id="tokenize")
-    # class mode: the teacher's text and windows (the text's change event draws them, from the view cache)
-    followed("tokenizer", {"text": text, "choice": choice, "context_length": context_length, "stride": stride})
+    # A new text (typed, pasted, an example) or tokenizer redraws sections 1 and 3 in one event, sent by the hidden
+    # redraw button. In class mode the teacher's text arrives with these views already drawn for the whole class,
+    # and the page does not press it for that text (redraw_unless_drawn, ui/follow.py): following sends no event.
+    redraw_event = {"fn": friendly(explore_view(redraw_text)),
+                    "inputs": [text, choice, trained_state, context_length, stride],
+                    "outputs": [token_view, stats, parity, pairs_view, pairs_summary], "preprocess": False,
+                    "concurrency_limit": 4, "concurrency_id": "tokenize"}
+    redraw = gr.Button("redraw", elem_id="tok-redraw", elem_classes=["lab-hidden"])
+    redraw.click(**redraw_event, trigger_mode="always_last", api_name="redraw_text", api_visibility="undocumented")
+    for changed in (text, choice):
+        changed.change(None, [changed], None, js=redraw_unless_drawn("tok-redraw"))
+    followed("tokenizer", {"text": text, "choice": choice, "context_length": context_length, "stride": stride},
+             views=[redraw_event])  # class mode: the teacher's text and windows, drawn once for the class
 
     replay_outputs = [replay_view, replay_step]
     train_button.click(
