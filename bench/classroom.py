@@ -124,6 +124,10 @@ SENTENCES = [  # the tabs' own defaults are added from /gradio_api/info
     "Machine learning models learn patterns from data.",
     "ROMEO: But soft, what light through yonder window breaks?",
 ]
+# The load generator drops a connection idle this long, before the server's own keep-alive limit (uvicorn: 5 s)
+# closes it: with both at 5 s a request sent on a connection the server was closing failed with a ReadError (1 in
+# 11,000 requests), where a browser would have sent it again on a new connection.
+KEEPALIVE_S = 3.0
 TRACE: list[dict] | None = None  # --trace: every request's endpoint, session, start and seconds, written at the end
 WORDS = ["banana", "quantum", "teacher", "volcano", "pixel", "homework", "dragon", "lunch", "Tuesday", "guitar"]
 
@@ -629,7 +633,8 @@ async def run_class(client, info, sentences, tag, args, lesson: ClassLesson) -> 
     # The pages' waiting requests get a connection pool of their own, as each browser has its own connections:
     # thirty requests held open in the explore students' pool slowed every explore request in this process
     # (httpx looks through its pool for each request), which is the load generator's cost, not the server's.
-    limits = httpx.Limits(max_connections=args.class_size + 5, max_keepalive_connections=args.class_size + 5)
+    limits = httpx.Limits(max_connections=args.class_size + 5, max_keepalive_connections=args.class_size + 5,
+                          keepalive_expiry=KEEPALIVE_S)
     async with httpx.AsyncClient(base_url=client.base_url, limits=limits, timeout=client.timeout) as waits:
         await asyncio.gather(teacher(client, info, sentences, tag, args, lesson, deadline),
                              *(class_member(client, info, n, tag, args, lesson, deadline, waits)
@@ -968,7 +973,8 @@ async def serve(args, phases: list[str], env: dict[str, str], log_path: Path) ->
             + "".join(f", {key}={value}" for key, value in env.items()))
     elif env:
         log(f"classroom: --url: the running server keeps its own settings ({', '.join(env)} not set)")
-    limits = httpx.Limits(max_connections=4 * args.students + 20, max_keepalive_connections=2 * args.students + 10)
+    limits = httpx.Limits(max_connections=4 * args.students + 20, max_keepalive_connections=2 * args.students + 10,
+                          keepalive_expiry=KEEPALIVE_S)
     timeout = httpx.Timeout(30.0, read=REQUEST_TIMEOUT_S)
     try:
         async with httpx.AsyncClient(base_url=url.rstrip("/"), limits=limits, timeout=timeout) as client:

@@ -170,8 +170,12 @@ def test_a_student_follows_the_teacher_and_cannot_change_the_class(client, app_u
     view = json.loads(urlopen(f"{app_url}class_view/{code}/attention").read())["data"]
     assert view[2]["value"] == "one two three" and view[8] == ladder[7]
     assert json.loads(view[11]["plot"]) == json.loads(ladder[10]["plot"])  # the first rung's matrices
-    for missing in (f"class_view/{code}/inside", f"class_view/{code}/bogus", "class_view/ZZZZZ/attention"):
-        with pytest.raises(HTTPError, match="404"):  # Inside GPT's views need the page's state: its update only
+    # Inside GPT's view carries what the page shows (the head sliders read its weights from the server's cache)
+    inside = json.loads(urlopen(f"{app_url}class_view/{code}/inside").read())["data"]
+    text = classroom.find_class(code).values["inside"]["text"]
+    assert {"model": classroom.find_class(code).model, "text": text} in inside and inside[2]["value"] == text
+    for missing in (f"class_view/{code}/bogus", "class_view/ZZZZZ/attention"):
+        with pytest.raises(HTTPError, match="404"):
             urlopen(f"{app_url}{missing}")
     # a student's session, with the teacher's state copied or guessed, cannot change the class
     for api_name, args in [("/class_push", push_args(client, teacher_state, student, Text="hijack")),
@@ -306,11 +310,27 @@ def test_a_student_page_follows_the_teachers_tab_until_it_detaches(browser, app_
         student.locator("#tok-text textarea").fill(sentence)  # back to the class's text, for what follows
         student.wait_for_function("() => document.querySelector('#tok-spans').innerText.includes('·mat')",
                                   timeout=10_000)
-        delays = []
+        delays, sent = [], len(events)
         for name in ("Attention", "Inside GPT", "Tokenizer"):
             teacher.get_by_role("tab", name=name, exact=True).click()
             delays.append(wait_for_tab(student, name))
+            if name == "Inside GPT":  # the teacher's text, then the student's own head slider on its weights
+                box = "#inside-text textarea, #inside-text input"
+                teacher.locator(box).first.fill("The cat sat on the mat")
+                teacher.locator(box).first.press("Enter")
+                student.wait_for_function(f"() => document.querySelector({box!r}).value === 'The cat sat on the mat'",
+                                          timeout=FOLLOW_S * 1000)
+                student.wait_for_selector("#inside-head text:has-text('layer 3, head 0')", timeout=10_000)
+                sent = len(events)
+                student.locator("#inside-layer input[type=range]").focus()
+                student.keyboard.press("ArrowLeft")
+                student.wait_for_selector("#inside-head text:has-text('layer 2, head 0')", timeout=10_000)
+                assert "·sat" in student.locator("#inside-head").inner_text()  # the class's text, from the cache
+                assert len(events) == sent + 1  # (the slider's own event)
+                sent += 1
         print("the student's page followed in", [round(delay, 2) for delay in delays], "s")
+        time.sleep(1.0)
+        assert len(events) == sent  # every tab came from GET /class_view, Inside GPT's too: no Gradio event
 
         student.get_by_label("Follow the teacher (untick to explore on my own)").uncheck()
         time.sleep(1.5)

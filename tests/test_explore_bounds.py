@@ -226,7 +226,8 @@ def test_cached_views_equal_fresh_ones():
     inside_tab.VIEWS.clear()
     third = inside_tab.look_inside(NANO, "Every effort moves you")
     assert plot_json(third[1]) == plot_json(first[1])
-    assert np.array_equal(third[-1]["attn"], first[-1]["attn"])
+    assert np.array_equal(inside_tab.inside_view(NANO, "Every effort moves you").state["attn"],
+                          inside_tab.build_view(models.load_choice(NANO), "Every effort moves you", None).state["attn"])
 
 
 def test_a_model_registered_again_under_the_same_name_is_not_answered_from_the_cache():
@@ -355,9 +356,10 @@ def test_grid_layout_has_make_subplots_geometry(rows, cols, spacing, shared):
 
 
 def test_inside_view_figures_have_the_expected_traces():
-    note, grid, layer, head, head_plot, table, params_plot, memory, embed, pos, state = \
-        inside_tab.look_inside(NANO, "Every effort moves you forward.")
-    n = len(state["tokens"])
+    *view, on_page = inside_tab.look_inside_page(NANO, "Every effort moves you forward.")
+    note, grid, layer, head, head_plot, table, params_plot, memory, embed, pos = view
+    assert on_page == {"model": NANO, "text": "Every effort moves you forward."}  # what the head sliders read
+    n = len(inside_tab.inside_view(NANO, on_page["text"]).state["tokens"])
     grid = plot_json(grid)["data"]
     assert len(grid) == 1 and grid[0]["z"]["dtype"] == "u1" and grid[0]["z"]["shape"] == f"{2 * n + 1}, {4 * n + 3}"
     assert [trace["name"] for trace in plot_json(head_plot)["data"]] == [f"layer 1, head 0: weights ({n}, {n})", "masked"]

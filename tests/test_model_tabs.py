@@ -336,6 +336,24 @@ def test_inside_enlarged_head_is_any_layer_and_head_and_says_which():
         inside_tab.enlarged_head(view.state, 12, 0)
 
 
+def test_the_head_sliders_read_the_view_the_page_shows():
+    from ui import inside_tab
+
+    # the page keeps only which model and text it shows; the weights come from the view cache (or the model again)
+    on_page = inside_tab.shown(NANO, "Every effort moves you")
+    view = inside_tab.inside_view(NANO, "Every effort moves you")
+    assert inside_tab.shown_head(on_page, 1, 3).plot == inside_tab.enlarged_head(view.state, 1, 3).plot
+    inside_tab.VIEWS.clear()  # dropped from the cache: drawn again, the same
+    assert inside_tab.shown_head(on_page, 1, 3).plot == inside_tab.enlarged_head(view.state, 1, 3).plot
+    for bad in (None, {}, {"model": NANO}, {"model": 3, "text": "hi"}, ["nano", "hi"]):
+        with pytest.raises(ValueError, match="Press 'Look inside' first"):
+            inside_tab.shown_head(bad, 0, 0)
+    with pytest.raises(ValueError, match="The head must be a whole number from 0 to 3; got 9"):
+        inside_tab.shown_head(on_page, 0, 9)
+    with pytest.raises(ValueError, match="Unknown model 'no such model'. Choose one of"):  # a page can send anything
+        inside_tab.shown_head({"model": "no such model", "text": "hi"}, 0, 0)
+
+
 @pytest.mark.app
 def test_inside_lens_api_has_a_row_per_layer_and_the_last_16_tokens(client):
     text = " ".join(["one", "two"] * 12)  # 24 tokens

@@ -34,4 +34,4 @@ def test_picking_a_model_redraws_inside_gpt_and_generate():
     picker = next(block for block in demo.blocks.values() if getattr(block, "label", "") == models.model_picker().label)
     redraws = {fn.fn.__name__ for fn in demo.fns.values() for target, event in fn.targets
                if target == picker._id and event == "change"}
-    assert {"inside", "preview_next_token"} <= redraws  # look_inside, named as its endpoint (ui.api.tool)
+    assert {"look_inside_page", "preview_next_token"} <= redraws  # the view and what the page shows

@@ -13,8 +13,9 @@ questions, and race their runs on one board.
   pause of up to ``SPREAD_S`` seconds (thirty pages do not ask in the same instant), takes the teacher's tab:
   ``GET /class_view/CODE/TAB`` brings that tab's inputs and its views, drawn once for the whole class with the
   tab's own handlers, and the page sets them itself (``ViewCache``) without a Gradio event (the Tokenizer's text
-  does not redraw them again: ``ui.follow.redraw_unless_drawn``); a tab whose views need the page's own state
-  (Inside GPT's) comes with its Gradio update instead. A student can detach ("explore on my own") and rejoin, unless the teacher locked the settings.
+  does not redraw them again: ``ui.follow.redraw_unless_drawn``); a view that needs the page's own state (a
+  tokenizer the student trained) comes with the tab's Gradio update instead. A student can detach ("explore on my
+  own") and rejoin, unless the teacher locked the settings.
 - **Predict, then reveal.** The teacher asks which token comes next after a prompt (the live model's top three
   and two unlikely tokens, shuffled) or a question of their own; students answer on their pages; the teacher
   reveals the class's answers beside the model's.
@@ -427,7 +428,12 @@ def draw_view(room: ClassRoom, tab: str, key: tuple) -> bytes:
         answer = {"key": ":".join(map(str, key)), "data": data}
     except Exception:  # noqa: BLE001 - the page then asks for the tab's Gradio update, which shows the message
         answer = {"event": True}
-    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY, default=str)
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY, default=_as_json)
+
+
+def _as_json(value):
+    """What orjson cannot write itself: Gradio's data models (a gr.JSON's value) as their data, the rest as text."""
+    return value.model_dump() if hasattr(value, "model_dump") else str(value)
 
 
 def add_routes(app) -> None:

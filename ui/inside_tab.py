@@ -247,7 +247,6 @@ def look_inside(choice: str, text: str):
         view.facts.memory,
         view.embeddings,
         view.positions,
-        view.state,
     )
 
 
@@ -255,6 +254,32 @@ def head_plot(state: dict, layer: int, head: int):
     """The figure of one head of the captured weights, with token labels."""
     weights = state["attn"][layer, head].astype(np.float32)  # (T, T)
     return head_figure(weights, state["tokens"], f"layer {layer}, head {head}: weights {weights.shape}")
+
+
+def shown(choice: str, text: str) -> dict:
+    """What the page shows: the model and the text 'Look inside' last drew (the head sliders read its view).
+
+    >>> shown("nano", "Hi")
+    {'model': 'nano', 'text': 'Hi'}
+    """
+    return {"model": choice, "text": text}
+
+
+def look_inside_page(choice: str, text: str) -> tuple:
+    """'Look inside' on the page: the view (``look_inside``) and what it shows, for the head sliders."""
+    return (*look_inside(choice, text), shown(choice, text))
+
+
+def shown_head(on_page: dict | None, layer=None, head=None):
+    """The head sliders: one head of the view on the page (from the view cache, or the model reads the text again).
+
+    The page keeps only which model and text it shows (``shown``), not the weights, so a class's view can be set
+    in a student's browser (ui/classroom.py) and a session holds no copy of every head's weights.
+    """
+    if not (isinstance(on_page, dict) and isinstance(on_page.get("model"), str)
+            and isinstance(on_page.get("text"), str)):
+        raise ValueError("Press 'Look inside' first: there is no captured attention yet.")
+    return enlarged_head(inside_view(on_page["model"], on_page["text"]).state, layer, head)
 
 
 def enlarged_head(state: dict | None, layer=None, head=None):
@@ -494,7 +519,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         params_plot = gr.Plot(first.facts.parameters, label="parameters by part", show_label=False)
     embed_plot = gr.Plot(first.embeddings, label="token embeddings", show_label=False)
     pos_plot = gr.Plot(first.positions, label="position embeddings", show_label=False)
-    state = gr.State(first.state)
+    on_page = gr.JSON(shown(model_choice.value, DEFAULT_TEXT), visible=False)  # the model and text shown
     show_source(GPTModel.forward, GPTModel.embed, TransformerBlock.forward, MultiHeadAttention.forward,
                 GPTModel.forward_with_capture, parameter_breakdown, estimate_memory)
 
@@ -517,16 +542,20 @@ def build_tab(model_choice: gr.Dropdown) -> None:
     show_source(logit_lens, knocked_out, zero_heads_hook, pass_through_hook,
                 title="The gpt_core code of the logit lens and the knock-out")
 
-    outputs = [note, grid, layer, head, head_plot_view, params, params_plot, memory, embed_plot, pos_plot, state]
+    outputs = [note, grid, layer, head, head_plot_view, params, params_plot, memory, embed_plot, pos_plot]
     # Concurrency by cost: a cached view costs ~1 ms, a new one a forward pass (0.05-0.5 s, torch uses both
     # cores), so 4 at once; the head slider only redraws one small figure, so it has its own queue.
-    inside_event = {"fn": tool(explore_view(look_inside), "inside"), "inputs": [model_choice, text], "outputs": outputs,
-                    "concurrency_limit": 4, "concurrency_id": "inside"}
+    # The page's events also say what the page now shows (on_page); the API's /inside returns the view only.
+    queue = {"concurrency_limit": 4, "concurrency_id": "inside"}
+    gr.Button(visible=False).click(tool(explore_view(look_inside), "inside"), [model_choice, text], outputs,
+                                   api_name="inside", **queue)
+    inside_event = {"fn": friendly(explore_view(look_inside_page)), "inputs": [model_choice, text],
+                    "outputs": [*outputs, on_page], **queue}
     # After a new view: the lens of its last tokens and the intact model's bars (sliders fitted to the model).
     refresh = {"fn": friendly(explore_view(refresh_lens_and_knockout)), "inputs": [model_choice, text, ko_layer, ko_head],
                "outputs": [lens_plot_view, lens_last, ko_layer, ko_head, ko_note, ko_plot], "api_name": False,
                "concurrency_limit": 4, "concurrency_id": "inside"}
-    run.click(**inside_event, api_name="inside").success(**refresh)
+    run.click(**inside_event, api_name=False).success(**refresh)
     text.submit(**inside_event, api_name=False).success(**refresh)
     followed("inside", {"text": text}, views=[inside_event, refresh])  # class mode: the teacher's text, drawn
     model_choice.change(**inside_event, api_name=False).success(**refresh)  # another model: the same text
@@ -536,7 +565,7 @@ def build_tab(model_choice: gr.Dropdown) -> None:
         # preprocess=False: the handler checks the numbers itself (number_input), so NaN, infinity or a word
         # from an API client gets a plain message.
         for trigger in (slider.release, slider.input):
-            trigger(friendly(enlarged_head), [state, layer, head], head_plot_view, api_name=False,
+            trigger(friendly(shown_head), [on_page, layer, head], head_plot_view, api_name=False,
                     preprocess=False, concurrency_limit=8, concurrency_id="inside_head", trigger_mode="always_last")
 
     # The lens and the knock-out share the view's queue (each is one or two forward passes of the model).
