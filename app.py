@@ -219,6 +219,8 @@ def main() -> None:
     demo.queue(**queue_options())
     demo.launch(prevent_thread_lock=True, **launch_options())
     classroom.add_routes(demo.app)  # GET /class_version/CODE?after=V: what a following page waits on
+    logging.getLogger(__name__).info("%d start-up objects frozen out of the garbage collector's full collections",
+                                     sessions.steady_gc())
     demo.block_thread()
 
 

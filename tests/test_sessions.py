@@ -97,3 +97,30 @@ def test_the_queue_rebuilds_its_monitoring_summary_every_thousand_events(monkeyp
     demo.queue()
     assert demo._queue.ANAYLTICS_CACHE_FREQUENCY == sessions.ANALYTICS_EVERY == 1000  # (sic: Gradio's spelling)
     assert demo._queue.ANALYTICS_MAX_EVENTS == 300
+
+
+def test_a_frozen_start_leaves_full_collections_short_and_still_collects_new_garbage():
+    import gc
+    import time
+    import weakref
+
+    class Node:
+        pass
+
+    keep = [{"n": i, "list": [i]} for i in range(200_000)]  # a started server's long-lived objects
+    try:
+        frozen = sessions.steady_gc()
+        assert frozen >= 200_000
+        start = time.perf_counter()
+        gc.collect()
+        print(f"a full collection after the freeze: {1000 * (time.perf_counter() - start):.1f} ms")
+        node = Node()
+        node.me = node  # a cycle made by a request after start-up: still collected
+        gone = weakref.ref(node)
+        del node
+        gc.collect()
+        assert gone() is None
+        assert gc.get_freeze_count() == frozen  # (a collection does not thaw anything)
+    finally:
+        gc.unfreeze()
+        del keep

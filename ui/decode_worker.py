@@ -43,14 +43,16 @@ def _exit_with_parent(parent: int, check_s: float = 5.0) -> None:
 
 
 def _worker_setup() -> None:
-    """In the worker: one torch thread, tiny numbers flushed to zero (as in the server), then the bundled model;
-    a watchdog thread ends the worker with its server."""
+    """In the worker: one torch thread, tiny numbers flushed to zero (as in the server), then the bundled model,
+    and its start-up objects frozen out of the garbage collector; a watchdog thread ends the worker with its server."""
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-server", daemon=True).start()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     from ui.models import DEFAULT_CHOICE, load_choice
+    from ui.sessions import steady_gc
 
     load_choice(DEFAULT_CHOICE)  # built now, not during the first student's request
+    steady_gc()  # its full garbage collections walk only what generations make (ui/sessions.py)
 
 
 def _generate(label: str, ids: list[int], max_new_tokens: int, temperature: float, top_k: int | None,
