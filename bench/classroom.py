@@ -44,7 +44,11 @@ each phase's p95 (and p50), ratio = class / alone, goal ratio <= 1.10. This VM's
 minute to the next, so one round of each can pass or fail by noise alone: take --repeat 2 or more, and read
 ratio_p50 (steadier) beside ratio, pooled_ratio (the p95 of every request of the phase's rounds together) and
 alone_vs_alone (the same pooled p95 of the alone rounds' two ABBA halves against each other: how far the very same
-load lands apart here; with --repeat 4 it came out 0.77-1.77).
+load lands apart here; with --repeat 4 it came out 0.77-1.77). The same figures are also given for two parts of
+a phase, cut at the same second in both phases: "joining_" (requests sent in the first --join-over + 2 s, while
+the class's 30 students join: each join costs the server about what an explore request does) and "following_"
+(the rest: the class follows the teacher). A view is ok when its following_ratio is within the goal (a class of
+30 following adds at most 10%); the join window's cost is shown beside it.
     {"bench": "classroom", "phase": "class", ..., "endpoint": "follow_delay", "class_size": 30, "changes": 6,
      "samples": 180, "missed": 0, "p50_s": 0.9, "p95_s": 1.5, "max_s": 1.9, "goal_p95_s": 2.0, "ok": true, ...}
     {"bench": "classroom", "phase": "class_vs_alone", ..., "rounds": 2, "method": "...", "endpoints":
@@ -290,12 +294,13 @@ def model_param(info: dict, endpoint: str) -> int | None:
 
 
 async def student(client, info, endpoints, sentences, number, phase, args, results, own_models=None,
-                  lock=None) -> None:
+                  lock=None, windows: PhaseWindows | None = None) -> None:
     """One student: its own session, the endpoints in a cycle, think time between requests, until the deadline.
 
     Once ``own_models`` has a model for this student (mixed phase: its pretrain run, used in the explorer), the
     views with a model menu use that model, and those requests are counted under "<endpoint> (own model)".
     ``lock`` (an asyncio.Lock) is held during each request when the session's training task shares it.
+    ``windows`` also files each request's latency by when it was sent: during the class's joins or after them.
     """
     rng = random.Random(f"{args.seed}-{phase}-{number}")
     session = session_name(args, phase, number)
@@ -321,7 +326,10 @@ async def student(client, info, endpoints, sentences, number, phase, args, resul
             data[choice_at] = own_model
             bucket = f"{endpoint} (own model)"
         async with lock or contextlib.nullcontext():
-            results.setdefault(bucket, []).append(await call(client, endpoint, data, session))
+            sent = time.perf_counter()
+            results.setdefault(bucket, []).append(outcome := await call(client, endpoint, data, session))
+        if windows is not None and outcome[1] is None:
+            windows.add(bucket, sent, outcome[0])
         await asyncio.sleep(rng.uniform(0.5, 2.0))
 
 
@@ -341,6 +349,21 @@ async def start_runs(client, info, phase) -> list[str]:
     return started
 
 
+@dataclass
+class PhaseWindows:
+    """The explore views' latencies by when the request was sent: in the first ``joins_end`` seconds of the phase
+    (a class phase's students join then, --join-over plus JOIN_SETTLE_S) or after (the class follows). Alone phases
+    are cut at the same second, so both sides of a ratio cover the same part of a phase."""
+
+    start: float
+    joins_end: float
+    joining: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    following: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, endpoint: str, sent: float, seconds: float) -> None:
+        (self.joining if sent - self.start < self.joins_end else self.following)[endpoint].append(seconds)
+
+
 async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_number: int = 0) -> dict:
     """One phase (alone, beside_runs or class): prints its lines; returns {endpoint: {"p50_s", "p95_s"}} of the
     explore views. Round 0 keeps the phase's own seeds and sessions; a later round (--repeat) gets new ones."""
@@ -349,7 +372,9 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
     results: dict[str, list[tuple[float, str | None]]] = {e: [] for e in endpoints}
     log(f"classroom: phase {tag}: {args.students} students for {args.seconds} s on {', '.join(endpoints)}"
         + (f", {args.class_size} of them in a class that follows a teacher" if phase == "class" else ""))
-    explorers = [student(client, info, endpoints, sentences, n, tag, args, results) for n in range(args.students)]
+    windows = PhaseWindows(time.perf_counter(), args.join_over + JOIN_SETTLE_S)
+    explorers = [student(client, info, endpoints, sentences, n, tag, args, results, windows=windows)
+                 for n in range(args.students)]
     lesson = ClassLesson() if phase == "class" else None
     cpu_before, started = cpu_seconds(pid), time.perf_counter()
     if lesson is not None:
@@ -384,7 +409,8 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
               "p50_s": percentile(latencies, 50), "p95_s": p95, "max_s": percentile(latencies, 100),
               "goal_p95_s": goal, "ok": ok, "first_error": errors[0] if errors else None})
         if endpoint in results:
-            explore[endpoint] = {"p50_s": percentile(latencies, 50), "p95_s": p95, "latencies": latencies}
+            explore[endpoint] = {"p50_s": percentile(latencies, 50), "p95_s": p95, "latencies": latencies,
+                                 "joining": windows.joining[endpoint], "following": windows.following[endpoint]}
         total_requests += len(bucket)
         total_errors += len(errors)
         all_ok = all_ok and ok
@@ -409,6 +435,7 @@ CLASS_SPREAD_S = 1.0  # ui.classroom.SPREAD_S: after a change the page fetches i
 TEACHER_PUSH_S = 5.0  # ui.classroom.TEACHER_PUSH_S: the teacher's page sends its state on a timer this often,
 NOTICE_S = 0.3  # and a change once the page script notices it (it looks every 0.3 s; ui.common PAGE_JS)
 SETTLE_S = 3.0  # no new text in the phase's last seconds: every student has time to see the last one
+JOIN_SETTLE_S = 2.0  # the join window ends this long after the last join (its first view taken)
 FOLLOW_GOAL_S = 2.0  # a following student sees the teacher's change within 2 s (p95)
 RATIO_GOAL = 1.10  # the class may make the explore views' p95 at most 10% slower than alone
 # Goals of the class's own requests: a poll or push slower than its interval makes the page's timer lag.
@@ -689,12 +716,28 @@ def class_vs_alone(measured: dict[str, list[dict]], endpoints: list[str]) -> dic
                    for s in r.get(endpoint, {}).get("latencies", [])] for first in (True, False)]
         if all(halves):
             line["alone_vs_alone"] = round(percentile(halves[0], 95) / percentile(halves[1], 95), 3)
-        line["ok"] = line["ratio"] is not None and line["ratio"] <= RATIO_GOAL
+        # The same, split at the end of the class's join window: while 30 students join (a join costs the server
+        # about what one explore request does) and while the class follows the teacher (the issue's measure).
+        for window in ("following", "joining"):
+            rounds = {phase: [percentile(r.get(endpoint, {}).get(window, []), 95) for r in measured[phase]]
+                      for phase in ("alone", "class")}
+            a, c = median(rounds["alone"]), median(rounds["class"])
+            pooled = {phase: [s for r in measured[phase] for s in r.get(endpoint, {}).get(window, [])]
+                      for phase in ("alone", "class")}
+            line[f"{window}_alone_p95_s"], line[f"{window}_class_p95_s"] = rounds["alone"], rounds["class"]
+            line[f"{window}_ratio"] = round(c / a, 3) if a and c is not None else None
+            if pooled["alone"] and pooled["class"]:
+                line[f"{window}_pooled_ratio"] = round(percentile(pooled["class"], 95) /
+                                                       percentile(pooled["alone"], 95), 3)
+        line["ok"] = line["following_ratio"] is not None and line["following_ratio"] <= RATIO_GOAL
         all_ok = all_ok and line["ok"]
         per_endpoint[endpoint] = line
     return {"rounds": len(measured["class"]), "method": "median over rounds of each phase's p95, class / alone; "
                                                         "pooled_ratio: the p95 of all rounds' requests together; "
-                                                        "alone_vs_alone: the alone rounds' ABBA halves",
+                                                        "alone_vs_alone: the alone rounds' ABBA halves; "
+                                                        "joining_/following_: requests sent before / after the "
+                                                        f"class's join window (--join-over + {JOIN_SETTLE_S:g} s); "
+                                                        "ok: following_ratio <= goal_ratio",
             "endpoints": per_endpoint, "goal_ratio": RATIO_GOAL, "ok": all_ok}
 
 

@@ -65,11 +65,19 @@ class Lesson:
     def __init__(self, teacher, student, out: Path, pace: float):
         self.teacher, self.student, self.out, self.pace = teacher, student, out, pace
         self.start, self.step = time.monotonic(), 0
+        self.events = 0  # the Gradio events the student's page sent since the last step (following sends none)
+        student.on("request", lambda request: self.count(request.url))
+
+    def count(self, url: str) -> None:
+        if "/queue/join" in url:
+            self.events += 1
 
     def say(self, who: str, did: str, saw: str) -> None:
         self.step += 1
         minutes, seconds = divmod(time.monotonic() - self.start, 60)
-        print(f"{int(minutes):02d}:{seconds:04.1f}  {who:<8} {did}\n{'':16}{saw}", flush=True)
+        events, self.events = self.events, 0
+        print(f"{int(minutes):02d}:{seconds:04.1f}  {who:<8} {did}\n{'':16}{saw} "
+              f"[the student's page sent {events} Gradio event{'' if events == 1 else 's'}]", flush=True)
         for name, page in (("teacher", self.teacher), ("student", self.student)):
             page.screenshot(path=str(self.out / f"{self.step:02d}-{name}.png"))
         time.sleep(self.pace)
