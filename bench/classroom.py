@@ -549,7 +549,7 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
     first), and the teacher's tab as the page takes it: GET /class_view/CODE/TAB (its inputs and views,
     drawn once for the class; the page sets them without a Gradio event), or that tab's Gradio update
     (/class_poll_TAB) when the server has no view for it. A change is seen when the view (or the update) brought
-    the teacher's latest Tokenizer text; after an update (not a view) the page's text change event then redraws
+    that Tokenizer text of the teacher's; after an update (not a view) the page's text change event then redraws
     it (one /tokenize).
 
     This runs in a session of its own, beside the student's explore session: /gradio_api/call's event stream
@@ -604,7 +604,6 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         if version is not None:  # the page script's spread before it takes the change
             await asyncio.sleep(random.uniform(0.0, CLASS_SPREAD_S))
         version, status_moved, status = latest_version, latest_status != status, latest_status
-        text = lesson.pushed
         if status_moved and "/class_poll" in info["named_endpoints"]:
             lesson.results["/class_poll"].append(await call(client, "/class_poll", poll_data("/class_poll"), session))
         start = time.perf_counter()
@@ -615,18 +614,21 @@ async def class_member(client, info, number, tag, args, lesson: ClassLesson, dea
         except (httpx.HTTPError, ValueError) as failure:
             lesson.results["GET /class_view"].append((time.perf_counter() - start, f"{type(failure).__name__}"))
             view = {"event": True}
-        brought = not view.get("event") and any(isinstance(item, dict) and item.get("value") == text
-                                                 for item in view.get("data", []))
-        update, redraws = f"/class_poll_{tab}", False
+        brought, redraws = [] if view.get("event") else view.get("data", []), False
+        update = f"/class_poll_{tab}"
         if view.get("event") and update in info["named_endpoints"]:
             seconds, error, outputs = await request(client, update, poll_data(update), session)
             lesson.results["/class_poll_TAB"].append((seconds, error))
-            brought = redraws = any(isinstance(item, dict) and item.get("value") == text for item in outputs or [])
-        if brought and isinstance(text, str) and text not in seen:
-            seen[text] = time.perf_counter()
-            if tokenize is not None and tab == "tokenizer" and redraws:  # a text that came without its views
-                tokenize[param_index(info, "/tokenize", component="Textbox")] = text
-                lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
+            brought, redraws = outputs or [], True
+        # The teacher's texts this answer brought (read from the answer: the version can move before the teacher's
+        # own call has returned, so "the latest text" is not known to this page yet when it asks).
+        values = {item.get("value") for item in brought if isinstance(item, dict) and isinstance(item.get("value"), str)}
+        for text, _ in list(lesson.changes):
+            if text in values and text not in seen:
+                seen[text] = time.perf_counter()
+                if tokenize is not None and tab == "tokenizer" and redraws:  # a text that came without its views
+                    tokenize[param_index(info, "/tokenize", component="Textbox")] = text
+                    lesson.results["/tokenize (follow)"].append(await call(client, "/tokenize", tokenize, session))
 
 
 async def ask_version(client: httpx.AsyncClient, code: str, after: str | None, time_left: float,
