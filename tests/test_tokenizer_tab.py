@@ -248,3 +248,14 @@ def test_a_clicked_example_is_drawn_at_once(page):
     page.wait_for_function("() => document.querySelectorAll('#tok-spans span.tok').length === 12", timeout=20_000)
     assert page.locator("#tok-text textarea").input_value().startswith("the the the The THE")
     assert page.locator("#tok-spans span.tok").nth(3).get_attribute("title") == "id 383 · b' The'"
+
+
+@pytest.mark.browser
+def test_picking_the_trained_tokenizer_redraws_section_1(page):
+    # The menu's change event presses the hidden redraw button (ui/follow.py redraw_unless_drawn), as the text's does.
+    page.wait_for_selector("#tok-spans span.tok", timeout=30_000)
+    page.get_by_label("Your trained BPE").check()
+    page.wait_for_selector("#tok-spans >> text=Train your own BPE in section 2 first", timeout=20_000)
+    page.get_by_label("GPT-2").check()
+    page.wait_for_selector("#tok-spans span.tok", timeout=20_000)
+    assert "identical to tiktoken" in page.locator("#tok-parity").inner_text()
