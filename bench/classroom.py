@@ -27,9 +27,7 @@ plain route the server answers when the class changes or after 25 s); when it mo
 take the teacher's tab as the page does: GET /class_view/CODE/TAB, the tab's inputs and views drawn once for the
 class and set in the page without a Gradio event (or the tab's Gradio update /class_poll_TAB where the server
 has no view). A Tokenizer text that came with its views drawn is not drawn again; one that came with the
-Gradio update is, by the text's change event on the page: one /tokenize ("/tokenize (follow)"). The teacher and
-the class's pages run in a process of their own (--class-process): thirty browsers are not one event loop, and in
-this process their waits and JSON delayed the explore students' measurements by a few ms. Each student's class page has a Gradio session of its own beside its explore session (see
+Gradio update is, by the text's change event on the page: one /tokenize ("/tokenize (follow)"). Each student's class page has a Gradio session of its own beside its explore session (see
 class_member). Lines: the explore views (goal p95 <= 2 s), "GET /class_version (wait)" (the waits: errors and
 count; each ends at a change or after 25 s), "GET /class_view", /class_push (goal p95 <= its 1 s interval),
 /class_poll, /class_join, and "follow_delay": for each teacher change and each student, the seconds from the
@@ -380,7 +378,7 @@ async def run_phase(client, info, endpoints, sentences, phase, args, pid, round_
     lesson = ClassLesson() if phase == "class" else None
     cpu_before, started = cpu_seconds(pid), time.perf_counter()
     if lesson is not None:
-        await asyncio.gather(*explorers, run_class_process(str(client.base_url), tag, args, lesson))
+        await asyncio.gather(*explorers, run_class(client, info, sentences, tag, args, lesson))
     else:
         await asyncio.gather(*explorers)
     memory = memory_mb(pid)  # before the runs stop, while they still hold their memory
@@ -462,51 +460,6 @@ class ClassLesson:
     joined: set[int] = field(default_factory=set)
     results: dict[str, list[tuple[float, str | None]]] = field(default_factory=lambda: defaultdict(list))
     errors: list[str] = field(default_factory=list)  # what went wrong outside the requests counted in results
-
-
-def class_sentences(info: dict) -> list[str]:
-    """The sentences students and the teacher type: SENTENCES and each explore tab's default text."""
-    tab_defaults = [defaults(info, e)[i] for e in EXPLORE if e in info["named_endpoints"]
-                    and (i := param_index(info, e, component="Textbox")) is not None]
-    return list(dict.fromkeys([*SENTENCES, *(t for t in tab_defaults if isinstance(t, str) and t)]))
-
-
-async def run_class_process(url: str, tag: str, args, lesson: ClassLesson) -> None:
-    """The class (teacher and pages) in a process of its own, as thirty browsers are not one event loop: its
-    waits and views' JSON then do not delay the explore students' measurements in this process. Fills ``lesson``
-    from what the process prints (times are the child's own clock: only differences are used)."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--class-process", url, "--class-tag", tag,
-               "--seconds", str(args.seconds), "--students", str(args.students), "--class-size", str(args.class_size),
-               "--join-over", str(args.join_over), "--text-every", str(args.text_every), "--seed", str(args.seed)]
-    child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
-    out, _ = await child.communicate()
-    try:
-        done = json.loads(out.decode().strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        lesson.errors.append(f"the class process ended with code {child.returncode} and no report")
-        return
-    lesson.code, lesson.changes, lesson.errors = done["code"], [tuple(c) for c in done["changes"]], done["errors"]
-    lesson.seen = {int(number): texts for number, texts in done["seen"].items()}
-    lesson.joined = set(done["joined"])
-    for endpoint, outcomes in done["results"].items():
-        lesson.results[endpoint] = [tuple(outcome) for outcome in outcomes]
-
-
-async def class_process(args) -> int:
-    """--class-process URL: only the class phase's teacher and pages, against a running server; prints the lesson."""
-    limits = httpx.Limits(max_connections=2 * args.class_size + 20, max_keepalive_connections=args.class_size + 10,
-                          keepalive_expiry=KEEPALIVE_S)
-    lesson = ClassLesson()
-    async with httpx.AsyncClient(base_url=args.class_process.rstrip("/"), limits=limits,
-                                 timeout=httpx.Timeout(REQUEST_TIMEOUT_S)) as client:
-        info = await wait_for_info(client, None, 60)
-        if info is None:
-            lesson.errors.append("the class process got no /gradio_api/info")
-        else:
-            await run_class(client, info, class_sentences(info), args.class_tag, args, lesson)
-    print(json.dumps({"code": lesson.code, "changes": lesson.changes, "seen": lesson.seen,
-                      "joined": sorted(lesson.joined), "results": lesson.results, "errors": lesson.errors}))
-    return 0
 
 
 def tokenizer_text_at(info: dict) -> tuple[int | None, int | None]:
@@ -1077,7 +1030,9 @@ async def serve(args, phases: list[str], env: dict[str, str], log_path: Path) ->
             endpoints = [e for e in args.endpoints if e in info["named_endpoints"]]
             for missing in sorted(set(args.endpoints) - set(endpoints)):
                 log(f"classroom: the server has no {missing}; skipped")
-            sentences = class_sentences(info)
+            tab_defaults = [defaults(info, e)[i] for e in EXPLORE if e in info["named_endpoints"]
+                            and (i := param_index(info, e, component="Textbox")) is not None]
+            sentences = list(dict.fromkeys([*SENTENCES, *(t for t in tab_defaults if isinstance(t, str) and t)]))
             for endpoint in endpoints:  # warm-up, not counted: the first call loads the model and its caches
                 _, error = await call(client, endpoint, defaults(info, endpoint), "classroom-warm-up")
                 if error:
@@ -1172,13 +1127,7 @@ def main() -> int:
         help="start the server with LLM_LAB_PLAIN=1 (the book layer alone), to see what the fast layer buys")
     add("--memory-budget-mb", type=float, default=4000,
         help="the mixed phase is ok when the server's peak RSS stays at or under this (default: %(default)s)")
-    add("--class-process", help="(used by the class phase) run only a class against this running server, in this "
-                                "process, and print what it did as one JSON line")
-    add("--class-tag", default="class", help="(with --class-process) the sessions' tag")
     args = parser.parse_args()
-    if args.class_process:
-        args.class_size = args.students if args.class_size is None else args.class_size
-        return asyncio.run(class_process(args))
     if args.trace:
         global TRACE
         TRACE = []
