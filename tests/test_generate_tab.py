@@ -11,7 +11,6 @@ import re
 
 import gradio as gr
 import httpx
-import plotly.graph_objects as go
 import pytest
 import torch
 from hypothesis import given, settings
@@ -21,6 +20,7 @@ from gpt_core.tokenizer import ENDOFTEXT
 from ui import generate_tab, models
 from ui.common import friendly
 from ui.generate_tab import MAX_SEED, prepare, run_generation, sampling_settings, show_step
+from visualizations.attention import PlainFigure
 from visualizations.generation import CHOSEN_COLOR
 
 BUNDLED = models.DEFAULT_CHOICE  # 4,096-token vocabulary: quick on a CPU
@@ -61,7 +61,7 @@ def error_message(handler, *args) -> str:
 def test_the_stream_sends_no_chart_before_the_last_update(greedy_run):
     assert len(greedy_run) == N_TOKENS + 1  # one update per token, then the final one
     figures = [index for index, outputs in enumerate(greedy_run) for value in outputs
-               if isinstance(value, go.Figure)]
+               if isinstance(value, PlainFigure)]
     assert figures == [N_TOKENS]  # one chart, in the last update
     assert [outputs[0].count('class="tok"') for outputs in greedy_run] == [*range(1, N_TOKENS + 1), N_TOKENS]
 
@@ -85,7 +85,7 @@ def test_the_final_chart_is_the_last_step_and_the_slider_redraws_it(greedy_run):
     assert (slider["value"], slider["maximum"], slider["interactive"]) == (N_TOKENS, N_TOKENS, True)
     assert len(run["steps"]) == N_TOKENS
     again_html, again_figure = show_step(N_TOKENS, run)
-    assert again_html == text_html and again_figure.to_json() == figure.to_json()
+    assert again_html == text_html and json.loads(again_figure.to_json()) == json.loads(figure.to_json())
     step_html, step_figure = show_step(3, run)
     assert step_figure.layout.title.text.startswith("step 3: ")
     assert re.search(r'title="step 3: [^"]*" style="[^"]*outline', step_html)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 
@@ -190,7 +191,7 @@ def test_lens_figure_rows_cells_and_bold_hits():
     tokens = [[["a", "b"], ["c", "d"]], [["·x", "y"], ["z", "w"]], [["q", "r"], ["s", "t"]]]  # (3 rows, 2, 2)
     probs = np.array([[[0.5, 0.2], [0.4, 0.1]], [[0.9, 0.05], [0.3, 0.2]], [[0.6, 0.1], [0.7, 0.2]]])
     figure = lens_figure(tokens, probs, [" in", "put"], first_position=5, next_tokens=["·x", None], title="t")
-    figure.__class__(figure.to_dict())  # plotly's full validation accepts it
+    go.Figure(figure.to_dict())  # plotly's full validation accepts it
     heatmap = figure.data[0]
     assert list(heatmap.y) == ["embeddings", "after layer 0", "after layer 1 (output)"]
     assert list(heatmap.x) == ["5:·in", "6:put"]
@@ -203,7 +204,7 @@ def test_lens_figure_rows_cells_and_bold_hits():
 
 def test_knockout_figure_bars_and_changes():
     figure = knockout_figure(["·the", "a"], np.array([0.5, 0.2]), np.array([0.3, 0.25]), "t")
-    figure.__class__(figure.to_dict())
+    go.Figure(figure.to_dict())
     intact, knocked = figure.data
     assert list(intact.y) == ["1. ·the", "2. a"] and list(intact.text) == ["50.0%", "20.0%"]
     assert list(knocked.text) == ["30.0% (−20.0 pts)", "25.0% (+5.0 pts)"]

@@ -244,15 +244,14 @@ def test_the_history_keeps_the_snapshots_and_a_deep_copy_shares_them(run_events)
 
 
 def test_the_views_redraw_every_snapshot(run_events):
-    import plotly.graph_objects as go
-
     from ui.snapshots_view import snapshot_views
+    from visualizations.attention import PlainFigure
 
     history = history_of(run_events[1])
     for index, step in enumerate([0, 3, 12]):
         heading, scores, attention, embedding_map, next_tokens, sample, lens = snapshot_views(index, "t h", history)
         assert heading.startswith(f"Step **{step}** (snapshot {index + 1} of 3)")
-        assert all(isinstance(f, go.Figure) for f in (scores, attention, embedding_map, next_tokens, lens))
+        assert all(isinstance(f, PlainFigure) for f in (scores, attention, embedding_map, next_tokens, lens))
         assert len(scores.data) == 2 * 4 and list(scores.data[0].x) == ["0", "3", "12"]  # 4 heads, 2 panels
         assert scores.layout.shapes[0].x0 == index - 0.4  # the snapshot shown is shaded
         assert attention.data[0].z["shape"] == "49, 49"  # 2 x 2 tiles of 24 x 24 with one gutter

@@ -42,12 +42,90 @@ def rounded(values, decimals: int = 3) -> list:
     return array.tolist()
 
 
-def fast_figure(data: list[dict], layout: dict) -> go.Figure:
-    """A plotly Figure made from plain dicts without plotly's checks (they cost more than the view itself).
+class PlainFigure:
+    """A plotly figure kept as the plain dicts it was written as, turned into JSON without plotly's objects.
 
-    The figure still gets plotly's default template, so it looks the same as a checked one.
+    Even unchecked, ``go.Figure`` turns every dict into a tree of plotly objects and ``to_json`` deep-copies that
+    tree back into dicts: about 30 ms for one attention ladder, more than its forward pass, and all of it garbage
+    in reference cycles that Python's collector frees later, in one pause of the whole server. ``to_json`` here
+    writes the dicts as they are, with plotly's default template as ``go.Figure`` adds it: the same figure
+    (tests/test_plain_figure.py compares the two). Anything else (``.data[0].z``, ``.layout.height``,
+    ``update_layout``, ...) is plotly's own: the first such use builds the ``go.Figure`` (unchecked, as before),
+    and from then on that figure, with any change made to it, is the one written.
+
+    >>> import json
+    >>> figure = PlainFigure([{"type": "bar", "x": ["a"], "y": [1]}], {"height": 200})
+    >>> json.loads(figure.to_json())["data"]
+    [{'type': 'bar', 'x': ['a'], 'y': [1]}]
+    >>> figure.layout.height
+    200
     """
-    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+    def __init__(self, data: list[dict], layout: dict):
+        self._spec = {"data": data, "layout": layout}
+        self._figure: go.Figure | None = None
+
+    @property
+    def figure(self) -> go.Figure:
+        """The plotly Figure of these dicts, built on first use."""
+        if self._figure is None:
+            self._figure = go.Figure(self._spec, _validate=False)
+        return self._figure
+
+    def to_json(self) -> str:
+        """The figure as the JSON plotly.js draws (what gr.Plot sends to the browser)."""
+        if self._figure is None:
+            try:
+                return plain_json(self._spec)
+            except TypeError:  # a value orjson cannot write: plotly's own encoder can
+                pass
+        return self.figure.to_json()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_spec", "_figure"):  # copy and pickle probes, a half-made object
+            raise AttributeError(name)
+        return getattr(self.figure, name)
+
+
+def default_template() -> dict:
+    """Plotly's default template as the dict ``go.Figure`` puts in every figure's layout."""
+    import plotly.io as pio
+
+    name = pio.templates.default
+    if name not in _templates:
+        _templates[name] = pio.templates[name].to_plotly_json() if name else None
+    return _templates[name]
+
+
+_templates: dict[str | None, dict | None] = {}
+
+
+def plain_json(spec: dict) -> str:
+    """``{"data": [...], "layout": {...}}`` as figure JSON, with the default template when the layout has none."""
+    import orjson
+
+    layout = spec["layout"]
+    if "template" not in layout and (template := default_template()) is not None:
+        layout = {**layout, "template": template}
+    return orjson.dumps({"data": spec["data"], "layout": layout}, default=_plain_value,
+                        option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _plain_value(value):
+    """What orjson cannot write itself: numpy numbers and arrays it does not take (raising TypeError otherwise)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def fast_figure(data: list[dict], layout: dict) -> PlainFigure:
+    """A figure made from plain dicts without plotly's checks or objects (they cost more than the view itself).
+
+    It still gets plotly's default template, so it looks the same as a checked one.
+    """
+    return PlainFigure(data, layout)
 
 
 def axis_suffix(index: int) -> str:
@@ -182,7 +260,7 @@ def panel_traces(panel: Panel, labels: list[str]) -> list[dict]:
     return traces
 
 
-def panels_figure(panels: list[Panel], tokens: list[str], title: str = "", columns: int | None = None) -> go.Figure:
+def panels_figure(panels: list[Panel], tokens: list[str], title: str = "", columns: int | None = None) -> PlainFigure:
     """Panels in a grid (scores | weights, or one row per head); in each, rows = queries, columns = keys."""
     labels = token_labels(tokens)
     columns = columns or len(panels)
@@ -211,7 +289,7 @@ def panels_figure(panels: list[Panel], tokens: list[str], title: str = "", colum
     return fast_figure(data, layout)
 
 
-def head_figure(weights: np.ndarray, tokens: list[str], title: str, causal: bool = True) -> go.Figure:
+def head_figure(weights: np.ndarray, tokens: list[str], title: str, causal: bool = True) -> PlainFigure:
     """One attention head enlarged: weights (T, T), future cells drawn as masked when `causal`."""
     weights = np.asarray(weights, dtype=np.float64)
     masked = np.triu(np.ones_like(weights, dtype=bool), k=1) if causal else None
@@ -544,7 +622,7 @@ class _Placed:
     label_room: float  # px left of the heatmap for its row labels (0: its left neighbour's labels serve)
 
 
-def ladder_figure(rows: list[list[Matrix]], width: int = LADDER_WIDTH) -> go.Figure:
+def ladder_figure(rows: list[list[Matrix]], width: int = LADDER_WIDTH) -> PlainFigure:
     """Rows of labelled matrices of any shapes, left to right, the numbers printed in the cells where they fit
     (hover for the rest); each matrix's title above it (a "<br>" splits it in lines, the first is bold).
 

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import plotly.graph_objects as go
 
-from visualizations.attention import fast_figure
+from visualizations.attention import PlainFigure, fast_figure
 from visualizations.training import CLEAR, GRID, loss_range, perplexity, thin
 
 # One colour per run: the Okabe-Ito palette (told apart with every common colour-vision deficiency), each
@@ -157,7 +156,7 @@ def _run_traces(curve: RunCurve, index: int, x_axis: str) -> list[dict]:
     ]
 
 
-def compare_figure(curves: Sequence[RunCurve], x_axis: str = "step", log_scale: bool = False) -> go.Figure:
+def compare_figure(curves: Sequence[RunCurve], x_axis: str = "step", log_scale: bool = False) -> PlainFigure:
     """Every run on one plot, each in its own colour: its batch loss as a thin line, its validation loss as
     markers on a thicker line (dotted while the run is still going, and "(running)" in the legend).
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import html
 
-import plotly.graph_objects as go
-
-from visualizations.attention import fast_figure
+from visualizations.attention import PlainFigure, fast_figure
 from visualizations.tokens import VISIBLE_WHITESPACE
 
 CHOSEN_COLOR = "#e6550d"
@@ -34,7 +32,7 @@ def visible_token(token: str) -> str:
 
 
 def candidates_figure(candidates: list[tuple[str, float]], chosen: str | None, step: int, n_bars: int = 10,
-                      chosen_prob: float | None = None, title: str | None = None) -> go.Figure:
+                      chosen_prob: float | None = None, title: str | None = None) -> PlainFigure:
     """Bars of the `n_bars` most likely next tokens at one step; the chosen token is orange.
 
     candidates: (token text, probability), best first. chosen None: nothing chosen yet (the prompt's next
@@ -67,7 +65,7 @@ def candidates_figure(candidates: list[tuple[str, float]], chosen: str | None, s
 
 
 def kv_speed_figure(lengths: list[int], cached_ms: list[float], uncached_ms: list[float],
-                    cache_positions: list[int]) -> go.Figure:
+                    cache_positions: list[int]) -> PlainFigure:
     """Milliseconds per new token against the length of the text, with and without the KV cache, and the
     positions the cache holds (right axis).
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 import html
 
 import numpy as np
-import plotly.graph_objects as go
 
-from visualizations.attention import FONT_FAMILY, colorscale, fast_figure, rounded, visible_token
+from visualizations.attention import FONT_FAMILY, PlainFigure, colorscale, fast_figure, rounded, visible_token
 
 LENS_COLORS = "Blues"  # a probability, 0 to 1: white (unsure) to dark blue (sure)
 CELL_CHARS = 7  # a cell writes at most this many characters of its token (the hover has it whole)
@@ -61,7 +60,7 @@ def percent(prob: float) -> str:
 
 def lens_figure(top_tokens: list[list[list[str]]], top_probs: np.ndarray, input_tokens: list[str],
                 first_position: int = 0, next_tokens: list[str | None] | None = None,
-                title: str = "") -> go.Figure:
+                title: str = "") -> PlainFigure:
     """The logit lens of some positions of a text.
 
     top_tokens: (rows, columns, k) token texts, most likely first; top_probs: (rows, columns, k);
@@ -139,7 +138,7 @@ def change_text(before: float, after: float) -> str:
 
 
 def knockout_figure(tokens: list[str], before: np.ndarray, after: np.ndarray | None = None,
-                    title: str = "") -> go.Figure:
+                    title: str = "") -> PlainFigure:
     """Bars of the intact model's top tokens (best first): intact probabilities, and knocked-out ones beside
     them with the change. after None: the intact model alone (nothing knocked out)."""
     before = np.asarray(before, dtype=np.float64)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-import plotly.graph_objects as go
 
 from gpt_core.files import human_size
-from visualizations.attention import colorscale, fast_figure, grid_layout, rounded, token_labels
+from visualizations.attention import PlainFigure, colorscale, fast_figure, grid_layout, rounded, token_labels
 
 GUTTER = 255  # uint8 value of the gutter cells; anything above 100 is drawn in the background colour
 PERCENT_COLORS = [
@@ -58,7 +57,7 @@ def typed_array(array: np.ndarray) -> dict:
     return {"dtype": "u1", "bdata": data, "shape": f"{rows}, {cols}"}
 
 
-def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, title: str = "") -> go.Figure:
+def attention_grid_figure(attn: np.ndarray, tokens: list[str] | None = None, title: str = "") -> PlainFigure:
     """All heads of all layers, attn (L, H, T, T): rows of tiles are layers, columns of tiles are heads."""
     n_layers, n_heads, n_tokens, _ = attn.shape
     grid = tile_grid(attn)  # (L*T + L-1, H*T + H-1)
@@ -123,7 +122,7 @@ def _tile_labels(n_tiles: int, tokens: list[str], tile_name: str, token_role: st
     return labels
 
 
-def parameter_figure(breakdown: list[tuple[str, int]], notes: dict[str, str] | None = None) -> go.Figure:
+def parameter_figure(breakdown: list[tuple[str, int]], notes: dict[str, str] | None = None) -> PlainFigure:
     """Horizontal bars: parameters per component, largest at the top.
 
     notes: a text instead of the count for some components, e.g. a tied output head (no parameters of its own).
@@ -166,7 +165,7 @@ def _count_text(count: int, total: int) -> str:
 
 
 def embedding_figure(tok_emb: np.ndarray, pos_emb: np.ndarray, tokens: list[str], n_dims: int = 32,
-                     title: str = "") -> go.Figure:
+                     title: str = "") -> PlainFigure:
     """The first `n_dims` dimensions of the token embeddings, the position embeddings and their sum, per token."""
     labels = token_labels(tokens)
     parts = [("token embedding", tok_emb), ("position embedding", pos_emb), ("input = sum", tok_emb + pos_emb)]
@@ -197,7 +196,7 @@ def embedding_figure(tok_emb: np.ndarray, pos_emb: np.ndarray, tokens: list[str]
     return fast_figure(data, layout)
 
 
-def position_norm_figure(pos_norms: np.ndarray, n_used: int) -> go.Figure:
+def position_norm_figure(pos_norms: np.ndarray, n_used: int) -> PlainFigure:
     """The length (L2 norm) of each position embedding vector; the positions the text uses are highlighted."""
     positions = list(range(len(pos_norms)))
     norms = rounded(pos_norms)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import plotly.graph_objects as go
-
-from visualizations.attention import INK, axis_suffix, fast_figure, grid_layout, visible_token
+from visualizations.attention import INK, PlainFigure, axis_suffix, fast_figure, grid_layout, visible_token
 from visualizations.training import CLEAR, GRID
 
 POINT_GREY = "#9ca3af"  # the map's unlabelled tokens: a mid-grey, visible on white and on the dark theme
@@ -60,7 +58,7 @@ def labelled_points(tokens: Sequence[str], labels: Sequence[str]) -> list[int]:
 
 
 def head_scores_figure(steps: Sequence[int], previous_token: Sequence, induction: Sequence, index: int,
-                       title: str = "") -> go.Figure:
+                       title: str = "") -> PlainFigure:
     """Two panels, one line per head across the snapshots: its previous-token score and its induction score.
 
     previous_token, induction: per snapshot, (n_layers, n_heads) scores in [0, 1]. The snapshot shown
@@ -104,7 +102,7 @@ def head_scores_figure(steps: Sequence[int], previous_token: Sequence, induction
 
 
 def embedding_map_figure(tokens: Sequence[str], xy: Sequence[Sequence[float]], variance: Sequence[float],
-                         labels: Sequence[str] = (), title: str = "") -> go.Figure:
+                         labels: Sequence[str] = (), title: str = "") -> PlainFigure:
     """Every token of the map as a grey point at its 2-D coordinates; the tokens ``labels`` names are
     orange and written beside their point.
 
@@ -137,7 +135,7 @@ def embedding_map_figure(tokens: Sequence[str], xy: Sequence[Sequence[float]], v
     return fast_figure(data, layout)
 
 
-def note_figure(message: str, height: int = 160) -> go.Figure:
+def note_figure(message: str, height: int = 160) -> PlainFigure:
     """An empty plot that says why there is nothing to draw (a run without a tokenizer has no text views).
 
     >>> note_figure("No text views.").layout.annotations[0].text

@@ -9,9 +9,8 @@ import html
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import plotly.graph_objects as go
 
-from visualizations.attention import colorscale, fast_figure, grid_layout, rounded
+from visualizations.attention import PlainFigure, colorscale, fast_figure, grid_layout, rounded
 
 # Pastel backgrounds with dark text; neighbours always differ (colour by position). The chips stay light in
 # the dark theme too, so their text is always CHIP_TEXT (at least 12:1 on every one of these colours; the app's
@@ -239,7 +238,7 @@ def _token_axis(labels: Sequence[str]) -> dict:
 
 def embedding_heatmaps(
     token_embeddings: np.ndarray, pos_embeddings: np.ndarray, input_embeddings: np.ndarray, labels: Sequence[str]
-) -> go.Figure:
+) -> PlainFigure:
     """Three heatmaps side by side: token (T, d) + positional (T, d) = input (T, d), tokens down the side."""
     n_tokens, emb_dim = np.shape(input_embeddings)
     titles = [
@@ -272,7 +271,7 @@ def embedding_heatmaps(
     return fast_figure(data, layout)
 
 
-def cosine_heatmap(similarities: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
+def cosine_heatmap(similarities: np.ndarray, labels: Sequence[str], title: str) -> PlainFigure:
     """A (T, T) heatmap of cosine similarities with the tokens on both axes and the values written in."""
     decimals = 2 if len(labels) <= 10 else 1  # keep the numbers inside their cells
     z = np.round(np.asarray(similarities, dtype=np.float32), 2)

@@ -15,9 +15,7 @@ import math
 import re
 from collections.abc import Sequence
 
-import plotly.graph_objects as go
-
-from visualizations.attention import fast_figure
+from visualizations.attention import PlainFigure, fast_figure
 from visualizations.tokens import CHIP_TEXT, TOKEN_COLORS, token_text
 
 TRAIN_COLOR = "#3182bd"
@@ -108,7 +106,7 @@ def _lr_traces(schedule: Sequence[float], current_step: int) -> list[dict]:
 
 def training_figure(step_losses: Sequence[StepLoss], evals: Sequence[EvalLoss], max_steps: int,
                     schedule: Sequence[float] = (), current_step: int = 0, log_scale: bool = False,
-                    title: str = "loss while training (lower is better)") -> go.Figure:
+                    title: str = "loss while training (lower is better)") -> PlainFigure:
     """Loss curves: the batch loss of every step, and train / validation loss on fixed batches (markers).
 
     Pretraining and both fine-tuning tabs draw it. The x axis spans the whole planned run (0 .. ``max_steps``).
