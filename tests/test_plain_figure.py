@@ -8,7 +8,6 @@ and check the plotly-object side (attributes, changes, pickling) still behaves l
 
 from __future__ import annotations
 
-import base64
 import copy
 import gc
 import json
@@ -20,6 +19,7 @@ import plotly.graph_objects as go
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_model_tabs import as_array
 
 from visualizations import attention, compare, generation, lens, model, snapshots, training
 from visualizations.attention import PlainFigure, fast_figure
@@ -34,10 +34,7 @@ def decoded(value):
     """Plotly writes numpy arrays as base64 ({"dtype", "bdata", "shape"}); plotly.js reads both that and lists."""
     if isinstance(value, dict):
         if {"bdata", "dtype"} <= set(value):
-            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-            if "shape" in value:
-                array = array.reshape([int(n) for n in str(value["shape"]).split(",")])
-            return array.tolist()
+            return as_array(value).tolist()
         return {key: decoded(item) for key, item in value.items()}
     if isinstance(value, list):
         return [decoded(item) for item in value]

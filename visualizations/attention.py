@@ -5,9 +5,10 @@ drawn by its own grey layer with the hover text "masked", and its value in the m
 Cells zeroed by dropout get their own dark layer with the hover text "dropped".
 
 Speed: the figures are written as plain dicts (lists of numbers rounded to what the hover shows) and wrapped
-by `fast_figure`, which skips plotly's property-by-property checks. Those checks, and `make_subplots`, cost
-20-50 ms a figure, more than the model itself; `grid_layout` gives make_subplots' geometry in a few lines.
-The tests check every figure once with plotly's full validation.
+by `fast_figure` (a `PlainFigure`), which skips plotly's property-by-property checks and its objects and writes
+the dicts as JSON. Those checks, plotly's objects and `make_subplots` cost 20-50 ms a figure, more than the model
+itself; `grid_layout` gives make_subplots' geometry in a few lines. The tests check every figure once with
+plotly's full validation.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ class PlainFigure:
         return getattr(self.figure, name)
 
 
-def default_template() -> dict:
+_templates: dict[str | None, dict | None] = {}  # plotly's default template name -> its dict, made once
+
+
+def default_template() -> dict | None:
     """Plotly's default template as the dict ``go.Figure`` puts in every figure's layout."""
     import plotly.io as pio
 
@@ -95,9 +99,6 @@ def default_template() -> dict:
     if name not in _templates:
         _templates[name] = pio.templates[name].to_plotly_json() if name else None
     return _templates[name]
-
-
-_templates: dict[str | None, dict | None] = {}
 
 
 def plain_json(spec: dict) -> str:
